@@ -1,0 +1,97 @@
+//! The admin server: `/live`, `/ready`, `/metrics`, and `POST /shutdown` (loopback only).
+//! It keeps answering while the proxy drains, so that `/ready` can say 503.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::drain::Drain;
+use crate::metrics::Metrics;
+
+/// What the admin endpoints report on.
+#[derive(Debug)]
+pub struct AdminState {
+    /// Set once every listener is bound (and, with the policy engine, a policy is loaded).
+    pub ready: AtomicBool,
+    /// The process-wide drain.
+    pub drain: Drain,
+    /// Metrics to render.
+    pub metrics: Arc<Metrics>,
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Routes one admin request (pure apart from starting the drain).
+pub fn respond(
+    state: &AdminState,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    match (method, path) {
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (&Method::GET, "/ready") if state.drain.is_draining() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        (&Method::GET, "/ready") if state.ready.load(Ordering::Acquire) => {
+            text(StatusCode::OK, "ready\n")
+        }
+        (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (&Method::GET, "/metrics") => {
+            let mut resp = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            resp
+        }
+        (&Method::POST, "/shutdown") if peer.ip().is_loopback() => {
+            state.drain.start();
+            text(StatusCode::ACCEPTED, "draining\n")
+        }
+        (&Method::POST, "/shutdown") => text(StatusCode::FORBIDDEN, "only from loopback\n"),
+        (_, "/live" | "/ready" | "/metrics" | "/shutdown") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Serves the admin endpoints until the task is aborted.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let resp = respond(&state, peer, req.method(), req.uri().path());
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

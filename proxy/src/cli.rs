@@ -1,0 +1,78 @@
+//! The command line of `portcullis-proxy`: subcommands and flags, each flag with its
+//! `PORTCULLIS_<FLAG>` environment twin. Parsing only; validation lives in [`crate::config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `portcullis-proxy`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis-proxy",
+    version,
+    about = "Portcullis: a transparent L7 sidecar access proxy"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar.
+    Run(RunArgs),
+}
+
+/// How inbound traffic was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CaptureMode {
+    /// nat REDIRECT: the original destination comes from SO_ORIGINAL_DST.
+    Redirect,
+    /// TPROXY: the accepted socket's local address is the original destination, and the
+    /// application sees the client's own address.
+    Tproxy,
+}
+
+/// Diagnostics log format (the access log is always JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Policy file or directory (its enforcement arrives with the policy engine).
+    #[arg(long, env = "PORTCULLIS_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Inbound capture listener port.
+    #[arg(long, default_value_t = 15006, env = "PORTCULLIS_INBOUND_PORT")]
+    pub inbound_port: u16,
+    /// Outbound capture listener port.
+    #[arg(long, default_value_t = 15001, env = "PORTCULLIS_OUTBOUND_PORT")]
+    pub outbound_port: u16,
+    /// Admin server (health, metrics) address.
+    #[arg(long, default_value = "0.0.0.0:15020", env = "PORTCULLIS_ADMIN_ADDR")]
+    pub admin_addr: SocketAddr,
+    /// How inbound traffic is captured (must match portcullis-init --mode).
+    #[arg(long, value_enum, default_value_t = CaptureMode::Redirect, env = "PORTCULLIS_CAPTURE")]
+    pub capture: CaptureMode,
+    /// How long open connections may take to finish after SIGTERM (`30`, `30s`, `500ms`).
+    #[arg(long, default_value = "30s", env = "PORTCULLIS_DRAIN_TIMEOUT")]
+    pub drain_timeout: String,
+    /// How long a connection to the original destination may take to open.
+    #[arg(long, default_value = "5s", env = "PORTCULLIS_CONNECT_TIMEOUT")]
+    pub connect_timeout: String,
+    /// Where access log lines go: a file path, or `-` for stdout.
+    #[arg(long, default_value = "-", env = "PORTCULLIS_ACCESS_LOG")]
+    pub access_log: String,
+    /// Diagnostics log format (stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PORTCULLIS_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}

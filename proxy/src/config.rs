@@ -1,0 +1,146 @@
+//! The proxy's validated configuration, built once from the flags before any port is bound.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{CaptureMode, RunArgs};
+
+/// Source address of inbound deliveries to the application in redirect mode (IPv4). The capture
+/// rules never re-capture traffic from it.
+pub const DELIVERY_SOURCE_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+/// Source address of inbound deliveries to the application in redirect mode (IPv6; added to
+/// `lo` by `portcullis-init`).
+pub const DELIVERY_SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
+/// Packet mark of source-preserving (TPROXY) deliveries; matches `portcullis-init`.
+pub const TPROXY_MARK: u32 = 0x539;
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// Nowhere (benchmarks, tests).
+    Off,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Addresses the capture listeners bind (one listener per address and direction).
+    pub listen_ips: Vec<IpAddr>,
+    /// Inbound capture listener port (0 = any, for tests).
+    pub inbound_port: u16,
+    /// Outbound capture listener port (0 = any, for tests).
+    pub outbound_port: u16,
+    /// Admin server address.
+    pub admin_addr: SocketAddr,
+    /// How inbound traffic is captured.
+    pub capture: CaptureMode,
+    /// Time given to open connections after a drain starts.
+    pub drain_timeout: Duration,
+    /// Time given to a connection to the original destination to open.
+    pub connect_timeout: Duration,
+    /// Access log destination.
+    pub access_log: AccessLogTarget,
+    /// Replaces the kernel's original destination for every connection. Only for in-process
+    /// tests, which have no iptables; never set from the command line.
+    pub original_dst_override: Option<SocketAddr>,
+    /// Where inbound deliveries come from in redirect mode; `None` lets the kernel choose (tests).
+    pub delivery_source: Option<(Ipv4Addr, Ipv6Addr)>,
+}
+
+/// A flag that does not validate.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A duration that does not parse.
+    #[error("--{flag}: invalid duration {value:?} (expected e.g. 30, 30s, 500ms)")]
+    Duration {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// Both listeners on one port.
+    #[error("--inbound-port and --outbound-port must differ (both {0})")]
+    SamePorts(u16),
+}
+
+/// Parses `30` (seconds), `30s`, `500ms`, `1m`.
+pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let v = value.trim();
+    v.parse::<u64>()
+        .map(Duration::from_secs)
+        .or_else(|_| humantime::parse_duration(v))
+        .map_err(|_| ConfigError::Duration {
+            flag,
+            value: value.to_string(),
+        })
+}
+
+impl ProxyConfig {
+    /// Validates the flags of `run`.
+    pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        if args.inbound_port == args.outbound_port {
+            return Err(ConfigError::SamePorts(args.inbound_port));
+        }
+        let access_log = match args.access_log.as_str() {
+            "-" | "" => AccessLogTarget::Stdout,
+            "off" => AccessLogTarget::Off,
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        };
+        Ok(Self {
+            listen_ips: vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ],
+            inbound_port: args.inbound_port,
+            outbound_port: args.outbound_port,
+            admin_addr: args.admin_addr,
+            capture: args.capture,
+            drain_timeout: parse_duration("drain-timeout", &args.drain_timeout)?,
+            connect_timeout: parse_duration("connect-timeout", &args.connect_timeout)?,
+            access_log,
+            original_dst_override: None,
+            delivery_source: Some((DELIVERY_SOURCE_V4, DELIVERY_SOURCE_V6)),
+        })
+    }
+
+    /// A configuration for in-process tests: loopback listeners on ephemeral ports, every
+    /// connection sent to `upstream`, no access log.
+    pub fn for_tests(upstream: SocketAddr) -> Self {
+        Self {
+            listen_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            inbound_port: 0,
+            outbound_port: 0,
+            admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            capture: CaptureMode::Redirect,
+            drain_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            access_log: AccessLogTarget::Off,
+            original_dst_override: Some(upstream),
+            delivery_source: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_or_plain_seconds() {
+        for (input, want) in [
+            ("30", Duration::from_secs(30)),
+            ("30s", Duration::from_secs(30)),
+            ("500ms", Duration::from_millis(500)),
+            ("1m", Duration::from_secs(60)),
+        ] {
+            assert_eq!(parse_duration("x", input).expect(input), want);
+        }
+        assert!(parse_duration("x", "soon").is_err());
+        assert!(parse_duration("x", "-1").is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! Portcullis proxy: the sidecar's data path and its operator surface.
+//!
+//! A captured connection goes through a short chain of stages, each in its own module:
+//! [`listener`] (accept) → [`original_dst`] (where it was going) → loop guard
+//! ([`connection`]) → [`upstream`] (connect as the right source) → [`tcp`] (move bytes).
+//! Around it: [`admin`] (health, metrics), [`metrics`], [`access_log`], [`drain`].
+//! [`cli`] and [`config`] turn flags into a validated [`config::ProxyConfig`] once.
+
+pub mod access_log;
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod drain;
+pub mod listener;
+pub mod metrics;
+pub mod original_dst;
+pub mod proxy;
+pub mod tcp;
+pub mod upstream;
+
+pub use config::ProxyConfig;
+pub use proxy::Proxy;

@@ -1,0 +1,76 @@
+//! `portcullis-proxy`: parses flags, sets up tracing and the runtime, runs the chosen
+//! subcommand and maps errors to exit codes.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use portcullis_proxy::cli::{Cli, Command, LogFormat, RunArgs};
+use portcullis_proxy::drain::Drain;
+use portcullis_proxy::{Proxy, ProxyConfig};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn signals(drain: Drain) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => tracing::info!("SIGHUP: no policy source to reload"),
+        }
+    }
+    tracing::info!("signal received: draining");
+    drain.start();
+    Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let config = ProxyConfig::from_args(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    runtime.block_on(async {
+        let proxy = Proxy::bind(config)?;
+        let drain = Drain::new();
+        let sig = drain.clone();
+        tokio::spawn(async move {
+            if let Err(e) = signals(sig.clone()).await {
+                tracing::error!(error = %e, "signal handling failed; draining");
+                sig.start();
+            }
+        });
+        proxy.run(drain).await?;
+        tracing::info!("drained; exiting");
+        Ok(())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis-proxy: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Prometheus metrics (prometheus-client), rendered on the admin port's `/metrics`.
+//! Labels are bounded enums only: never paths, IPs or other open-ended values.
+
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+
+use serde::Serialize;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::connection::Direction;
+
+/// Outcome of a connection-level decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Let through.
+    Allow,
+    /// Refused.
+    Deny,
+}
+
+impl Verdict {
+    /// The name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+impl EncodeLabelValue for Verdict {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// `direction` + `verdict`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnLabels {
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Allow or deny.
+    pub verdict: Verdict,
+}
+
+/// `direction`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DirLabels {
+    /// Inbound or outbound.
+    pub direction: Direction,
+}
+
+/// Why a connection failed after it was admitted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// A fixed reason code (see `connection::ConnError::reason`).
+    pub reason: &'static str,
+}
+
+/// Every metric the proxy exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `portcullis_connections_total`.
+    pub connections: Family<ConnLabels, Counter>,
+    /// `portcullis_connections_open`.
+    pub open: Family<DirLabels, Gauge>,
+    /// `portcullis_connection_errors_total`.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// `portcullis_bytes_total` from the client side (`direction` label).
+    pub bytes_received: Family<DirLabels, Counter>,
+    /// `portcullis_bytes_total` towards the client side.
+    pub bytes_sent: Family<DirLabels, Counter>,
+    /// `portcullis_access_log_dropped_total`.
+    pub access_log_dropped: Counter<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let connections = Family::<ConnLabels, Counter>::default();
+        let open = Family::<DirLabels, Gauge>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let bytes_received = Family::<DirLabels, Counter>::default();
+        let bytes_sent = Family::<DirLabels, Counter>::default();
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "connections",
+            "Connections by decision",
+            connections.clone(),
+        );
+        registry.register("connections_open", "Connections open now", open.clone());
+        registry.register(
+            "connection_errors",
+            "Admitted connections that failed, by reason",
+            errors.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Bytes received from the connecting side",
+            bytes_received.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Bytes sent back to the connecting side",
+            bytes_sent.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
+        Self {
+            registry,
+            connections,
+            open,
+            errors,
+            bytes_received,
+            bytes_sent,
+            access_log_dropped,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,161 @@
+//! The sidecar as a whole: binds every port first (so that a bad address fails before anything
+//! is served), then runs the capture listeners and the admin server until a drain completes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::task::JoinSet;
+
+use crate::access_log::AccessLog;
+use crate::admin::{self, AdminState};
+use crate::cli::CaptureMode;
+use crate::config::ProxyConfig;
+use crate::connection::{Context, Direction};
+use crate::drain::Drain;
+use crate::listener::{self, Listener};
+use crate::metrics::Metrics;
+use crate::upstream::Connector;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A port could not be bound.
+    #[error("bind {addr} ({what}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Which listener.
+        what: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// The access log could not be opened.
+    #[error("access log: {0}")]
+    AccessLog(io::Error),
+}
+
+/// A bound, not yet running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    config: ProxyConfig,
+    listeners: Vec<Listener>,
+    admin: tokio::net::TcpListener,
+}
+
+fn skippable_v6(addr: SocketAddr, e: &io::Error) -> bool {
+    // A kernel without IPv6 (or with it disabled) cannot bind [::]; serve IPv4 only.
+    addr.is_ipv6()
+        && addr.ip().is_unspecified()
+        && matches!(
+            e.raw_os_error(),
+            Some(nix::libc::EAFNOSUPPORT | nix::libc::EADDRNOTAVAIL)
+        )
+}
+
+impl Proxy {
+    /// Binds the capture listeners and the admin port.
+    pub fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
+        let transparent =
+            config.capture == CaptureMode::Tproxy && config.original_dst_override.is_none();
+        let mut listeners = Vec::new();
+        for &ip in &config.listen_ips {
+            for (direction, port, transparent, what) in [
+                (
+                    Direction::Inbound,
+                    config.inbound_port,
+                    transparent,
+                    "inbound",
+                ),
+                (Direction::Outbound, config.outbound_port, false, "outbound"),
+            ] {
+                let addr = SocketAddr::new(ip, port);
+                match listener::bind(addr, transparent) {
+                    Ok(tcp) => listeners.push(Listener::new(tcp, direction)),
+                    Err(e) if skippable_v6(addr, &e) => {
+                        tracing::warn!(%addr, error = %e, "IPv6 unavailable; serving IPv4 only");
+                    }
+                    Err(source) => return Err(ProxyError::Bind { addr, what, source }),
+                }
+            }
+        }
+        let admin =
+            listener::bind(config.admin_addr, false).map_err(|source| ProxyError::Bind {
+                addr: config.admin_addr,
+                what: "admin",
+                source,
+            })?;
+        Ok(Self {
+            config,
+            listeners,
+            admin,
+        })
+    }
+
+    /// Addresses of the listeners for `direction`.
+    pub fn addrs(&self, direction: Direction) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter(|l| l.direction() == direction)
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The admin server's address.
+    pub fn admin_addr(&self) -> io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `drain` starts, then stops accepting, waits for open connections up to the
+    /// drain timeout, flushes the access log and returns.
+    pub async fn run(self, drain: Drain) -> Result<(), ProxyError> {
+        let metrics = Arc::new(Metrics::new());
+        let (access_log, writer) = AccessLog::start(&self.config.access_log, metrics.clone())
+            .await
+            .map_err(ProxyError::AccessLog)?;
+        let own_ports = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok().map(|a| a.port()))
+            .collect();
+        let ctx = Arc::new(Context {
+            capture: self.config.capture,
+            original_dst_override: self.config.original_dst_override,
+            own_ports,
+            connector: Connector {
+                capture: self.config.capture,
+                delivery_source: self.config.delivery_source,
+                timeout: self.config.connect_timeout,
+            },
+            metrics: metrics.clone(),
+            access_log,
+        });
+        let state = Arc::new(AdminState {
+            ready: false.into(),
+            drain: drain.clone(),
+            metrics,
+        });
+        let admin = tokio::spawn(admin::serve(self.admin, state.clone()));
+        let mut accept_loops = JoinSet::new();
+        for l in self.listeners {
+            accept_loops.spawn(l.run(ctx.clone(), drain.clone()));
+        }
+        state.ready.store(true, Ordering::Release);
+        tracing::info!("serving");
+
+        drain.started().await;
+        accept_loops.join_all().await;
+        tracing::info!(timeout = ?self.config.drain_timeout, "draining: listeners closed");
+        let left = drain.wait(self.config.drain_timeout).await;
+        if left > 0 {
+            tracing::warn!(left, "drain deadline passed; closing remaining connections");
+        }
+        drop(ctx);
+        if let Some(writer) = writer {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+        }
+        admin.abort();
+        Ok(())
+    }
+}

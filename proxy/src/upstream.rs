@@ -1,0 +1,91 @@
+//! Opens the connection to the original destination, from the right source address.
+//!
+//! - Outbound: a plain connect; the proxy's UID is excluded from capture.
+//! - Inbound, redirect mode: bound to 127.0.0.6 / ::6, a source the capture rules never
+//!   re-capture. The application is reached on its original address and port, so apps that
+//!   listen only on the pod IP keep working; they see 127.0.0.6 as the client.
+//! - Inbound, TPROXY mode: IP_TRANSPARENT + the TPROXY mark, bound to the client's own IP (never
+//!   its port, which could clash with the client's 4-tuple), so the application sees the real
+//!   client. Connections from the pod itself fall back to the redirect-mode source.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::cli::CaptureMode;
+use crate::config::TPROXY_MARK;
+use crate::connection::{ConnError, Direction};
+
+/// How to connect to original destinations.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    /// Capture mode of the inbound side.
+    pub capture: CaptureMode,
+    /// Redirect-mode delivery source (v4, v6), or none to let the kernel choose.
+    pub delivery_source: Option<(std::net::Ipv4Addr, std::net::Ipv6Addr)>,
+    /// Connect timeout.
+    pub timeout: Duration,
+}
+
+impl Connector {
+    /// Connects to `dst` on behalf of `client`.
+    pub async fn connect(
+        &self,
+        direction: Direction,
+        client: SocketAddr,
+        dst: SocketAddr,
+    ) -> Result<TcpStream, ConnError> {
+        let socket = self
+            .socket(direction, client, dst)
+            .map_err(|source| ConnError::UpstreamSocket { dst, source })?;
+        let stream = tokio::time::timeout(self.timeout, socket.connect(dst))
+            .await
+            .map_err(|_| ConnError::ConnectTimeout(dst))?
+            .map_err(|source| ConnError::Connect { dst, source })?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn socket(
+        &self,
+        direction: Direction,
+        client: SocketAddr,
+        dst: SocketAddr,
+    ) -> io::Result<TcpSocket> {
+        let socket = match dst {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if direction == Direction::Outbound || dst.ip().is_loopback() {
+            return Ok(socket);
+        }
+        let same_family = client.is_ipv4() == dst.is_ipv4();
+        let from_elsewhere = !client.ip().is_loopback() && client.ip() != dst.ip();
+        if self.capture == CaptureMode::Tproxy && same_family && from_elsewhere {
+            let sock = SockRef::from(&socket);
+            match dst {
+                SocketAddr::V4(_) => sock.set_ip_transparent_v4(true)?,
+                SocketAddr::V6(_) => sock.set_ip_transparent_v6(true)?,
+            }
+            sock.set_mark(TPROXY_MARK)?;
+            socket.bind(SocketAddr::new(client.ip(), 0))?;
+            return Ok(socket);
+        }
+        if let Some((v4, v6)) = self.delivery_source {
+            let ip = match dst {
+                SocketAddr::V4(_) => IpAddr::V4(v4),
+                SocketAddr::V6(_) => IpAddr::V6(v6),
+            };
+            socket.bind(SocketAddr::new(ip, 0)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("bind {ip} (is portcullis-init's address on lo?): {e}"),
+                )
+            })?;
+        }
+        Ok(socket)
+    }
+}

@@ -1,0 +1,260 @@
+//! In-process tests of the L4 data path: the proxy on loopback with an injected original
+//! destination (no iptables, no root), real sockets on both sides.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portcullis_proxy::connection::Direction;
+use portcullis_proxy::drain::Drain;
+use portcullis_proxy::{Proxy, ProxyConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// An upstream that reads until EOF, then answers `got N bytes: <data>` and closes.
+async fn half_close_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).await.expect("read");
+                let reply = format!("got {} bytes: {}", buf.len(), String::from_utf8_lossy(&buf));
+                s.write_all(reply.as_bytes()).await.expect("write");
+            });
+        }
+    });
+    addr
+}
+
+struct Running {
+    proxy_in: SocketAddr,
+    proxy_out: SocketAddr,
+    admin: SocketAddr,
+    drain: Drain,
+    task: JoinHandle<()>,
+}
+
+fn start(config: ProxyConfig) -> Running {
+    let proxy = Proxy::bind(config).expect("bind proxy");
+    let running = Running {
+        proxy_in: proxy.addrs(Direction::Inbound)[0],
+        proxy_out: proxy.addrs(Direction::Outbound)[0],
+        admin: proxy.admin_addr().expect("admin addr"),
+        drain: Drain::new(),
+        task: tokio::spawn(async {}),
+    };
+    let drain = running.drain.clone();
+    Running {
+        task: tokio::spawn(async move { proxy.run(drain).await.expect("run") }),
+        ..running
+    }
+}
+
+async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect admin");
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.expect("read");
+    let status = resp[9..12].parse().expect("status");
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Waits (bounded) until the proxy reports `n` open connections in `direction`.
+async fn wait_open(admin: SocketAddr, direction: &str, n: u32) {
+    let want = format!("portcullis_connections_open{{direction=\"{direction}\"}} {n}\n");
+    for _ in 0..200 {
+        if http(admin, "GET", "/metrics").await.1.contains(&want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never saw {want}");
+}
+
+async fn exchange(proxy: SocketAddr, payload: &[u8]) -> String {
+    let mut c = TcpStream::connect(proxy).await.expect("connect proxy");
+    c.write_all(payload).await.expect("write");
+    c.shutdown().await.expect("half-close");
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+#[tokio::test]
+async fn forwards_both_directions_and_carries_half_close() {
+    let upstream = half_close_upstream().await;
+    let p = start(ProxyConfig::for_tests(upstream));
+    for addr in [p.proxy_in, p.proxy_out] {
+        assert_eq!(exchange(addr, b"hello").await, "got 5 bytes: hello");
+    }
+    // A larger payload crosses several buffers intact.
+    let big = vec![b'x'; 1 << 20];
+    assert_eq!(
+        exchange(p.proxy_out, &big).await.len(),
+        "got 1048576 bytes: ".len() + big.len()
+    );
+
+    let (status, metrics) = http(p.admin, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"portcullis_connections_total{direction="outbound",verdict="allow"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"portcullis_connections_total{direction="inbound",verdict="allow"} 1"#)
+    );
+    assert!(metrics.contains(r#"portcullis_received_bytes_total{direction="inbound"} 5"#));
+    p.drain.start();
+    p.task.await.expect("proxy task");
+}
+
+#[tokio::test]
+async fn connection_to_the_proxys_own_port_is_refused_as_a_loop() {
+    // Learn a free port, then make it both the inbound listener and the original destination.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("a")
+        .port();
+    let mut config = ProxyConfig::for_tests(SocketAddr::from(([127, 0, 0, 1], port)));
+    config.inbound_port = port;
+    let p = start(config);
+    let mut c = TcpStream::connect(p.proxy_in).await.expect("connect");
+    let mut buf = Vec::new();
+    // Closed without a byte.
+    assert_eq!(
+        c.read_to_end(&mut buf)
+            .await
+            .map(|_| buf.len())
+            .unwrap_or(0),
+        0
+    );
+    let (_, metrics) = http(p.admin, "GET", "/metrics").await;
+    assert!(
+        metrics.contains(r#"portcullis_connections_total{direction="inbound",verdict="deny"} 1"#),
+        "{metrics}"
+    );
+    p.drain.start();
+    p.task.await.expect("proxy task");
+}
+
+#[tokio::test]
+async fn unreachable_destination_closes_the_client_and_counts_the_error() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("a");
+    // `closed` is dropped here: nothing listens there any more.
+    let p = start(ProxyConfig::for_tests(closed));
+    let mut c = TcpStream::connect(p.proxy_out).await.expect("connect");
+    let mut buf = Vec::new();
+    // Closed (or reset) without a byte from anywhere.
+    assert_eq!(
+        c.read_to_end(&mut buf)
+            .await
+            .map(|_| buf.len())
+            .unwrap_or(0),
+        0
+    );
+    let (_, metrics) = http(p.admin, "GET", "/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"portcullis_connection_errors_total{direction="outbound",reason="connect_refused"} 1"#
+        ),
+        "{metrics}"
+    );
+    p.drain.start();
+    p.task.await.expect("proxy task");
+}
+
+#[tokio::test]
+async fn admin_health_and_shutdown() {
+    let upstream = half_close_upstream().await;
+    let p = start(ProxyConfig::for_tests(upstream));
+    assert_eq!(http(p.admin, "GET", "/live").await, (200, "live\n".into()));
+    assert_eq!(
+        http(p.admin, "GET", "/ready").await,
+        (200, "ready\n".into())
+    );
+    assert_eq!(http(p.admin, "GET", "/nope").await.0, 404);
+    assert_eq!(http(p.admin, "PUT", "/live").await.0, 405);
+    // Hold a connection open so the proxy stays in its drain phase while we look.
+    let mut held = TcpStream::connect(p.proxy_out).await.expect("connect");
+    held.write_all(b"a").await.expect("write");
+    assert_eq!(
+        http(p.admin, "POST", "/shutdown").await,
+        (202, "draining\n".into())
+    );
+    assert_eq!(
+        http(p.admin, "GET", "/ready").await,
+        (503, "draining\n".into())
+    );
+    held.shutdown().await.expect("half-close");
+    let mut out = String::new();
+    held.read_to_string(&mut out).await.expect("read");
+    assert_eq!(out, "got 1 bytes: a");
+    tokio::time::timeout(Duration::from_secs(5), p.task)
+        .await
+        .expect("exits")
+        .expect("task");
+}
+
+#[tokio::test]
+async fn drain_refuses_new_connections_and_lets_open_ones_finish() {
+    let upstream = half_close_upstream().await;
+    let p = start(ProxyConfig::for_tests(upstream));
+    let mut open = TcpStream::connect(p.proxy_in).await.expect("connect");
+    open.write_all(b"before").await.expect("write");
+    wait_open(p.admin, "inbound", 1).await;
+    p.drain.start();
+    // The accept loop closes its socket; new connections are refused.
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if TcpStream::connect(p.proxy_in).await.is_err() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    refused.await.expect("listener closes after drain starts");
+    assert!(
+        !p.task.is_finished(),
+        "the proxy waits for the open connection"
+    );
+    open.write_all(b" and after")
+        .await
+        .expect("write during drain");
+    open.shutdown().await.expect("half-close");
+    let mut out = String::new();
+    open.read_to_string(&mut out).await.expect("read");
+    assert_eq!(out, "got 16 bytes: before and after");
+    tokio::time::timeout(Duration::from_secs(5), p.task)
+        .await
+        .expect("exits")
+        .expect("task");
+}
+
+#[tokio::test]
+async fn drain_returns_at_the_deadline_even_with_open_connections() {
+    let upstream = half_close_upstream().await;
+    let mut config = ProxyConfig::for_tests(upstream);
+    config.drain_timeout = Duration::from_millis(200);
+    let p = start(config);
+    let mut stuck = TcpStream::connect(p.proxy_in).await.expect("connect");
+    stuck.write_all(b"x").await.expect("write");
+    wait_open(p.admin, "inbound", 1).await;
+    p.drain.start();
+    tokio::time::timeout(Duration::from_secs(5), p.task)
+        .await
+        .expect("exits by deadline")
+        .expect("task");
+}
