@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks for the testbed, the demo and the benchmarks.
+# Idempotent: installs only missing packages. Needs root.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip        || need+=(iproute2)
+have iptables  || need+=(iptables)
+have curl      || need+=(curl)
+have setpriv   || need+=(util-linux)
+have sysctl    || need+=(procps)
+have python3   || need+=(python3)
+have wrk       || need+=(wrk)
+have nginx     || need+=(nginx-light)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${need[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

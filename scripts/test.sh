@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test: unit, property, golden, in-process and the namespace end-to-end tests.
+# The e2e tests need root; they fail (never skip) without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+cargo build --workspace --bins
+cargo test --workspace

@@ -1,0 +1,15 @@
+//! The namespace testbed: real network namespaces, veth links, the real `portcullis-init` and the
+//! real proxy (as UID 1337), real servers and clients. Used by the end-to-end tests and by the
+//! `testbed` binary (demo and hands-on use).
+//!
+//! - [`netns`]: a named namespace, deleted on drop;
+//! - [`process`]: a child process, stopped by PID on drop;
+//! - [`tools`]: locating the project's binaries and checking prerequisites (failing loudly);
+//! - [`testbed`]: client ↔ pod ↔ upstream topology, IPv4 and IPv6, and helpers to drive it.
+
+pub mod netns;
+pub mod process;
+pub mod testbed;
+pub mod tools;
+
+pub use testbed::{Capture, Testbed, TestbedOptions};

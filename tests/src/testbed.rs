@@ -1,0 +1,448 @@
+//! The testbed topology and its helpers.
+//!
+//! ```text
+//!  client ns                 pod ns                                 upstream ns
+//!  eth0 10.77.1.2  ─veth─  eth0 10.77.1.1 (the pod IP)
+//!       fd77:1::2               fd77:1::1
+//!                          eth1 10.77.2.1  ─────────────veth─────  eth0 10.77.2.2
+//!                               fd77:2::1                               fd77:2::2
+//! ```
+//! The pod runs the application (HTTP echo on :8080 dual-stack, :8081 on the pod IP only, :9090),
+//! `portcullis-init`, and the proxy as UID/GID 1337. The upstream runs an echo on :80 and :81.
+//! Namespace names are unique per testbed, so tests run in parallel; everything is removed on drop.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::netns::Netns;
+use crate::process::Process;
+use crate::tools;
+
+/// Client address (v4).
+pub const CLIENT_V4: &str = "10.77.1.2";
+/// Pod address seen by the client (v4): the pod IP.
+pub const POD_V4: &str = "10.77.1.1";
+/// Pod address on the upstream link (v4).
+pub const POD_UPLINK_V4: &str = "10.77.2.1";
+/// Upstream address (v4).
+pub const UPSTREAM_V4: &str = "10.77.2.2";
+/// Client address (v6).
+pub const CLIENT_V6: &str = "fd77:1::2";
+/// Pod IP (v6).
+pub const POD_V6: &str = "fd77:1::1";
+/// Pod address on the upstream link (v6).
+pub const POD_UPLINK_V6: &str = "fd77:2::1";
+/// Upstream address (v6).
+pub const UPSTREAM_V6: &str = "fd77:2::2";
+/// The proxy's UID and GID.
+pub const PROXY_ID: u32 = 1337;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Inbound capture mode for both `portcullis-init` and the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// nat REDIRECT.
+    Redirect,
+    /// TPROXY, client source kept.
+    Tproxy,
+}
+
+impl Capture {
+    fn flag(self) -> &'static str {
+        match self {
+            Capture::Redirect => "redirect",
+            Capture::Tproxy => "tproxy",
+        }
+    }
+}
+
+/// How to bring the testbed up.
+#[derive(Debug, Clone)]
+pub struct TestbedOptions {
+    /// Inbound capture mode.
+    pub capture: Capture,
+    /// Extra `portcullis-init` flags; `None` skips running it.
+    pub init_args: Option<Vec<String>>,
+    /// Whether to start the proxy.
+    pub proxy: bool,
+    /// `--drain-timeout` for the proxy.
+    pub drain_timeout: String,
+}
+
+impl Default for TestbedOptions {
+    fn default() -> Self {
+        Self {
+            capture: Capture::Redirect,
+            init_args: Some(Vec::new()),
+            proxy: true,
+            drain_timeout: "10s".into(),
+        }
+    }
+}
+
+/// What a curl run returned.
+#[derive(Debug)]
+pub struct Curl {
+    /// curl's exit code (0 = success, 7 = refused, 28 = timeout, 52 = empty reply, 56 = reset).
+    pub exit: i32,
+    /// The response body.
+    pub body: String,
+    /// curl's error text.
+    pub stderr: String,
+}
+
+impl Curl {
+    /// The body as JSON, or an error naming what curl said.
+    pub fn json(&self) -> Result<Value> {
+        if self.exit != 0 {
+            bail!(
+                "curl failed with exit {}: {}",
+                self.exit,
+                self.stderr.trim()
+            );
+        }
+        serde_json::from_str(&self.body).with_context(|| format!("not JSON: {:?}", self.body))
+    }
+}
+
+/// A running testbed. Field order is drop order: processes first, then namespaces, then files.
+#[derive(Debug)]
+pub struct Testbed {
+    proxy: Option<Process>,
+    // Held so that the applications are stopped (by PID) when the testbed is dropped.
+    _apps: Vec<Process>,
+    /// The client namespace.
+    pub client: Netns,
+    /// The pod namespace.
+    pub pod: Netns,
+    /// The upstream namespace.
+    pub upstream: Netns,
+    capture: Capture,
+    drain_timeout: String,
+    dir: TempDir,
+}
+
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn link(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
+    a.ip(&[
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ])?;
+    a.ip(&["link", "set", a_if, "up"])?;
+    b.ip(&["link", "set", b_if, "up"])?;
+    Ok(())
+}
+
+fn addr(ns: &Netns, dev: &str, v4: &str, v6: &str) -> Result<()> {
+    ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", dev])?;
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        dev,
+        "nodad",
+    ])?;
+    Ok(())
+}
+
+impl Testbed {
+    /// Creates the namespaces and links, starts the applications, and (per `opts`) runs
+    /// `portcullis-init` and starts the proxy.
+    pub fn start(opts: TestbedOptions) -> Result<Self> {
+        tools::check_prerequisites()?;
+        let id = format!(
+            "pc{}n{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = TempDir(std::env::temp_dir().join(format!("portcullis-testbed-{id}")));
+        std::fs::create_dir_all(&dir.0)?;
+        // The proxy runs as UID 1337 and may need to reach a copy of its binary in here.
+        std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let client = Netns::create(&format!("{id}-client"))?;
+        let pod = Netns::create(&format!("{id}-pod"))?;
+        let upstream = Netns::create(&format!("{id}-upstream"))?;
+        link(&client, "eth0", &pod, "eth0")?;
+        link(&pod, "eth1", &upstream, "eth0")?;
+        addr(&client, "eth0", CLIENT_V4, CLIENT_V6)?;
+        addr(&pod, "eth0", POD_V4, POD_V6)?;
+        addr(&pod, "eth1", POD_UPLINK_V4, POD_UPLINK_V6)?;
+        addr(&upstream, "eth0", UPSTREAM_V4, UPSTREAM_V6)?;
+
+        let script = tools::script("echo_server.py");
+        let script = script.to_str().context("script path")?;
+        let wait = Duration::from_secs(10);
+        let pod_app = Process::spawn_until_ready(
+            "pod app",
+            pod.command("python3").args([
+                script,
+                "--name",
+                "pod",
+                "--listen",
+                "[::]:8080",
+                "--listen",
+                &format!("{POD_V4}:8081"),
+                "--listen",
+                "[::]:9090",
+            ]),
+            wait,
+        )?;
+        let upstream_app = Process::spawn_until_ready(
+            "upstream app",
+            upstream.command("python3").args([
+                script, "--name", "upstream", "--listen", "[::]:80", "--listen", "[::]:81",
+            ]),
+            wait,
+        )?;
+        let mut tb = Self {
+            proxy: None,
+            _apps: vec![pod_app, upstream_app],
+            client,
+            pod,
+            upstream,
+            capture: opts.capture,
+            drain_timeout: opts.drain_timeout,
+            dir,
+        };
+        if let Some(extra) = &opts.init_args {
+            let mut args = vec!["--mode".to_string(), opts.capture.flag().to_string()];
+            args.extend(extra.iter().cloned());
+            tb.init(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
+        if opts.proxy {
+            tb.start_proxy()?;
+        }
+        Ok(tb)
+    }
+
+    /// Runs `portcullis-init args…` in the pod namespace; returns its stdout.
+    pub fn init(&self, args: &[&str]) -> Result<String> {
+        let bin = tools::binary("portcullis-init")?;
+        self.pod.exec(bin.to_str().context("path")?, args)
+    }
+
+    /// Runs `portcullis-init args…` in the pod namespace and returns the raw output.
+    pub fn init_output(&self, args: &[&str]) -> Result<Output> {
+        let bin = tools::binary("portcullis-init")?;
+        Ok(self
+            .pod
+            .command(bin.to_str().context("path")?)
+            .args(args)
+            .output()?)
+    }
+
+    /// The access log file.
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir.0.join("access.log")
+    }
+
+    /// The proxy's diagnostics.
+    pub fn proxy_stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("proxy.stderr")).unwrap_or_default()
+    }
+
+    /// The proxy binary, as a path UID 1337 can execute: the build output itself, or (when a
+    /// parent directory is closed to other users, as in some CI checkouts) a copy in the
+    /// testbed's own directory, removed with it.
+    fn proxy_binary(&self) -> Result<PathBuf> {
+        let bin = tools::binary("portcullis-proxy")?;
+        let usable = Command::new("setpriv")
+            .args([
+                &format!("--reuid={PROXY_ID}"),
+                &format!("--regid={PROXY_ID}"),
+                "--clear-groups",
+            ])
+            .arg("test")
+            .arg("-x")
+            .arg(&bin)
+            .status()
+            .is_ok_and(|s| s.success());
+        if usable {
+            return Ok(bin);
+        }
+        let copy = self.dir.0.join("portcullis-proxy");
+        if !copy.exists() {
+            std::fs::copy(&bin, &copy).context("copying the proxy binary for UID 1337")?;
+        }
+        Ok(copy)
+    }
+
+    /// Starts the proxy as UID/GID 1337 in the pod and waits (bounded) for `/ready`.
+    pub fn start_proxy(&mut self) -> Result<()> {
+        let bin = self.proxy_binary()?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.access_log_path())?;
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("proxy.stderr"))?;
+        let mut cmd = self.pod.command("setpriv");
+        cmd.args([
+            &format!("--reuid={PROXY_ID}"),
+            &format!("--regid={PROXY_ID}"),
+            "--clear-groups",
+        ]);
+        if self.capture == Capture::Tproxy {
+            // IP_TRANSPARENT listeners and source-preserving upstream sockets need CAP_NET_ADMIN.
+            cmd.args(["--inh-caps=+net_admin", "--ambient-caps=+net_admin"]);
+        }
+        cmd.arg(bin)
+            .args([
+                "run",
+                "--capture",
+                self.capture.flag(),
+                "--drain-timeout",
+                &self.drain_timeout,
+            ])
+            .args(["--access-log", "-"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr);
+        self.proxy = Some(Process::spawn("proxy", &mut cmd)?);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ready = self.curl(&self.pod, "http://127.0.0.1:15020/ready");
+            if ready.exit == 0 && ready.body == "ready\n" {
+                return Ok(());
+            }
+            if self.proxy.as_mut().is_some_and(Process::has_exited) || Instant::now() > deadline {
+                bail!(
+                    "proxy did not become ready; stderr:\n{}",
+                    self.proxy_stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The running proxy.
+    pub fn proxy(&mut self) -> Result<&mut Process> {
+        self.proxy.as_mut().context("the proxy is not running")
+    }
+
+    /// Stops the proxy (SIGKILL: a crash, not a drain).
+    pub fn kill_proxy(&mut self) -> Result<()> {
+        let p = self.proxy()?;
+        p.signal(nix::sys::signal::Signal::SIGKILL)?;
+        p.wait_timeout(Duration::from_secs(5))?;
+        Ok(())
+    }
+
+    /// `curl URL` inside `ns` (5 s limit, globbing off for IPv6 literals).
+    pub fn curl(&self, ns: &Netns, url: &str) -> Curl {
+        self.curl_args(ns, &[url])
+    }
+
+    /// `curl args…` inside `ns`.
+    pub fn curl_args(&self, ns: &Netns, args: &[&str]) -> Curl {
+        let out = ns
+            .command("curl")
+            .args(["-sS", "-g", "--max-time", "5"])
+            .args(args)
+            .output();
+        match out {
+            Ok(o) => Curl {
+                exit: o.status.code().unwrap_or(-1),
+                body: String::from_utf8_lossy(&o.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            },
+            Err(e) => Curl {
+                exit: -1,
+                body: String::new(),
+                stderr: e.to_string(),
+            },
+        }
+    }
+
+    /// Every access log line so far, parsed.
+    pub fn access_log(&self) -> Result<Vec<Value>> {
+        let text = std::fs::read_to_string(self.access_log_path()).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("bad log line {l:?}")))
+            .collect()
+    }
+
+    /// Waits (bounded) until the access log has at least `n` lines, and returns them.
+    pub fn wait_access_log(&self, n: usize) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.access_log()?;
+            if lines.len() >= n {
+                return Ok(lines);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "expected {n} access log lines, have {}: {lines:#?}",
+                    lines.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `iptables-save` (or `ip6tables-save`) in the pod, without comments, counters, and tables
+    /// that hold nothing (iptables-nft leaves a table it once touched with only its built-in,
+    /// accept-all chains: the same as no table).
+    pub fn rules(&self, v6: bool) -> Result<String> {
+        let tool = if v6 {
+            "ip6tables-save"
+        } else {
+            "iptables-save"
+        };
+        let text = self.pod.exec(tool, &[])?;
+        let mut out = Vec::new();
+        let mut table: Vec<&str> = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let line = if line.starts_with(':') {
+                line.split(" [").next().unwrap_or(line)
+            } else {
+                line
+            };
+            table.push(line);
+            if line == "COMMIT" {
+                let empty = table.iter().all(|l| {
+                    l.starts_with('*')
+                        || *l == "COMMIT"
+                        || (l.starts_with(':') && l.ends_with(" ACCEPT"))
+                });
+                if !empty {
+                    out.append(&mut table);
+                }
+                table.clear();
+            }
+        }
+        Ok(out.join("\n"))
+    }
+
+    /// A command in the pod namespace (for callers that need more than curl).
+    pub fn pod_command(&self, program: &str) -> Command {
+        self.pod.command(program)
+    }
+}
