@@ -37,10 +37,18 @@ fn nginx(tb: &Testbed, dir: &std::path::Path) -> Result<Process> {
     std::fs::write(&path, conf)?;
     let p = Process::spawn(
         "nginx",
-        tb.pod.command("nginx").arg("-c").arg(&path).args(["-g", "daemon off;"]),
+        tb.pod
+            .command("nginx")
+            .arg("-c")
+            .arg(&path)
+            .args(["-g", "daemon off;"]),
     )?;
     for _ in 0..100 {
-        if tb.curl(&tb.pod, &format!("http://127.0.0.1:{DIRECT}/")).exit == 0 {
+        if tb
+            .curl(&tb.pod, &format!("http://127.0.0.1:{DIRECT}/"))
+            .exit
+            == 0
+        {
             return Ok(p);
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -76,12 +84,20 @@ fn main() -> Result<()> {
         init_args: Some(vec!["--exclude-inbound-ports".into(), DIRECT.to_string()]),
         ..TestbedOptions::default()
     })?;
-    let dir = tb.access_log_path().parent().context("testbed dir")?.to_path_buf();
+    let dir = tb
+        .access_log_path()
+        .parent()
+        .context("testbed dir")?
+        .to_path_buf();
     let _nginx = nginx(&tb, &dir)?;
     println!("| scenario | direct req/s | via proxy req/s | proxy/direct |");
     println!("|---|---:|---:|---:|");
     for (name, conns, close) in [
-        ("new connection per request (Connection: close), c=50", 50, true),
+        (
+            "new connection per request (Connection: close), c=50",
+            50,
+            true,
+        ),
         ("keep-alive, c=50", 50, false),
         ("keep-alive, c=1", 1, false),
     ] {
