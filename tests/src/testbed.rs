@@ -74,6 +74,8 @@ pub struct TestbedOptions {
     pub proxy: bool,
     /// `--drain-timeout` for the proxy.
     pub drain_timeout: String,
+    /// Extra flags for `portcullis-proxy run`.
+    pub proxy_args: Vec<String>,
 }
 
 impl Default for TestbedOptions {
@@ -83,6 +85,7 @@ impl Default for TestbedOptions {
             init_args: Some(Vec::new()),
             proxy: true,
             drain_timeout: "10s".into(),
+            proxy_args: Vec::new(),
         }
     }
 }
@@ -126,6 +129,7 @@ pub struct Testbed {
     pub upstream: Netns,
     capture: Capture,
     drain_timeout: String,
+    proxy_args: Vec<String>,
     dir: TempDir,
 }
 
@@ -227,6 +231,7 @@ impl Testbed {
             upstream,
             capture: opts.capture,
             drain_timeout: opts.drain_timeout,
+            proxy_args: opts.proxy_args,
             dir,
         };
         if let Some(extra) = &opts.init_args {
@@ -322,6 +327,7 @@ impl Testbed {
                 &self.drain_timeout,
             ])
             .args(["--access-log", "-"])
+            .args(&self.proxy_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);

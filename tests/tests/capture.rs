@@ -383,3 +383,78 @@ fn sigterm_drains_open_connections_and_refuses_new_ones() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn legacy_backend_works_and_auto_detection_follows_the_rules_in_use() -> Result<()> {
+    let tb = Testbed::start(TestbedOptions {
+        init_args: Some(vec!["--backend".into(), "legacy".into()]),
+        ..TestbedOptions::default()
+    })?;
+    assert!(
+        tb.pod
+            .exec("iptables-legacy-save", &[])?
+            .contains("-j PORTCULLIS_OUTPUT")
+    );
+    assert!(
+        !tb.pod
+            .exec("iptables-nft-save", &[])?
+            .contains("PORTCULLIS")
+    );
+    assert_eq!(
+        app_client_ip(&tb, &format!("http://{POD_V4}:8080/"))?,
+        "127.0.0.6"
+    );
+    // `auto` sees the legacy rules and keeps using legacy (no second, conflicting rule set).
+    let dry = tb.init(&["--dry-run"])?;
+    assert!(
+        !dry.contains("-A OUTPUT"),
+        "auto must pick legacy, which has the jumps: {dry}"
+    );
+    tb.init(&["--cleanup"])?;
+    assert!(
+        !tb.pod
+            .exec("iptables-legacy-save", &[])?
+            .contains("PORTCULLIS")
+    );
+    assert_eq!(
+        app_client_ip(&tb, &format!("http://{POD_V4}:8080/"))?,
+        CLIENT_V4
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unanswered_connect_times_out_and_closes_the_client() -> Result<()> {
+    let tb = Testbed::start(TestbedOptions {
+        proxy_args: vec!["--connect-timeout".into(), "300ms".into()],
+        ..TestbedOptions::default()
+    })?;
+    // The upstream silently drops SYNs to port 81.
+    tb.upstream.exec(
+        "iptables",
+        &["-A", "INPUT", "-p", "tcp", "--dport", "81", "-j", "DROP"],
+    )?;
+    let started = std::time::Instant::now();
+    let r = tb.curl(&tb.pod, &format!("http://{UPSTREAM_V4}:81/"));
+    assert!(
+        matches!(r.exit, 52 | 56),
+        "closed without a response: {r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed at the connect timeout"
+    );
+    let log = tb.wait_access_log(1)?;
+    assert_eq!(
+        log[0]["reason"],
+        format!("connect {UPSTREAM_V4}:81: timed out")
+    );
+    let metrics = tb.curl(&tb.pod, "http://127.0.0.1:15020/metrics").body;
+    assert!(
+        metrics.contains(
+            "portcullis_connection_errors_total{direction=\"outbound\",reason=\"connect_timeout\"} 1"
+        ),
+        "{metrics}"
+    );
+    Ok(())
+}
