@@ -1,0 +1,687 @@
+//! Validation and compilation of parsed documents into an immutable [`CompiledPolicy`].
+//!
+//! Every document is checked completely and every error is collected with its location; one
+//! error anywhere means no policy at all (nothing is half-loaded). Defaults are merged as
+//! POLICY.md says: an unmentioned direction passes everything, a mentioned one without `default`
+//! is isolated, and `deny` wins when documents disagree.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::load::{PolicyError, SourceDoc};
+use crate::matchers::{
+    CidrMatch, HeaderValue, HostPattern, IdentityPattern, PathSet, PortSet, anchored, anchored_set,
+};
+use crate::model::{self, Action, PortValue, Spanned};
+use crate::netpol;
+use crate::normalize;
+
+/// Facts about the workload that NetworkPolicy import needs.
+#[derive(Debug, Clone, Default)]
+pub struct CompileContext {
+    /// The workload's own labels (Downward API); `None` when unknown.
+    pub workload_labels: Option<BTreeMap<String, String>>,
+    /// The workload's named container ports.
+    pub named_ports: BTreeMap<String, u16>,
+}
+
+/// A problem that does not stop the policy from loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub PolicyError);
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = &self.0;
+        write!(
+            f,
+            "{}:{}:{}: warning: {}",
+            e.file, e.line, e.column, e.message
+        )
+    }
+}
+
+/// One peer entry, compiled. Every present field must match.
+#[derive(Debug, Clone, Default)]
+pub struct PeerMatch {
+    /// Peer IP.
+    pub cidr: Option<CidrMatch>,
+    /// Authenticated identity.
+    pub identity: Option<IdentityPattern>,
+    /// Identity namespace.
+    pub namespace: Option<String>,
+    /// SNI or HTTP host (outbound).
+    pub host: Option<HostPattern>,
+    /// A peer a sidecar cannot see (NetworkPolicy pod selectors): never matches.
+    pub never: bool,
+}
+
+/// One `http` entry, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRule {
+    /// Methods; `None` = any.
+    pub methods: Option<Vec<String>>,
+    /// Paths; `None` = any.
+    pub paths: Option<PathSet>,
+    /// Hosts; `None` = any.
+    pub hosts: Option<Vec<HostPattern>>,
+    /// (lower-case name, pattern).
+    pub headers: Vec<(String, HeaderValue)>,
+    /// JWT requirements.
+    pub jwt: Option<JwtRule>,
+}
+
+/// JWT requirements of an `http` entry.
+#[derive(Debug, Clone, Default)]
+pub struct JwtRule {
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `sub`.
+    pub subject: Option<String>,
+    /// Any of these in `aud`.
+    pub audiences: Vec<String>,
+    /// Required claims.
+    pub claims: Vec<(String, String)>,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    /// The policy (document) it came from.
+    pub policy: Arc<str>,
+    /// Its name.
+    pub name: Arc<str>,
+    /// Allow or deny.
+    pub action: Action,
+    /// Peers (OR); `None` = any peer.
+    pub peers: Option<Vec<PeerMatch>>,
+    /// Ports; `None` = any.
+    pub ports: Option<PortSet>,
+    /// HTTP entries (OR); `None` = a connection-level rule.
+    pub http: Option<Vec<HttpRule>>,
+}
+
+/// The rules of one direction.
+#[derive(Debug, Clone)]
+pub struct DirectionRules {
+    /// Whether any document mentions this direction (isolating it).
+    pub mentioned: bool,
+    /// What happens when no rule matches.
+    pub default: Action,
+    /// Every rule of every document.
+    pub rules: Vec<CompiledRule>,
+}
+
+impl Default for DirectionRules {
+    fn default() -> Self {
+        Self {
+            mentioned: false,
+            default: Action::Allow,
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl DirectionRules {
+    /// Records a document mentioning this direction with `default` (absent = deny).
+    pub fn mention(&mut self, default: Option<Action>) {
+        let d = default.unwrap_or(Action::Deny);
+        let denied = d == Action::Deny || (self.mentioned && self.default == Action::Deny);
+        self.default = if denied { Action::Deny } else { Action::Allow };
+        self.mentioned = true;
+    }
+}
+
+/// What a document contributed, for `check` and `/policy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocSummary {
+    /// File.
+    pub file: Arc<str>,
+    /// `AccessPolicy` or `NetworkPolicy`.
+    pub kind: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// Inbound rules contributed.
+    pub inbound_rules: usize,
+    /// Outbound rules contributed.
+    pub outbound_rules: usize,
+    /// For NetworkPolicy: whether it selects this workload.
+    pub applies: bool,
+}
+
+/// The immutable, compiled policy.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledPolicy {
+    /// Inbound rules.
+    pub inbound: DirectionRules,
+    /// Outbound rules.
+    pub outbound: DirectionRules,
+    /// One entry per document.
+    pub documents: Vec<DocSummary>,
+}
+
+/// Collects errors and warnings at locations in one file.
+#[derive(Debug)]
+pub struct Diagnostics<'a> {
+    file: Arc<str>,
+    errors: &'a mut Vec<PolicyError>,
+    warnings: &'a mut Vec<Warning>,
+}
+
+impl Diagnostics<'_> {
+    fn make<T>(&self, at: &Spanned<T>, message: String) -> PolicyError {
+        PolicyError {
+            file: self.file.clone(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            message,
+        }
+    }
+
+    /// Records an error at `at`.
+    pub fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let e = self.make(at, message.into());
+        self.errors.push(e);
+    }
+
+    /// Records a warning at `at`.
+    pub fn warn<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let w = Warning(self.make(at, message.into()));
+        self.warnings.push(w);
+    }
+}
+
+/// Parses a CIDR (a bare address is a single host); host bits set is an error.
+pub fn parse_cidr(d: &mut Diagnostics<'_>, s: &Spanned<String>) -> Option<IpNet> {
+    let text = s.value.trim();
+    let net = text
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+    match net {
+        Some(n) if n.trunc() != n => {
+            d.error(
+                s,
+                format!(
+                    "CIDR {text:?} has host bits set (did you mean {}?)",
+                    n.trunc()
+                ),
+            );
+            None
+        }
+        Some(n) => Some(n),
+        None => {
+            d.error(
+                s,
+                format!("invalid CIDR {text:?} (expected e.g. 10.0.0.0/16 or fd00::/8)"),
+            );
+            None
+        }
+    }
+}
+
+/// `cidr` + `except`, with every exception inside the range.
+pub fn cidr_match(
+    d: &mut Diagnostics<'_>,
+    cidr: &Spanned<String>,
+    except: Option<&Vec<Spanned<String>>>,
+) -> Option<CidrMatch> {
+    let net = parse_cidr(d, cidr);
+    let mut excepts = Vec::new();
+    for e in except.into_iter().flatten() {
+        if let Some(en) = parse_cidr(d, e) {
+            match net {
+                Some(n) if !n.contains(&en) => {
+                    d.error(e, format!("except {en} is not inside cidr {n}"));
+                }
+                _ => excepts.push(en),
+            }
+        }
+    }
+    net.map(|net| CidrMatch {
+        net,
+        except: excepts,
+    })
+}
+
+fn port_range(d: &mut Diagnostics<'_>, p: &Spanned<PortValue>) -> Option<(u16, u16)> {
+    let num = |n: i64| u16::try_from(n).ok().filter(|n| *n > 0);
+    let parsed = match &p.value {
+        PortValue::Number(n) => num(*n).map(|n| (n, n)),
+        PortValue::Text(t) => match t.split_once('-') {
+            Some((a, b)) => match (
+                a.trim().parse().ok().and_then(num),
+                b.trim().parse().ok().and_then(num),
+            ) {
+                (Some(a), Some(b)) if a <= b => Some((a, b)),
+                _ => None,
+            },
+            None => t.trim().parse().ok().and_then(num).map(|n| (n, n)),
+        },
+    };
+    if parsed.is_none() {
+        d.error(
+            p,
+            "invalid port (expected 1-65535 or a \"first-last\" range)",
+        );
+    }
+    parsed
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn compile_peer(
+    d: &mut Diagnostics<'_>,
+    p: &Spanned<model::Peer>,
+    inbound: bool,
+) -> Option<PeerMatch> {
+    let peer = &p.value;
+    let mut out = PeerMatch::default();
+    let mut ok = true;
+    match (&peer.cidr, &peer.except) {
+        (Some(c), e) => {
+            out.cidr = cidr_match(d, c, e.as_ref());
+            ok &= out.cidr.is_some();
+        }
+        (None, Some(e)) if !e.is_empty() => {
+            d.error(&e[0], "except needs a cidr to lie inside");
+            ok = false;
+        }
+        (None, _) => {}
+    }
+    if let Some(id) = &peer.identity {
+        out.identity = IdentityPattern::parse(&id.value);
+        if out.identity.is_none() {
+            d.error(id, format!("invalid identity {:?} (expected spiffe://<trust-domain>/…, a prefix ending in /*, or *)", id.value));
+            ok = false;
+        }
+    }
+    if let Some(ns) = &peer.namespace {
+        if is_dns_label(&ns.value) {
+            out.namespace = Some(ns.value.clone());
+        } else {
+            d.error(
+                ns,
+                format!("invalid namespace {:?} (expected a DNS label)", ns.value),
+            );
+            ok = false;
+        }
+    }
+    if let Some(h) = &peer.host {
+        if inbound {
+            d.error(h, "host is only for outbound peers (`to`)");
+            ok = false;
+        } else {
+            out.host = HostPattern::parse(&h.value);
+            if out.host.is_none() {
+                d.error(
+                    h,
+                    format!("invalid host {:?} (expected a name or *.suffix)", h.value),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+fn compile_paths(d: &mut Diagnostics<'_>, paths: &[Spanned<String>]) -> Option<PathSet> {
+    let mut set = PathSet::default();
+    let mut regexes = Vec::new();
+    let mut ok = true;
+    for p in paths {
+        let text = p.value.as_str();
+        if text == "*" {
+            set.any = true;
+        } else if let Some(re) = text.strip_prefix('~') {
+            match anchored(re) {
+                Ok(_) => regexes.push(re.to_string()),
+                Err(e) => {
+                    d.error(
+                        p,
+                        format!(
+                            "invalid regex {re:?}: {}",
+                            e.to_string().lines().last().unwrap_or("")
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        } else if let Some(base) = text.strip_suffix("/*") {
+            match normalize::normalize_path(if base.is_empty() { "/" } else { base }) {
+                Ok(n) if n == base || (base.is_empty() && n == "/") => {
+                    set.prefixes.push(base.to_string())
+                }
+                _ => {
+                    d.error(p, format!("path prefix {text:?} is not in normalized form"));
+                    ok = false;
+                }
+            }
+        } else if text.contains('*') {
+            d.error(p, format!("invalid path {text:?}: `*` only as the whole pattern or a final `/*`; use ~REGEX otherwise"));
+            ok = false;
+        } else {
+            match normalize::normalize_path(text) {
+                Ok(n) if n == text => {
+                    set.exact.insert(n);
+                }
+                Ok(n) => {
+                    d.error(p, format!("path {text:?} is not in normalized form (requests are matched as {n:?})"));
+                    ok = false;
+                }
+                Err(e) => {
+                    d.error(p, format!("invalid path {text:?}: {e}"));
+                    ok = false;
+                }
+            }
+        }
+    }
+    if !regexes.is_empty() {
+        set.regex = anchored_set(&regexes).ok();
+    }
+    ok.then_some(set)
+}
+
+fn compile_http(d: &mut Diagnostics<'_>, h: &Spanned<model::HttpMatch>) -> Option<HttpRule> {
+    let m = &h.value;
+    let mut out = HttpRule::default();
+    let mut ok = true;
+    if let Some(methods) = &m.methods
+        && !methods.iter().any(|x| x.value == "*")
+    {
+        for x in methods {
+            if !is_token(&x.value) {
+                d.error(
+                    x,
+                    format!(
+                        "invalid method {:?} (expected an HTTP token such as GET)",
+                        x.value
+                    ),
+                );
+                ok = false;
+            }
+        }
+        out.methods = Some(methods.iter().map(|x| x.value.clone()).collect());
+    }
+    if let Some(paths) = &m.paths {
+        out.paths = compile_paths(d, paths);
+        ok &= out.paths.is_some();
+    }
+    if let Some(hosts) = &m.hosts {
+        let mut list = Vec::new();
+        for x in hosts {
+            match HostPattern::parse(&x.value) {
+                Some(p) => list.push(p),
+                None => {
+                    d.error(
+                        x,
+                        format!("invalid host {:?} (expected a name or *.suffix)", x.value),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        out.hosts = Some(list);
+    }
+    if let Some(headers) = &m.headers {
+        for (name, value) in &headers.value {
+            if !is_token(name) {
+                d.error(headers, format!("invalid header name {name:?}"));
+                ok = false;
+                continue;
+            }
+            let v = match value.value.as_str() {
+                "*" => HeaderValue::Present,
+                s => match s.strip_prefix('~') {
+                    Some(re) => match anchored(re) {
+                        Ok(r) => HeaderValue::Regex(r),
+                        Err(_) => {
+                            d.error(value, format!("invalid regex {re:?}"));
+                            ok = false;
+                            continue;
+                        }
+                    },
+                    None => HeaderValue::Exact(s.to_string()),
+                },
+            };
+            out.headers.push((name.to_ascii_lowercase(), v));
+        }
+    }
+    if let Some(j) = &m.jwt {
+        let j = &j.value;
+        out.jwt = Some(JwtRule {
+            issuer: j.issuer.clone(),
+            subject: j.subject.clone(),
+            audiences: j.audiences.clone().unwrap_or_default(),
+            claims: j.claims.clone().unwrap_or_default().into_iter().collect(),
+        });
+    }
+    ok.then_some(out)
+}
+
+fn compile_rule(
+    d: &mut Diagnostics<'_>,
+    policy: &Arc<str>,
+    r: &Spanned<model::Rule>,
+    inbound: bool,
+) -> Option<CompiledRule> {
+    let rule = &r.value;
+    let mut ok = true;
+    let name = rule.name.value.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) || name == "default" {
+        d.error(
+            &rule.name,
+            format!(
+                "invalid rule name {:?} (non-empty, no spaces, not \"default\")",
+                rule.name.value
+            ),
+        );
+        ok = false;
+    }
+    let (peers_field, wrong) = if inbound {
+        (&rule.from, &rule.to)
+    } else {
+        (&rule.to, &rule.from)
+    };
+    if let Some(w) = wrong {
+        d.error(
+            w,
+            if inbound {
+                "inbound rules name peers with `from`, not `to`"
+            } else {
+                "outbound rules name peers with `to`, not `from`"
+            },
+        );
+        ok = false;
+    }
+    let peers = peers_field.as_ref().map(|list| {
+        list.value
+            .iter()
+            .filter_map(|p| {
+                let c = compile_peer(d, p, inbound);
+                ok &= c.is_some();
+                c
+            })
+            .collect::<Vec<_>>()
+    });
+    let ports = rule.ports.as_ref().map(|list| {
+        PortSet::new(
+            list.value
+                .iter()
+                .filter_map(|p| {
+                    let c = port_range(d, p);
+                    ok &= c.is_some();
+                    c
+                })
+                .collect(),
+        )
+    });
+    let http = match &rule.http {
+        Some(list) if list.value.is_empty() => {
+            d.error(
+                list,
+                "http must not be empty (omit it for a connection-level rule)",
+            );
+            ok = false;
+            None
+        }
+        Some(list) => Some(
+            list.value
+                .iter()
+                .filter_map(|h| {
+                    let c = compile_http(d, h);
+                    ok &= c.is_some();
+                    c
+                })
+                .collect(),
+        ),
+        None => None,
+    };
+    ok.then(|| CompiledRule {
+        policy: policy.clone(),
+        name: name.into(),
+        action: rule.action.value,
+        peers,
+        ports,
+        http,
+    })
+}
+
+fn access_policy(
+    d: &mut Diagnostics<'_>,
+    policy: &Arc<str>,
+    spec: &Spanned<model::Spec>,
+    out: &mut CompiledPolicy,
+) -> (usize, usize) {
+    let s = &spec.value;
+    for (field, present) in [
+        ("podSelector", s.pod_selector.is_some()),
+        ("policyTypes", s.policy_types.is_some()),
+        ("ingress", s.ingress.is_some()),
+        ("egress", s.egress.is_some()),
+    ] {
+        if present {
+            d.error(
+                spec,
+                format!(
+                    "unknown field `{field}` in an AccessPolicy spec (expected inbound, outbound)"
+                ),
+            );
+        }
+    }
+    let mut names = HashSet::new();
+    let mut counts = (0, 0);
+    for (dir, inbound) in [(&s.inbound, true), (&s.outbound, false)] {
+        let Some(dir) = dir else { continue };
+        let target = if inbound {
+            &mut out.inbound
+        } else {
+            &mut out.outbound
+        };
+        target.mention(dir.value.default.as_ref().map(|x| x.value));
+        for r in &dir.value.rules {
+            if !names.insert(r.value.name.value.clone()) {
+                d.error(
+                    &r.value.name,
+                    format!(
+                        "duplicate rule name {:?} in policy {policy}",
+                        r.value.name.value
+                    ),
+                );
+                continue;
+            }
+            if let Some(c) = compile_rule(d, policy, r, inbound) {
+                target.rules.push(c);
+                if inbound {
+                    counts.0 += 1
+                } else {
+                    counts.1 += 1
+                }
+            }
+        }
+    }
+    (counts.0, counts.1)
+}
+
+/// Compiles parsed documents. All errors of all documents are returned together.
+pub fn compile(
+    docs: &[SourceDoc],
+    ctx: &CompileContext,
+) -> Result<(CompiledPolicy, Vec<Warning>), Vec<PolicyError>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut out = CompiledPolicy::default();
+    let mut policy_names = HashSet::new();
+    for sd in docs {
+        let mut d = Diagnostics {
+            file: sd.file.clone(),
+            errors: &mut errors,
+            warnings: &mut warnings,
+        };
+        let doc = &sd.doc;
+        let kind = doc.kind.value.as_str();
+        let api = doc.api_version.value.as_str();
+        let name = match &doc.metadata.value.name {
+            Some(n) if !n.value.trim().is_empty() => n.value.clone(),
+            _ => {
+                d.error(&doc.metadata, "metadata.name is required");
+                continue;
+            }
+        };
+        let policy: Arc<str> = name.as_str().into();
+        if !policy_names.insert((kind.to_string(), name.clone())) {
+            d.error(&doc.metadata, format!("duplicate {kind} named {name:?}"));
+            continue;
+        }
+        let (inbound_rules, outbound_rules, applies) = match (api, kind) {
+            ("portcullis.dev/v1alpha1", "AccessPolicy") => {
+                let (i, o) = access_policy(&mut d, &policy, &doc.spec, &mut out);
+                (i, o, true)
+            }
+            ("networking.k8s.io/v1", "NetworkPolicy") => netpol::import(
+                &mut d,
+                &policy,
+                doc.metadata.value.namespace.as_deref(),
+                &doc.spec,
+                ctx,
+                &mut out,
+            ),
+            (_, "AccessPolicy") | (_, "NetworkPolicy") => {
+                d.error(&doc.api_version, format!("unsupported apiVersion {api:?} for {kind} (expected portcullis.dev/v1alpha1 or networking.k8s.io/v1)"));
+                continue;
+            }
+            _ => {
+                d.error(
+                    &doc.kind,
+                    format!("unsupported kind {kind:?} (expected AccessPolicy or NetworkPolicy)"),
+                );
+                continue;
+            }
+        };
+        out.documents.push(DocSummary {
+            file: sd.file.clone(),
+            kind: kind.to_string(),
+            name,
+            inbound_rules,
+            outbound_rules,
+            applies,
+        });
+    }
+    if errors.is_empty() {
+        Ok((out, warnings))
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,454 @@
+//! The decision engine: pure functions from a compiled policy and what is known about a
+//! connection (and then each request on it) to a verdict, the deciding policy and rule, and a
+//! reason; optionally with a step-by-step trace for `explain`.
+//!
+//! Phase 1 (connection opens: peer, port, identity, SNI): a matching connection-level `deny`
+//! closes it; if a rule that needs HTTP could still match and deny, or only HTTP rules could
+//! allow, the connection must be read as HTTP ([`ConnDecision::NeedHttp`]). Phase 2 judges every
+//! request with all rules. If a connection that needed HTTP is not HTTP, HTTP `deny` rules count
+//! as matching and HTTP `allow` rules never allow (fail closed).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::compile::{CompiledPolicy, CompiledRule, DirectionRules, HttpRule, PeerMatch};
+use crate::matchers::spiffe_namespace;
+use crate::model::Action;
+
+/// Which side of the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Arriving.
+    Inbound,
+    /// Leaving.
+    Outbound,
+}
+
+/// The outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Let through.
+    Allow,
+    /// Refused.
+    Deny,
+}
+
+impl Verdict {
+    /// `allow` / `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+impl From<Action> for Verdict {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Allow => Verdict::Allow,
+            Action::Deny => Verdict::Deny,
+        }
+    }
+}
+
+/// What is known when a connection opens.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    /// Which side.
+    pub direction: Direction,
+    /// Inbound: the source IP; outbound: the original destination IP.
+    pub peer: IpAddr,
+    /// The original destination port.
+    pub port: u16,
+    /// The peer's authenticated identity (mTLS), if any.
+    pub identity: Option<&'a str>,
+    /// The TLS SNI, if the connection opened with a ClientHello.
+    pub sni: Option<&'a str>,
+}
+
+/// Validated JWT claims of a request.
+#[derive(Debug, Clone, Default)]
+pub struct JwtClaims {
+    /// `iss`.
+    pub issuer: Option<String>,
+    /// `sub`.
+    pub subject: Option<String>,
+    /// `aud`.
+    pub audiences: Vec<String>,
+    /// Other claims: a string value, or the string members of a list.
+    pub claims: Vec<(String, Vec<String>)>,
+}
+
+/// Header access for the engine: names are looked up lower-case; repeated headers are joined
+/// with `,`.
+pub trait Headers {
+    /// The (joined) value of a header.
+    fn get(&self, lower_name: &str) -> Option<Cow<'_, str>>;
+}
+
+impl Headers for [(String, String)] {
+    fn get(&self, lower_name: &str) -> Option<Cow<'_, str>> {
+        let mut values = self
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(lower_name))
+            .map(|(_, v)| v.as_str());
+        let first = values.next()?;
+        match values.next() {
+            None => Some(Cow::Borrowed(first)),
+            Some(second) => {
+                let mut joined = format!("{first},{second}");
+                for v in values {
+                    joined.push(',');
+                    joined.push_str(v);
+                }
+                Some(Cow::Owned(joined))
+            }
+        }
+    }
+}
+
+/// One request, normalized.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    /// Method as sent.
+    pub method: &'a str,
+    /// Normalized path (no query).
+    pub path: &'a str,
+    /// Normalized host (lower-case, no port), if sent.
+    pub host: Option<&'a str>,
+    /// Headers.
+    pub headers: &'a dyn Headers,
+    /// Validated JWT claims; `None` when absent or invalid.
+    pub jwt: Option<&'a JwtClaims>,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// The deciding policy; `None` for a default.
+    pub policy: Option<Arc<str>>,
+    /// The deciding rule, or `default`.
+    pub rule: Arc<str>,
+    /// Why, in words.
+    pub reason: Cow<'static, str>,
+}
+
+/// The connection-level outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnDecision {
+    /// Decided for the whole connection.
+    Final(Decision),
+    /// Read the connection as HTTP and judge each request.
+    NeedHttp,
+}
+
+/// A step-by-step account of a decision.
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    /// One line per step.
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tri {
+    Yes,
+    No,
+    Unknown,
+}
+
+fn peer_matches(p: &PeerMatch, c: &Connection<'_>, host: Option<&str>) -> Tri {
+    if p.never {
+        return Tri::No;
+    }
+    if p.cidr.as_ref().is_some_and(|m| !m.matches(c.peer)) {
+        return Tri::No;
+    }
+    if let Some(id) = &p.identity
+        && !c.identity.is_some_and(|i| id.matches(i))
+    {
+        return Tri::No;
+    }
+    if let Some(ns) = &p.namespace
+        && c.identity.and_then(spiffe_namespace) != Some(ns.as_str())
+    {
+        return Tri::No;
+    }
+    match (&p.host, c.sni.or(host)) {
+        (Some(h), Some(name)) if !h.matches(name) => Tri::No,
+        (Some(_), None) => Tri::Unknown,
+        _ => Tri::Yes,
+    }
+}
+
+fn peers_match(rule: &CompiledRule, c: &Connection<'_>, host: Option<&str>) -> Tri {
+    let Some(peers) = &rule.peers else {
+        return Tri::Yes;
+    };
+    let mut unknown = false;
+    for p in peers {
+        match peer_matches(p, c, host) {
+            Tri::Yes => return Tri::Yes,
+            Tri::Unknown => unknown = true,
+            Tri::No => {}
+        }
+    }
+    if unknown { Tri::Unknown } else { Tri::No }
+}
+
+fn http_matches(h: &HttpRule, r: &Request<'_>) -> bool {
+    if h.methods
+        .as_ref()
+        .is_some_and(|m| !m.iter().any(|x| x == r.method))
+    {
+        return false;
+    }
+    if h.paths.as_ref().is_some_and(|p| !p.matches(r.path)) {
+        return false;
+    }
+    if let Some(hosts) = &h.hosts
+        && !r
+            .host
+            .is_some_and(|host| hosts.iter().any(|p| p.matches(host)))
+    {
+        return false;
+    }
+    for (name, pattern) in &h.headers {
+        if !r.headers.get(name).is_some_and(|v| pattern.matches(&v)) {
+            return false;
+        }
+    }
+    if let Some(j) = &h.jwt {
+        let Some(claims) = r.jwt else { return false };
+        if j.issuer
+            .as_ref()
+            .is_some_and(|i| claims.issuer.as_ref() != Some(i))
+            || j.subject
+                .as_ref()
+                .is_some_and(|s| claims.subject.as_ref() != Some(s))
+            || (!j.audiences.is_empty()
+                && !j.audiences.iter().any(|a| claims.audiences.contains(a)))
+        {
+            return false;
+        }
+        for (name, want) in &j.claims {
+            let found = claims
+                .claims
+                .iter()
+                .any(|(n, vals)| n == name && vals.contains(want));
+            if !found {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn direction(p: &CompiledPolicy, d: Direction) -> &DirectionRules {
+    match d {
+        Direction::Inbound => &p.inbound,
+        Direction::Outbound => &p.outbound,
+    }
+}
+
+fn by_rule(r: &CompiledRule, reason: &'static str) -> Decision {
+    Decision {
+        verdict: r.action.into(),
+        policy: Some(r.policy.clone()),
+        rule: r.name.clone(),
+        reason: Cow::Borrowed(reason),
+    }
+}
+
+fn by_default(rules: &DirectionRules) -> Decision {
+    Decision {
+        verdict: rules.default.into(),
+        policy: None,
+        rule: Arc::from("default"),
+        reason: Cow::Borrowed(if !rules.mentioned {
+            "no policy mentions this direction: not isolated"
+        } else if rules.default == Action::Allow {
+            "no rule matched: default allow"
+        } else {
+            "no rule matched: default deny"
+        }),
+    }
+}
+
+fn note(trace: &mut Option<&mut Trace>, step: impl FnOnce() -> String) {
+    if let Some(t) = trace.as_deref_mut() {
+        t.steps.push(step());
+    }
+}
+
+/// Connection-level state gathered in phase 1.
+struct Phase1<'p> {
+    l4_deny: Option<&'p CompiledRule>,
+    pending_deny: Option<&'p CompiledRule>,
+    l4_allow: Option<&'p CompiledRule>,
+    pending_allow: bool,
+}
+
+fn phase1<'p>(
+    rules: &'p DirectionRules,
+    c: &Connection<'_>,
+    trace: &mut Option<&mut Trace>,
+) -> Phase1<'p> {
+    let mut s = Phase1 {
+        l4_deny: None,
+        pending_deny: None,
+        l4_allow: None,
+        pending_allow: false,
+    };
+    for r in &rules.rules {
+        let label = || format!("{}/{} ({:?})", r.policy, r.name, r.action);
+        if r.ports.as_ref().is_some_and(|p| !p.contains(c.port)) {
+            note(trace, || format!("{}: port {} not listed", label(), c.port));
+            continue;
+        }
+        let peer = peers_match(r, c, None);
+        if peer == Tri::No {
+            note(trace, || format!("{}: peer does not match", label()));
+            continue;
+        }
+        let needs_http = r.http.is_some() || peer == Tri::Unknown;
+        note(trace, || {
+            format!(
+                "{}: {}",
+                label(),
+                if needs_http {
+                    "could match, depends on the HTTP request"
+                } else {
+                    "matches the connection"
+                }
+            )
+        });
+        match (r.action, needs_http) {
+            (Action::Deny, false) => {
+                s.l4_deny = Some(r);
+                return s;
+            }
+            (Action::Deny, true) => {
+                s.pending_deny.get_or_insert(r);
+            }
+            (Action::Allow, false) => {
+                s.l4_allow.get_or_insert(r);
+            }
+            (Action::Allow, true) => s.pending_allow = true,
+        }
+    }
+    s
+}
+
+impl CompiledPolicy {
+    /// Phase 1: judges a connection with what is known when it opens.
+    pub fn decide_connection(
+        &self,
+        c: &Connection<'_>,
+        mut trace: Option<&mut Trace>,
+    ) -> ConnDecision {
+        let rules = direction(self, c.direction);
+        let s = phase1(rules, c, &mut trace);
+        if let Some(r) = s.l4_deny {
+            return ConnDecision::Final(by_rule(r, "connection-level deny rule matched"));
+        }
+        if s.pending_deny.is_some() {
+            note(&mut trace, || {
+                "a deny rule depends on the request: read the connection as HTTP".into()
+            });
+            return ConnDecision::NeedHttp;
+        }
+        if let Some(r) = s.l4_allow {
+            return ConnDecision::Final(by_rule(r, "connection-level allow rule matched"));
+        }
+        if s.pending_allow {
+            note(&mut trace, || {
+                "only rules that depend on the request can allow: read the connection as HTTP"
+                    .into()
+            });
+            return ConnDecision::NeedHttp;
+        }
+        ConnDecision::Final(by_default(rules))
+    }
+
+    /// The connection needed HTTP but is not HTTP (or is TLS we do not terminate): HTTP deny
+    /// rules count as matching, HTTP allow rules never allow.
+    pub fn decide_opaque(&self, c: &Connection<'_>, mut trace: Option<&mut Trace>) -> Decision {
+        let rules = direction(self, c.direction);
+        let s = phase1(rules, c, &mut trace);
+        if let Some(r) = s.l4_deny {
+            return by_rule(r, "connection-level deny rule matched");
+        }
+        if let Some(r) = s.pending_deny {
+            return by_rule(
+                r,
+                "not HTTP: a deny rule that needs HTTP counts as matching (fail closed)",
+            );
+        }
+        if let Some(r) = s.l4_allow {
+            return by_rule(r, "connection-level allow rule matched");
+        }
+        let mut d = by_default(rules);
+        if s.pending_allow {
+            d.reason =
+                Cow::Borrowed("not HTTP: rules that need HTTP never allow it; default applies");
+        }
+        d
+    }
+
+    /// Phase 2: judges one request on a connection (deny wins, then allow, then the default).
+    pub fn decide_request(
+        &self,
+        c: &Connection<'_>,
+        r: &Request<'_>,
+        mut trace: Option<&mut Trace>,
+    ) -> Decision {
+        let rules = direction(self, c.direction);
+        let mut allow: Option<&CompiledRule> = None;
+        for rule in &rules.rules {
+            let label = || format!("{}/{} ({:?})", rule.policy, rule.name, rule.action);
+            if rule.ports.as_ref().is_some_and(|p| !p.contains(c.port)) {
+                note(&mut trace, || {
+                    format!("{}: port {} not listed", label(), c.port)
+                });
+                continue;
+            }
+            if peers_match(rule, c, r.host) != Tri::Yes {
+                note(&mut trace, || format!("{}: peer does not match", label()));
+                continue;
+            }
+            if let Some(http) = &rule.http
+                && !http.iter().any(|h| http_matches(h, r))
+            {
+                note(&mut trace, || {
+                    format!("{}: no http entry matches {} {}", label(), r.method, r.path)
+                });
+                continue;
+            }
+            note(&mut trace, || format!("{}: matches", label()));
+            match rule.action {
+                Action::Deny => return by_rule(rule, "deny rule matched the request"),
+                Action::Allow => {
+                    allow.get_or_insert(rule);
+                }
+            }
+        }
+        match allow {
+            Some(rule) => by_rule(rule, "allow rule matched the request"),
+            None => by_default(rules),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The Portcullis policy language (`../shared/spec/POLICY.md`): parsing, validation and
+//! compilation into an immutable [`CompiledPolicy`], and the pure decision functions.
+//! No IO except [`load`], which reads the policy source.
+//!
+//! - [`model`]: the YAML shapes (serde, spans kept for error locations);
+//! - [`load`]: files and directories → documents, errors as `file:line:col: message`;
+//! - [`compile`]: documents → [`CompiledPolicy`] (validation, NetworkPolicy import via [`netpol`]);
+//! - [`matchers`]: the compiled match primitives (CIDR, identity, host, path, header);
+//! - [`decide`]: connection-level and request-level judgement, with an optional trace;
+//! - [`normalize`]: the request normalization the proxy forwards and the engine judges.
+
+pub mod compile;
+pub mod decide;
+pub mod load;
+pub mod matchers;
+pub mod model;
+pub mod netpol;
+pub mod normalize;
+
+pub use compile::{CompileContext, CompiledPolicy, Warning};
+pub use decide::{ConnDecision, Connection, Decision, Direction, Request, Verdict};
+pub use load::{LoadError, PolicyError, load_path, parse_str};

@@ -1,0 +1,226 @@
+//! Reading a policy source (a YAML file, or a directory of `*.yaml`/`*.yml` such as a mounted
+//! ConfigMap) into parsed documents. Errors carry `file:line:column`; YAML bombs are stopped by
+//! size, depth and alias budgets.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::Document;
+
+/// Largest policy file accepted.
+pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
+/// Deepest YAML nesting accepted.
+pub const MAX_DEPTH: usize = 64;
+/// Most aliases accepted per file.
+pub const MAX_ALIASES: usize = 256;
+
+/// One problem in a policy source, at a place in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The file, as given.
+    pub file: Arc<str>,
+    /// 1-based line (0 when unknown).
+    pub line: u64,
+    /// 1-based column (0 when unknown).
+    pub column: u64,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Why a policy source could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The path could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A directory without any policy file.
+    #[error("{0}: no *.yaml or *.yml files")]
+    Empty(PathBuf),
+    /// The documents are invalid; every error found is listed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<PolicyError>),
+}
+
+/// A parsed document and where it came from.
+#[derive(Debug)]
+pub struct SourceDoc {
+    /// File name as given.
+    pub file: Arc<str>,
+    /// The document.
+    pub doc: Document,
+}
+
+/// The raw text of a policy source, ready to parse.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// (file name, contents), in a stable order.
+    pub files: Vec<(String, String)>,
+}
+
+impl Source {
+    /// A hex SHA-256 prefix over every file's name and contents: the policy's identity in
+    /// `/policy`, metrics and reload logs.
+    pub fn content_hash(&self) -> String {
+        let mut h = Sha256::new();
+        for (name, text) in &self.files {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+        h.finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+fn is_policy_file(p: &Path) -> bool {
+    let hidden = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let yaml = matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    !hidden && yaml && p.is_file()
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    let io = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.len() > MAX_FILE_BYTES as u64 {
+        return Err(LoadError::Invalid(vec![PolicyError {
+            file: path.display().to_string().into(),
+            line: 0,
+            column: 0,
+            message: format!("file is larger than {MAX_FILE_BYTES} bytes"),
+        }]));
+    }
+    std::fs::read_to_string(path).map_err(io)
+}
+
+/// Reads a file, or every policy file of a directory (sorted by name; hidden entries such as a
+/// ConfigMap's `..data` are skipped, the visible symlinks to them are followed).
+pub fn read_source(path: &Path) -> Result<Source, LoadError> {
+    let meta = std::fs::metadata(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Ok(Source {
+            files: vec![(path.display().to_string(), read(path)?)],
+        });
+    }
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_policy_file(p))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(LoadError::Empty(path.to_path_buf()));
+    }
+    let files = paths
+        .iter()
+        .map(|p| Ok((p.display().to_string(), read(p)?)))
+        .collect::<Result<_, LoadError>>()?;
+    Ok(Source { files })
+}
+
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    budget.max_aliases = MAX_ALIASES;
+    let mut opts = serde_saphyr::Options::default();
+    opts.budget = Some(budget);
+    opts.with_snippet = false;
+    opts
+}
+
+/// Parses the documents of one file.
+pub fn parse_str(file: &str, text: &str) -> Result<Vec<SourceDoc>, PolicyError> {
+    let file: Arc<str> = file.into();
+    if text.len() > MAX_FILE_BYTES {
+        return Err(PolicyError {
+            file,
+            line: 0,
+            column: 0,
+            message: format!("file is larger than {MAX_FILE_BYTES} bytes"),
+        });
+    }
+    match serde_saphyr::from_multiple_with_options::<Document>(text, options()) {
+        Ok(docs) => Ok(docs
+            .into_iter()
+            .map(|doc| SourceDoc {
+                file: file.clone(),
+                doc,
+            })
+            .collect()),
+        Err(e) => {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            Err(PolicyError {
+                file,
+                line,
+                column,
+                message: clean_message(&e.to_string()),
+            })
+        }
+    }
+}
+
+/// serde-saphyr appends the location in words; we print it as `file:line:col:` instead.
+fn clean_message(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg).trim();
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// Parses every file of a source; all files are parsed and all their errors returned.
+pub fn parse_source(source: &Source) -> Result<Vec<SourceDoc>, Vec<PolicyError>> {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for (name, text) in &source.files {
+        match parse_str(name, text) {
+            Ok(mut d) => docs.append(&mut d),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads and parses a policy source.
+pub fn load_path(path: &Path) -> Result<(Source, Vec<SourceDoc>), LoadError> {
+    let source = read_source(path)?;
+    let docs = parse_source(&source).map_err(LoadError::Invalid)?;
+    Ok((source, docs))
+}
