@@ -88,7 +88,7 @@ pub trait Headers {
     fn get(&self, lower_name: &str) -> Option<Cow<'_, str>>;
 }
 
-impl Headers for [(String, String)] {
+impl Headers for Vec<(String, String)> {
     fn get(&self, lower_name: &str) -> Option<Cow<'_, str>> {
         let mut values = self
             .iter()

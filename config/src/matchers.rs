@@ -145,11 +145,15 @@ impl HostPattern {
         (valid(&lower) || ipv6).then_some(Self::Exact(lower))
     }
 
-    /// Whether a normalized (lower-case, port-less) host matches.
+    /// Whether a port-less host (or SNI) matches, ignoring ASCII case.
     pub fn matches(&self, host: &str) -> bool {
+        let host = host.strip_suffix('.').unwrap_or(host).as_bytes();
         match self {
-            Self::Exact(e) => e == host,
-            Self::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+            Self::Exact(e) => host.eq_ignore_ascii_case(e.as_bytes()),
+            Self::Suffix(s) => {
+                host.len() > s.len()
+                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            }
         }
     }
 }

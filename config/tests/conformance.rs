@@ -1,0 +1,209 @@
+//! Conformance cases as data: every `conformance/*.yaml` holds a policy and a list of
+//! connections/requests with the expected verdict and deciding rule; every `invalid/*.yaml` is a
+//! policy that must be refused with exactly the errors its `# expect: LINE:COL: text` lines name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use portcullis_config::decide::Trace;
+use portcullis_config::normalize::{normalize_host, normalize_target};
+use portcullis_config::{
+    CompileContext, ConnDecision, Connection, Direction, Request, compile, load,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFile {
+    #[allow(dead_code)] // documentation for readers of the case file
+    description: String,
+    #[serde(default)]
+    workload_labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    named_ports: BTreeMap<String, u16>,
+    policy: String,
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    direction: String,
+    peer: String,
+    port: u16,
+    identity: Option<String>,
+    sni: Option<String>,
+    request: Option<Req>,
+    #[serde(default)]
+    opaque: bool,
+    expect: String,
+    rule: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Req {
+    method: String,
+    target: String,
+    host: Option<String>,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+}
+
+fn files(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(dir);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs one case; returns (verdict, rule) as `allow`/`deny`/`need-http`/`reject` and `policy/rule`.
+fn run(policy: &portcullis_config::CompiledPolicy, c: &Case) -> (String, String) {
+    let direction = match c.direction.as_str() {
+        "inbound" => Direction::Inbound,
+        "outbound" => Direction::Outbound,
+        d => panic!("{}: bad direction {d}", c.name),
+    };
+    let conn = Connection {
+        direction,
+        peer: c
+            .peer
+            .parse()
+            .unwrap_or_else(|_| panic!("{}: bad peer", c.name)),
+        port: c.port,
+        identity: c.identity.as_deref(),
+        sni: c.sni.as_deref(),
+    };
+    let show = |d: &portcullis_config::Decision| {
+        let rule = match &d.policy {
+            Some(p) => format!("{p}/{}", d.rule),
+            None => d.rule.to_string(),
+        };
+        (d.verdict.as_str().to_string(), rule)
+    };
+    let mut trace = Trace::default();
+    match policy.decide_connection(&conn, Some(&mut trace)) {
+        ConnDecision::Final(d) => show(&d),
+        ConnDecision::NeedHttp if c.opaque => show(&policy.decide_opaque(&conn, None)),
+        ConnDecision::NeedHttp => match &c.request {
+            None => ("need-http".into(), String::new()),
+            Some(r) => match normalize_target(&r.target) {
+                Err(e) => ("reject".into(), e.to_string()),
+                Ok(t) => {
+                    let host = t
+                        .authority
+                        .clone()
+                        .or_else(|| r.host.as_deref().map(normalize_host));
+                    let req = Request {
+                        method: &r.method,
+                        path: &t.path,
+                        host: host.as_deref(),
+                        headers: &r.headers,
+                        jwt: None,
+                    };
+                    show(&policy.decide_request(&conn, &req, None))
+                }
+            },
+        },
+    }
+}
+
+#[test]
+fn conformance_cases() {
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for path in files("conformance") {
+        let text = std::fs::read_to_string(&path).expect("read case file");
+        let file: CaseFile =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let docs = load::parse_str("policy.yaml", &file.policy)
+            .unwrap_or_else(|e| panic!("{}: policy: {e}", path.display()));
+        let ctx = CompileContext {
+            workload_labels: file.workload_labels.clone(),
+            named_ports: file.named_ports.clone(),
+        };
+        let (policy, _) = compile::compile(&docs, &ctx).unwrap_or_else(|e| {
+            panic!(
+                "{}: policy: {}",
+                path.display(),
+                e.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        for c in &file.cases {
+            count += 1;
+            let (verdict, rule) = run(&policy, c);
+            let rule_ok = c.rule.as_ref().is_none_or(|want| *want == rule);
+            if verdict != c.expect || !rule_ok {
+                failures.push(format!(
+                    "{} / {}: got {verdict} {rule:?}, want {} {:?}",
+                    path.file_name()
+                        .map(|f| f.to_string_lossy())
+                        .unwrap_or_default(),
+                    c.name,
+                    c.expect,
+                    c.rule
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    println!("{count} conformance cases passed");
+}
+
+#[test]
+fn invalid_policies_are_refused_with_located_errors() {
+    let mut failures = Vec::new();
+    for path in files("invalid") {
+        let name = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(&path).expect("read");
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(!expected.is_empty(), "{name}: no `# expect:` lines");
+        let errors: Vec<String> = match load::parse_str(&name, &text) {
+            Err(e) => vec![e.to_string()],
+            Ok(docs) => match compile::compile(&docs, &CompileContext::default()) {
+                Ok(_) => vec![],
+                Err(errs) => errs.iter().map(ToString::to_string).collect(),
+            },
+        };
+        for want in &expected {
+            let (loc, msg) = want.split_once(": ").unwrap_or((want, ""));
+            let prefix = format!("{name}:{loc}: ");
+            if !errors
+                .iter()
+                .any(|e| e.starts_with(&prefix) && e.contains(msg))
+            {
+                failures.push(format!(
+                    "{name}: expected `{prefix}…{msg}…`, got {errors:#?}"
+                ));
+            }
+        }
+        if errors.len() != expected.len() {
+            failures.push(format!(
+                "{name}: expected {} errors, got {errors:#?}",
+                expected.len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
