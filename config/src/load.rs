@@ -224,3 +224,55 @@ pub fn load_path(path: &Path) -> Result<(Source, Vec<SourceDoc>), LoadError> {
     let docs = parse_source(&source).map_err(LoadError::Invalid)?;
     Ok((source, docs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_bombs_and_deep_nesting_are_refused() {
+        // Inside a field that is accepted and skipped, so only the budget can stop it.
+        let mut bomb = String::from(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: x\n  generateName:\n    a: &a [x, x, x, x, x, x, x, x, x, x]\n",
+        );
+        for i in 0..40 {
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
+            bomb.push_str(&format!("    l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        let err = parse_str("bomb.yaml", &bomb).expect_err("alias bomb refused");
+        assert!(
+            err.message.to_lowercase().contains("budget") || err.message.contains("alias"),
+            "{err}"
+        );
+
+        let deep = format!(
+            "apiVersion: v\nkind: k\nmetadata:\n  name: x\n  generateName: {}x{}\n",
+            "[".repeat(MAX_DEPTH + 10),
+            "]".repeat(MAX_DEPTH + 10)
+        );
+        let err = parse_str("deep.yaml", &deep).expect_err("too deep");
+        assert!(
+            err.message.to_lowercase().contains("depth") || err.message.contains("budget"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let err = parse_str(
+            "p.yaml",
+            "apiVersion: v\nkind: k\nmetadata: {name: x}\nspec: {bogus: 1}\n",
+        )
+        .expect_err("unknown field");
+        assert_eq!((err.line, err.column), (4, 8), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("p.yaml:4:8: unknown field `bogus`"),
+            "{err}"
+        );
+    }
+}
