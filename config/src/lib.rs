@@ -7,7 +7,8 @@
 //! - [`compile`]: documents → [`CompiledPolicy`] (validation, NetworkPolicy import via [`netpol`]);
 //! - [`matchers`]: the compiled match primitives (CIDR, identity, host, path, header);
 //! - [`decide`]: connection-level and request-level judgement, with an optional trace;
-//! - [`normalize`]: the request normalization the proxy forwards and the engine judges.
+//! - [`normalize`]: the request normalization the proxy forwards and the engine judges;
+//! - [`workload`]: the workload's own labels and named ports (NetworkPolicy selection).
 
 pub mod compile;
 pub mod decide;
@@ -16,7 +17,8 @@ pub mod matchers;
 pub mod model;
 pub mod netpol;
 pub mod normalize;
+pub mod workload;
 
 pub use compile::{CompileContext, CompiledPolicy, Warning};
 pub use decide::{ConnDecision, Connection, Decision, Direction, Request, Verdict};
-pub use load::{LoadError, PolicyError, load_path, parse_str};
+pub use load::{LoadError, LoadedPolicy, PolicyError, load_path, load_policy, parse_str};

@@ -218,6 +218,28 @@ pub fn parse_source(source: &Source) -> Result<Vec<SourceDoc>, Vec<PolicyError>>
     }
 }
 
+/// A compiled policy with what it was compiled from.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    /// The compiled policy.
+    pub policy: crate::CompiledPolicy,
+    /// Warnings (unenforceable selectors, unknown named ports).
+    pub warnings: Vec<crate::Warning>,
+    /// Content hash of the source.
+    pub hash: String,
+}
+
+/// Reads, parses and compiles a policy source; any error anywhere fails the whole load.
+pub fn load_policy(path: &Path, ctx: &crate::CompileContext) -> Result<LoadedPolicy, LoadError> {
+    let (source, docs) = load_path(path)?;
+    let (policy, warnings) = crate::compile::compile(&docs, ctx).map_err(LoadError::Invalid)?;
+    Ok(LoadedPolicy {
+        policy,
+        warnings,
+        hash: source.content_hash(),
+    })
+}
+
 /// Reads and parses a policy source.
 pub fn load_path(path: &Path) -> Result<(Source, Vec<SourceDoc>), LoadError> {
     let source = read_source(path)?;

@@ -35,6 +35,12 @@ pub struct Record {
     pub protocol: &'static str,
     /// The decision.
     pub verdict: Verdict,
+    /// The deciding policy (absent for a default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The deciding rule, or `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// Why, when it was not a plain allow (a denial or a failure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

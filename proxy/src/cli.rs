@@ -24,6 +24,73 @@ pub struct Cli {
 pub enum Command {
     /// Run the sidecar.
     Run(RunArgs),
+    /// Validate policy sources: a summary per document, errors as file:line:col: message.
+    Check(CheckArgs),
+    /// Show how the policy decides one connection or request, step by step.
+    Explain(ExplainArgs),
+}
+
+/// What the policy needs to know about this workload (NetworkPolicy selection, named ports).
+#[derive(Debug, Clone, Default, Args)]
+pub struct WorkloadArgs {
+    /// The workload's labels, as the Downward API writes them (`key="value"` lines).
+    #[arg(long, env = "PORTCULLIS_WORKLOAD_LABELS")]
+    pub workload_labels: Option<PathBuf>,
+    /// The workload's named container ports: `name=port,…`.
+    #[arg(long, default_value = "", env = "PORTCULLIS_NAMED_PORTS")]
+    pub named_ports: String,
+}
+
+/// Flags of `check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Policy files or directories.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Workload facts.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+}
+
+/// Flags of `explain`.
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// Policy file or directory.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// `inbound` or `outbound`.
+    #[arg(long, value_parser = ["inbound", "outbound"])]
+    pub direction: String,
+    /// The connecting side: `IP` or `IP:PORT`.
+    #[arg(long)]
+    pub src: String,
+    /// The original destination: `IP:PORT`.
+    #[arg(long)]
+    pub dst: String,
+    /// The peer's authenticated identity (SPIFFE ID).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// The TLS SNI.
+    #[arg(long)]
+    pub sni: Option<String>,
+    /// HTTP method (judges a request when given with or without --path).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// HTTP request target (path and query).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// HTTP Host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// A request header `Name: value` (repeatable).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+    /// A bearer token (validated only when a JWKS is configured).
+    #[arg(long)]
+    pub jwt: Option<String>,
+    /// Workload facts.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
 }
 
 /// How inbound traffic was captured.
@@ -48,9 +115,12 @@ pub enum LogFormat {
 /// Flags of `run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Policy file or directory (its enforcement arrives with the policy engine).
+    /// Policy file or directory (a mounted ConfigMap).
     #[arg(long, env = "PORTCULLIS_POLICY")]
-    pub policy: Option<PathBuf>,
+    pub policy: PathBuf,
+    /// Workload facts.
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
     /// Inbound capture listener port.
     #[arg(long, default_value_t = 15006, env = "PORTCULLIS_INBOUND_PORT")]
     pub inbound_port: u16,

@@ -13,6 +13,8 @@ use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use portcullis_config::{ConnDecision, Decision, LoadedPolicy};
+
 use crate::access_log::{self, AccessLog, Record};
 use crate::cli::CaptureMode;
 use crate::metrics::{ConnLabels, DirLabels, ErrorLabels, Metrics, Verdict};
@@ -40,6 +42,15 @@ impl Direction {
     }
 }
 
+impl From<Direction> for portcullis_config::Direction {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::Inbound => portcullis_config::Direction::Inbound,
+            Direction::Outbound => portcullis_config::Direction::Outbound,
+        }
+    }
+}
+
 impl EncodeLabelValue for Direction {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
         encoder.write_str(self.as_str())
@@ -55,6 +66,9 @@ pub enum ConnError {
     /// The connection was addressed to the proxy's own listener.
     #[error("loop: original destination {0} is the proxy itself")]
     Loop(SocketAddr),
+    /// The policy refused the connection.
+    #[error("{}", .0.reason)]
+    Denied(Decision),
     /// The upstream socket could not be prepared.
     #[error("upstream socket for {dst}: {source}")]
     UpstreamSocket {
@@ -82,6 +96,7 @@ impl ConnError {
         match self {
             ConnError::OriginalDst(_) => "original_dst",
             ConnError::Loop(_) => "loop",
+            ConnError::Denied(_) => "policy",
             ConnError::UpstreamSocket { .. } => "upstream_socket",
             ConnError::Connect { source, .. }
                 if source.kind() == io::ErrorKind::ConnectionRefused =>
@@ -96,7 +111,7 @@ impl ConnError {
     /// Refusals are denials; failures to reach an admitted destination are not.
     pub fn verdict(&self) -> Verdict {
         match self {
-            ConnError::OriginalDst(_) | ConnError::Loop(_) => Verdict::Deny,
+            ConnError::OriginalDst(_) | ConnError::Loop(_) | ConnError::Denied(_) => Verdict::Deny,
             _ => Verdict::Allow,
         }
     }
@@ -117,6 +132,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Access log.
     pub access_log: AccessLog,
+    /// The active policy.
+    pub policy: Arc<LoadedPolicy>,
 }
 
 /// Whether `ip` is one of this host's (pod's) own addresses.
@@ -138,6 +155,26 @@ fn is_local_ip(ip: IpAddr) -> bool {
 }
 
 impl Context {
+    /// The connection-level policy stage. HTTP inspection is not in the data path yet, so a
+    /// connection whose fate depends on HTTP is judged as non-HTTP traffic (fail closed).
+    fn judge(&self, direction: Direction, src: SocketAddr, dst: SocketAddr) -> Decision {
+        let conn = portcullis_config::Connection {
+            direction: direction.into(),
+            peer: match direction {
+                Direction::Inbound => src.ip(),
+                Direction::Outbound => dst.ip(),
+            },
+            port: dst.port(),
+            identity: None,
+            sni: None,
+        };
+        let policy = &self.policy.policy;
+        match policy.decide_connection(&conn, None) {
+            ConnDecision::Final(d) => d,
+            ConnDecision::NeedHttp => policy.decide_opaque(&conn, None),
+        }
+    }
+
     fn destination(&self, stream: &TcpStream) -> Result<SocketAddr, ConnError> {
         let dst = match self.original_dst_override {
             Some(dst) => dst,
@@ -165,6 +202,8 @@ pub async fn serve(ctx: Arc<Context>, direction: Direction, client: TcpStream, s
         dst: None,
         protocol: "tcp",
         verdict: Verdict::Allow,
+        policy: None,
+        rule: None,
         reason: None,
         duration_ms: 0,
         bytes_in: 0,
@@ -173,6 +212,12 @@ pub async fn serve(ctx: Arc<Context>, direction: Direction, client: TcpStream, s
     let outcome = async {
         let dst = ctx.destination(&client)?;
         record.dst = Some(dst);
+        let decision = ctx.judge(direction, src, dst);
+        record.policy = decision.policy.as_deref().map(str::to_string);
+        record.rule = Some(decision.rule.to_string());
+        if decision.verdict == portcullis_config::Verdict::Deny {
+            return Err(ConnError::Denied(decision));
+        }
         let upstream = ctx.connector.connect(direction, src, dst).await?;
         Ok::<_, ConnError>(tcp::forward(client, upstream).await)
     }

@@ -4,17 +4,21 @@
 //! [`listener`] (accept) → [`original_dst`] (where it was going) → loop guard
 //! ([`connection`]) → [`upstream`] (connect as the right source) → [`tcp`] (move bytes).
 //! Around it: [`admin`] (health, metrics), [`metrics`], [`access_log`], [`drain`].
-//! [`cli`] and [`config`] turn flags into a validated [`config::ProxyConfig`] once.
+//! [`cli`] and [`config`] turn flags into a validated [`config::ProxyConfig`] once; [`policy`]
+//! loads the policy, also for the [`check`] and [`explain`] subcommands.
 
 pub mod access_log;
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod drain;
+pub mod explain;
 pub mod listener;
 pub mod metrics;
 pub mod original_dst;
+pub mod policy;
 pub mod proxy;
 pub mod tcp;
 pub mod upstream;

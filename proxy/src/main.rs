@@ -41,12 +41,18 @@ async fn signals(drain: Drain) -> anyhow::Result<()> {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let config = ProxyConfig::from_args(&args)?;
+    // The policy is compiled completely before any port is bound; an invalid one exits here.
+    let policy = portcullis_proxy::policy::load(&args.policy, &args.workload)?;
+    for w in &policy.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(hash = %policy.hash, documents = policy.policy.documents.len(), "policy loaded");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("building the runtime")?;
     runtime.block_on(async {
-        let proxy = Proxy::bind(config)?;
+        let proxy = Proxy::bind(config, policy)?;
         let drain = Drain::new();
         let sig = drain.clone();
         tokio::spawn(async move {
@@ -65,6 +71,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Check(args) => {
+            let r = portcullis_proxy::check::run(&args);
+            print!("{}", r.out);
+            eprint!("{}", r.err);
+            return ExitCode::from(r.code);
+        }
+        Command::Explain(args) => {
+            let r = portcullis_proxy::explain::run(&args);
+            print!("{}", r.out);
+            return ExitCode::from(r.code);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

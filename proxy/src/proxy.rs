@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::task::JoinSet;
 
+use portcullis_config::LoadedPolicy;
+
 use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};
 use crate::cli::CaptureMode;
@@ -40,6 +42,7 @@ pub enum ProxyError {
 #[derive(Debug)]
 pub struct Proxy {
     config: ProxyConfig,
+    policy: Arc<LoadedPolicy>,
     listeners: Vec<Listener>,
     admin: tokio::net::TcpListener,
 }
@@ -55,8 +58,8 @@ fn skippable_v6(addr: SocketAddr, e: &io::Error) -> bool {
 }
 
 impl Proxy {
-    /// Binds the capture listeners and the admin port.
-    pub fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
+    /// Binds the capture listeners and the admin port, to serve `policy`.
+    pub fn bind(config: ProxyConfig, policy: LoadedPolicy) -> Result<Self, ProxyError> {
         let transparent =
             config.capture == CaptureMode::Tproxy && config.original_dst_override.is_none();
         let mut listeners = Vec::new();
@@ -88,6 +91,7 @@ impl Proxy {
             })?;
         Ok(Self {
             config,
+            policy: Arc::new(policy),
             listeners,
             admin,
         })
@@ -130,6 +134,7 @@ impl Proxy {
             },
             metrics: metrics.clone(),
             access_log,
+            policy: self.policy.clone(),
         });
         let state = Arc::new(AdminState {
             ready: false.into(),

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use portcullis_config::{CompiledPolicy, LoadedPolicy};
 use portcullis_proxy::connection::Direction;
 use portcullis_proxy::drain::Drain;
 use portcullis_proxy::{Proxy, ProxyConfig};
@@ -36,8 +37,31 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+fn allow_all() -> LoadedPolicy {
+    LoadedPolicy {
+        policy: CompiledPolicy::default(),
+        warnings: Vec::new(),
+        hash: "test".into(),
+    }
+}
+
+fn policy(yaml: &str) -> LoadedPolicy {
+    let docs = portcullis_config::parse_str("test.yaml", yaml).expect("parse");
+    let (policy, warnings) =
+        portcullis_config::compile::compile(&docs, &Default::default()).expect("compile");
+    LoadedPolicy {
+        policy,
+        warnings,
+        hash: "test".into(),
+    }
+}
+
 fn start(config: ProxyConfig) -> Running {
-    let proxy = Proxy::bind(config).expect("bind proxy");
+    start_with(config, allow_all())
+}
+
+fn start_with(config: ProxyConfig, policy: LoadedPolicy) -> Running {
+    let proxy = Proxy::bind(config, policy).expect("bind proxy");
     let running = Running {
         proxy_in: proxy.addrs(Direction::Inbound)[0],
         proxy_out: proxy.addrs(Direction::Outbound)[0],
@@ -257,4 +281,39 @@ async fn drain_returns_at_the_deadline_even_with_open_connections() {
         .await
         .expect("exits by deadline")
         .expect("task");
+}
+
+#[tokio::test]
+async fn connection_level_deny_closes_before_reaching_the_destination() {
+    let upstream = half_close_upstream().await;
+    // The upstream listens on 127.0.0.1:<port>; deny exactly that port outbound.
+    let p = start_with(
+        ProxyConfig::for_tests(upstream),
+        policy(&format!(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: p}}\nspec:\n  outbound:\n    default: allow\n    rules:\n      - {{name: no-upstream, action: deny, ports: [{}]}}\n",
+            upstream.port()
+        )),
+    );
+    let mut c = TcpStream::connect(p.proxy_out).await.expect("connect");
+    c.write_all(b"x").await.expect("write");
+    let mut buf = Vec::new();
+    assert_eq!(
+        c.read_to_end(&mut buf)
+            .await
+            .map(|_| buf.len())
+            .unwrap_or(0),
+        0
+    );
+    // Inbound is not mentioned by the policy: open.
+    assert_eq!(exchange(p.proxy_in, b"hi").await, "got 2 bytes: hi");
+    let (_, metrics) = http(p.admin, "GET", "/metrics").await;
+    assert!(
+        metrics.contains(r#"portcullis_connections_total{direction="outbound",verdict="deny"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"portcullis_connections_total{direction="inbound",verdict="allow"} 1"#)
+    );
+    p.drain.start();
+    p.task.await.expect("proxy task");
 }

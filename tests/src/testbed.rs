@@ -76,7 +76,16 @@ pub struct TestbedOptions {
     pub drain_timeout: String,
     /// Extra flags for `portcullis-proxy run`.
     pub proxy_args: Vec<String>,
+    /// The policy the proxy enforces (YAML).
+    pub policy: String,
 }
+
+/// A policy that mentions no direction: everything passes (Kubernetes' default).
+pub const OPEN_POLICY: &str = "apiVersion: portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: open}
+spec: {}
+";
 
 impl Default for TestbedOptions {
     fn default() -> Self {
@@ -86,6 +95,7 @@ impl Default for TestbedOptions {
             proxy: true,
             drain_timeout: "10s".into(),
             proxy_args: Vec::new(),
+            policy: OPEN_POLICY.to_string(),
         }
     }
 }
@@ -223,6 +233,7 @@ impl Testbed {
             ]),
             wait,
         )?;
+        std::fs::write(dir.0.join("policy.yaml"), &opts.policy)?;
         let mut tb = Self {
             proxy: None,
             _apps: vec![pod_app, upstream_app],
@@ -327,6 +338,8 @@ impl Testbed {
                 &self.drain_timeout,
             ])
             .args(["--access-log", "-"])
+            .arg("--policy")
+            .arg(self.dir.0.join("policy.yaml"))
             .args(&self.proxy_args)
             .stdin(Stdio::null())
             .stdout(log)

@@ -458,3 +458,87 @@ fn an_unanswered_connect_times_out_and_closes_the_client() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn connection_level_policy_is_enforced_through_real_capture() -> Result<()> {
+    let policy = format!(
+        "apiVersion: portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: pod}}
+spec:
+  inbound:
+    default: deny
+    rules:
+      - {{name: client-web, action: allow, from: [{{cidr: {CLIENT_V4}/32}}, {{cidr: \"{CLIENT_V6}/128\"}}], ports: [8080]}}
+  outbound:
+    default: allow
+    rules:
+      - {{name: no-upstream-81, action: deny, to: [{{cidr: {UPSTREAM_V4}/32}}], ports: [81]}}
+"
+    );
+    let tb = Testbed::start(TestbedOptions {
+        policy,
+        ..TestbedOptions::default()
+    })?;
+    assert_eq!(
+        app_client_ip(&tb, &format!("http://{POD_V4}:8080/"))?,
+        "127.0.0.6"
+    );
+    assert_eq!(
+        app_client_ip(&tb, &format!("http://[{POD_V6}]:8080/"))?,
+        "::6"
+    );
+    for url in [
+        format!("http://{POD_V4}:8081/"),
+        format!("http://{POD_V4}:9090/"),
+    ] {
+        let r = tb.curl(&tb.client, &url);
+        assert!(matches!(r.exit, 52 | 56), "{url} denied by default: {r:?}");
+    }
+    assert_eq!(
+        tb.curl(&tb.pod, &format!("http://{UPSTREAM_V4}:80/"))
+            .json()?["server"],
+        "upstream"
+    );
+    let r = tb.curl(&tb.pod, &format!("http://{UPSTREAM_V4}:81/"));
+    assert!(matches!(r.exit, 52 | 56), "denied outbound: {r:?}");
+
+    let log = tb.wait_access_log(6)?;
+    let find = |dst: String| {
+        entries(
+            &log,
+            if dst.contains(UPSTREAM_V4) {
+                "outbound"
+            } else {
+                "inbound"
+            },
+            &dst,
+        )
+    };
+    let allowed = find(format!("{POD_V4}:8080"));
+    assert_eq!(
+        (
+            allowed[0]["verdict"].as_str(),
+            allowed[0]["policy"].as_str(),
+            allowed[0]["rule"].as_str()
+        ),
+        (Some("allow"), Some("pod"), Some("client-web"))
+    );
+    let denied = find(format!("{POD_V4}:8081"));
+    assert_eq!(
+        (denied[0]["verdict"].as_str(), denied[0]["rule"].as_str()),
+        (Some("deny"), Some("default"))
+    );
+    assert_eq!(denied[0]["bytes_in"], 0, "nothing reached the app");
+    let out = find(format!("{UPSTREAM_V4}:81"));
+    assert_eq!(
+        (out[0]["verdict"].as_str(), out[0]["rule"].as_str()),
+        (Some("deny"), Some("no-upstream-81"))
+    );
+    let metrics = tb.curl(&tb.pod, "http://127.0.0.1:15020/metrics").body;
+    assert!(
+        metrics.contains("portcullis_connections_total{direction=\"inbound\",verdict=\"deny\"} 2"),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -5,7 +5,7 @@ use std::io::BufRead as _;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use portcullis_testbed::testbed::{CLIENT_V4, POD_V4, POD_V6, UPSTREAM_V4};
+use portcullis_testbed::testbed::{CLIENT_V4, CLIENT_V6, POD_V4, POD_V6, UPSTREAM_V4};
 use portcullis_testbed::{Capture, Testbed, TestbedOptions};
 
 #[derive(Debug, Parser)]
@@ -37,14 +37,35 @@ fn show(title: &str, tb: &Testbed, ns: &portcullis_testbed::netns::Netns, url: &
     println!("  {title}\n    $ curl {url}\n    → {outcome}");
 }
 
+fn demo_policy() -> String {
+    format!(
+        "apiVersion: portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {{name: demo}}
+spec:
+  inbound:
+    default: deny
+    rules:
+      - name: client-to-web
+        action: allow
+        from: [{{cidr: {CLIENT_V4}/32}}, {{cidr: \"{CLIENT_V6}/128\"}}]
+        ports: [8080]
+  outbound:
+    default: allow
+"
+    )
+}
+
 fn demo() -> Result<()> {
     println!(
-        "== Portcullis demo: a pod's traffic captured by portcullis-init and carried by the proxy ==\n"
+        "== Portcullis demo: a pod's traffic captured by portcullis-init and judged by the proxy ==\n"
     );
+    println!("policy:\n{}", demo_policy());
     for capture in [Capture::Redirect, Capture::Tproxy] {
         println!("-- inbound capture: {capture:?} --");
         let mut tb = Testbed::start(TestbedOptions {
             capture,
+            policy: demo_policy(),
             ..TestbedOptions::default()
         })?;
         show(
@@ -65,6 +86,12 @@ fn demo() -> Result<()> {
             &tb.pod,
             &format!("http://{UPSTREAM_V4}/out"),
         );
+        show(
+            "client → pod port 8081: not allowed by the policy, closed before the app sees a byte:",
+            &tb,
+            &tb.client,
+            &format!("http://{POD_V4}:8081/"),
+        );
         if capture == Capture::Redirect {
             tb.kill_proxy()?;
             show(
@@ -75,7 +102,7 @@ fn demo() -> Result<()> {
             );
         }
         println!("  access log (one JSON line per connection, written by the proxy):");
-        for line in tb.wait_access_log(if capture == Capture::Redirect { 4 } else { 3 })? {
+        for line in tb.wait_access_log(4)? {
             println!("    {line}");
         }
         println!();

@@ -1,0 +1,221 @@
+//! The `check` and `explain` subcommands, run as the real binary on policy files.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portcullis-proxy"))
+}
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(files: &[(&str, &str)]) -> Dir {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("portcullis-cli-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    for (name, text) in files {
+        std::fs::write(d.join(name), text).expect("write");
+    }
+    Dir(d)
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+const POLICY: &str = "\
+apiVersion: portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: orders}
+spec:
+  inbound:
+    default: deny
+    rules:
+      - name: office
+        action: allow
+        from: [{cidr: 10.0.0.0/16}]
+        ports: [8080]
+      - name: no-admin
+        action: deny
+        http: [{paths: [\"/admin/*\"]}]
+      - name: reads
+        action: allow
+        http: [{methods: [GET], paths: [\"/api/*\"]}]
+";
+
+const NETPOL: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+    - from: [{podSelector: {matchLabels: {role: client}}}]
+";
+
+#[test]
+fn check_summarizes_valid_sources_and_warns_about_unseeable_selectors() {
+    let d = dir(&[
+        ("a.yaml", POLICY),
+        ("b.yml", NETPOL),
+        ("labels", "app=\"web\"\n"),
+    ]);
+    let o = bin()
+        .arg("check")
+        .arg(&d.0)
+        .arg("--workload-labels")
+        .arg(d.0.join("labels"))
+        .output()
+        .expect("run");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(
+        out.contains("a.yaml: AccessPolicy \"orders\": 3 inbound rules, 0 outbound rules\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("b.yml: NetworkPolicy \"web\": 1 inbound rule, 0 outbound rules\n"),
+        "{out}"
+    );
+    assert!(out.contains("valid (2 documents, hash "), "{out}");
+    assert!(
+        err.contains("b.yml:7:14: warning: podSelector with labels: a sidecar cannot see it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_its_location_and_exits_1() {
+    let bad = POLICY
+        .replace("10.0.0.0/16", "10.0.0.0/99")
+        .replace("[8080]", "[0]");
+    let d = dir(&[("bad.yaml", &bad), ("good.yaml", NETPOL)]);
+    let o = bin().arg("check").arg(&d.0).output().expect("run");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let file = d.0.join("bad.yaml").display().to_string();
+    assert!(
+        err.contains(&format!("{file}:10:23: invalid CIDR \"10.0.0.0/99\"")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:11:17: invalid port")),
+        "{err}"
+    );
+    assert!(err.contains("invalid (2 errors)"), "{err}");
+    assert!(out.is_empty(), "nothing is reported as loaded: {out}");
+}
+
+fn explain(d: &Dir, args: &[&str]) -> (i32, String) {
+    let o = bin()
+        .arg("explain")
+        .arg("--policy")
+        .arg(d.0.join("p.yaml"))
+        .args(args)
+        .output()
+        .expect("run");
+    (o.status.code().unwrap_or(-1), text(&o).0)
+}
+
+#[test]
+fn explain_allows_denies_and_errors_with_a_trace() {
+    let d = dir(&[("p.yaml", POLICY)]);
+    let base = [
+        "--direction",
+        "inbound",
+        "--src",
+        "10.0.1.1:5555",
+        "--dst",
+        "10.9.9.9:8080",
+    ];
+    let (code, out) = explain(
+        &d,
+        &[&base[..], &["--method", "GET", "--path", "/api/x"]].concat(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("allow\nrule: orders/office\n"), "{out}");
+    assert!(
+        out.contains("orders/no-admin (Deny): no http entry matches GET /api/x"),
+        "{out}"
+    );
+
+    let (code, out) = explain(
+        &d,
+        &[&base[..], &["--method", "GET", "--path", "/api/../admin/x"]].concat(),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("deny\nrule: orders/no-admin\n"), "{out}");
+    assert!(out.contains("normalized from \"/api/../admin/x\""), "{out}");
+
+    let (code, out) = explain(&d, &[&base[..], &["--path", "/a%2Fb"]].concat());
+    assert_eq!((code, out.lines().next()), (1, Some("deny")), "{out}");
+    assert!(out.contains("rejected with 400: encoded slash"), "{out}");
+
+    // Without request details the connection is judged as non-HTTP traffic: fail closed.
+    let (code, out) = explain(&d, &base);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("deny\nrule: orders/no-admin\n"), "{out}");
+
+    let (code, out) = explain(
+        &d,
+        &[
+            "--direction",
+            "inbound",
+            "--src",
+            "nope",
+            "--dst",
+            "10.0.0.1:1",
+        ],
+    );
+    assert_eq!((code, out.lines().next()), (2, Some("error")), "{out}");
+    let missing = dir(&[]);
+    let o = bin()
+        .args([
+            "explain",
+            "--direction",
+            "inbound",
+            "--src",
+            "1.1.1.1",
+            "--dst",
+            "1.1.1.1:1",
+            "--policy",
+        ])
+        .arg(missing.0.join("none.yaml"))
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).0.starts_with("error\n"));
+}
+
+#[test]
+fn run_refuses_an_invalid_policy_before_binding_anything() {
+    let d = dir(&[(
+        "bad.yaml",
+        "apiVersion: portcullis.dev/v1alpha1\nkind: Nope\nmetadata: {name: x}\nspec: {}\n",
+    )]);
+    // Ports that would collide if anything were bound: nothing is.
+    let o = bin()
+        .args(["run", "--admin-addr", "127.0.0.1:1", "--policy"])
+        .arg(d.0.join("bad.yaml"))
+        .output()
+        .expect("run");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad.yaml:2:7: unsupported kind \"Nope\""),
+        "{err}"
+    );
+    assert!(!err.contains("bind"), "{err}");
+    let o = bin().args(["run"]).output().expect("run");
+    assert_eq!(o.status.code(), Some(2), "--policy is required");
+}
