@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::index::DirectionIndex;
 use crate::load::{PolicyError, SourceDoc};
 use crate::matchers::{
     CidrMatch, HeaderValue, HostPattern, IdentityPattern, PathSet, PortSet, anchored, anchored_set,
@@ -111,6 +112,8 @@ pub struct DirectionRules {
     pub default: Action,
     /// Every rule of every document.
     pub rules: Vec<CompiledRule>,
+    /// Candidate indexes over `rules`, rebuilt by [`DirectionRules::reindex`].
+    pub index: DirectionIndex,
 }
 
 impl Default for DirectionRules {
@@ -119,11 +122,17 @@ impl Default for DirectionRules {
             mentioned: false,
             default: Action::Allow,
             rules: Vec::new(),
+            index: DirectionIndex::default(),
         }
     }
 }
 
 impl DirectionRules {
+    /// Rebuilds the indexes after `rules` changed.
+    pub fn reindex(&mut self) {
+        self.index = DirectionIndex::build(&self.rules);
+    }
+
     /// Records a document mentioning this direction with `default` (absent = deny).
     pub fn mention(&mut self, default: Option<Action>) {
         let d = default.unwrap_or(Action::Deny);
@@ -680,6 +689,8 @@ pub fn compile(
         });
     }
     if errors.is_empty() {
+        out.inbound.reindex();
+        out.outbound.reindex();
         Ok((out, warnings))
     } else {
         Err(errors)

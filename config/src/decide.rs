@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::compile::{CompiledPolicy, CompiledRule, DirectionRules, HttpRule, PeerMatch};
+use crate::index::{RuleId, intersect};
 use crate::matchers::spiffe_namespace;
 use crate::model::Action;
 
@@ -302,6 +303,21 @@ struct Phase1<'p> {
     pending_allow: bool,
 }
 
+/// The rules to examine, in rule order: every rule when tracing (so the trace is complete),
+/// otherwise only the index's candidates (the others cannot match).
+fn examine<'p>(
+    rules: &'p DirectionRules,
+    candidates: impl FnOnce() -> Vec<RuleId>,
+    tracing: bool,
+) -> Box<dyn Iterator<Item = &'p CompiledRule> + 'p> {
+    if tracing {
+        Box::new(rules.rules.iter())
+    } else {
+        let ids = candidates();
+        Box::new(ids.into_iter().map(move |i| &rules.rules[i as usize]))
+    }
+}
+
 fn phase1<'p>(
     rules: &'p DirectionRules,
     c: &Connection<'_>,
@@ -313,7 +329,11 @@ fn phase1<'p>(
         l4_allow: None,
         pending_allow: false,
     };
-    for r in &rules.rules {
+    let candidates = || {
+        let ix = &rules.index;
+        intersect(&ix.port_candidates(c.port), &ix.peer_candidates(c.peer))
+    };
+    for r in examine(rules, candidates, trace.is_some()) {
         let label = || format!("{}/{} ({:?})", r.policy, r.name, r.action);
         if r.ports.as_ref().is_some_and(|p| !p.contains(c.port)) {
             note(trace, || format!("{}: port {} not listed", label(), c.port));
@@ -418,7 +438,14 @@ impl CompiledPolicy {
     ) -> Decision {
         let rules = direction(self, c.direction);
         let mut allow: Option<&CompiledRule> = None;
-        for rule in &rules.rules {
+        let candidates = || {
+            let ix = &rules.index;
+            intersect(
+                &intersect(&ix.port_candidates(c.port), &ix.peer_candidates(c.peer)),
+                &ix.path_candidates(r.path),
+            )
+        };
+        for rule in examine(rules, candidates, trace.is_some()) {
             let label = || format!("{}/{} ({:?})", rule.policy, rule.name, rule.action);
             if rule.ports.as_ref().is_some_and(|p| !p.contains(c.port)) {
                 note(&mut trace, || {

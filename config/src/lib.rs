@@ -7,11 +7,13 @@
 //! - [`compile`]: documents → [`CompiledPolicy`] (validation, NetworkPolicy import via [`netpol`]);
 //! - [`matchers`]: the compiled match primitives (CIDR, identity, host, path, header);
 //! - [`decide`]: connection-level and request-level judgement, with an optional trace;
+//! - [`index`]: per-direction candidate indexes (ports, CIDR trie, paths) behind `decide`;
 //! - [`normalize`]: the request normalization the proxy forwards and the engine judges;
 //! - [`workload`]: the workload's own labels and named ports (NetworkPolicy selection).
 
 pub mod compile;
 pub mod decide;
+pub mod index;
 pub mod load;
 pub mod matchers;
 pub mod model;

@@ -61,6 +61,11 @@ impl PortSet {
         i > 0 && self.ranges[i - 1].1 >= port
     }
 
+    /// The merged ranges, ascending.
+    pub fn ranges(&self) -> &[(u16, u16)] {
+        &self.ranges
+    }
+
     /// Whether the set is empty (matches nothing).
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()

@@ -65,7 +65,9 @@ fn files(dir: &str) -> Vec<PathBuf> {
 }
 
 /// Runs one case; returns (verdict, rule) as `allow`/`deny`/`need-http`/`reject` and `policy/rule`.
-fn run(policy: &portcullis_config::CompiledPolicy, c: &Case) -> (String, String) {
+/// With `traced`, the engine scans every rule (to explain it); without, it uses its indexes.
+/// Both must decide alike.
+fn run(policy: &portcullis_config::CompiledPolicy, c: &Case, traced: bool) -> (String, String) {
     let direction = match c.direction.as_str() {
         "inbound" => Direction::Inbound,
         "outbound" => Direction::Outbound,
@@ -88,10 +90,11 @@ fn run(policy: &portcullis_config::CompiledPolicy, c: &Case) -> (String, String)
         };
         (d.verdict.as_str().to_string(), rule)
     };
-    let mut trace = Trace::default();
-    match policy.decide_connection(&conn, Some(&mut trace)) {
+    match policy.decide_connection(&conn, traced.then_some(&mut Trace::default())) {
         ConnDecision::Final(d) => show(&d),
-        ConnDecision::NeedHttp if c.opaque => show(&policy.decide_opaque(&conn, None)),
+        ConnDecision::NeedHttp if c.opaque => {
+            show(&policy.decide_opaque(&conn, traced.then_some(&mut Trace::default())))
+        }
         ConnDecision::NeedHttp => match &c.request {
             None => ("need-http".into(), String::new()),
             Some(r) => match normalize_target(&r.target) {
@@ -108,7 +111,11 @@ fn run(policy: &portcullis_config::CompiledPolicy, c: &Case) -> (String, String)
                         headers: &r.headers,
                         jwt: None,
                     };
-                    show(&policy.decide_request(&conn, &req, None))
+                    show(&policy.decide_request(
+                        &conn,
+                        &req,
+                        traced.then_some(&mut Trace::default()),
+                    ))
                 }
             },
         },
@@ -141,7 +148,14 @@ fn conformance_cases() {
         });
         for c in &file.cases {
             count += 1;
-            let (verdict, rule) = run(&policy, c);
+            let (verdict, rule) = run(&policy, c, false);
+            let full_scan = run(&policy, c, true);
+            if full_scan != (verdict.clone(), rule.clone()) {
+                failures.push(format!(
+                    "{}: indexed {verdict} {rule} but full scan {full_scan:?}",
+                    c.name
+                ));
+            }
             let rule_ok = c.rule.as_ref().is_none_or(|want| *want == rule);
             if verdict != c.expect || !rule_ok {
                 failures.push(format!(
