@@ -112,7 +112,7 @@ impl DirectionIndex {
             if ix.regex.is_none() {
                 // Too large together: fall back to treating those rules as "any path" candidates,
                 // which is always correct (candidates are checked in full).
-                ix.any_path.extend(ix.regex_rules.drain(..));
+                ix.any_path.append(&mut ix.regex_rules);
                 ix.any_path.sort_unstable();
                 ix.any_path.dedup();
             }
@@ -157,16 +157,16 @@ impl DirectionIndex {
         }
         if !self.by_prefix.is_empty() {
             for (i, b) in path.bytes().enumerate() {
-                if b == b'/' {
-                    if let Some(ids) = self.by_prefix.get(&path[..i]) {
-                        v.extend_from_slice(ids);
-                    }
-                }
-            }
-            if !path.ends_with('/') {
-                if let Some(ids) = self.by_prefix.get(path) {
+                if b == b'/'
+                    && let Some(ids) = self.by_prefix.get(&path[..i])
+                {
                     v.extend_from_slice(ids);
                 }
+            }
+            if !path.ends_with('/')
+                && let Some(ids) = self.by_prefix.get(path)
+            {
+                v.extend_from_slice(ids);
             }
         }
         if let Some(set) = &self.regex {
