@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::compile::{CompiledPolicy, CompiledRule, DirectionRules, HttpRule, PeerMatch};
-use crate::index::{RuleId, intersect};
+use crate::index::RuleId;
 use crate::matchers::spiffe_namespace;
 use crate::model::Action;
 
@@ -303,18 +303,115 @@ struct Phase1<'p> {
     pending_allow: bool,
 }
 
-/// The rules to examine, in rule order: every rule when tracing (so the trace is complete),
-/// otherwise only the index's candidates (the others cannot match).
-fn examine<'p>(
-    rules: &'p DirectionRules,
-    candidates: impl FnOnce() -> Vec<RuleId>,
-    tracing: bool,
-) -> Box<dyn Iterator<Item = &'p CompiledRule> + 'p> {
-    if tracing {
-        Box::new(rules.rules.iter())
+fn ports_ok(r: &CompiledRule, c: &Connection<'_>) -> bool {
+    r.ports.as_ref().is_none_or(|p| p.contains(c.port))
+}
+
+/// Whether a rule could still match this connection once the request is known.
+fn could_match(r: &CompiledRule, c: &Connection<'_>) -> bool {
+    ports_ok(r, c) && peers_match(r, c, None) != Tri::No
+}
+
+/// Whether a rule matches this request (ports, peers with the request's host, http).
+fn request_matches(rule: &CompiledRule, c: &Connection<'_>, r: &Request<'_>) -> bool {
+    ports_ok(rule, c)
+        && peers_match(rule, c, r.host) == Tri::Yes
+        && rule
+            .http
+            .as_ref()
+            .is_none_or(|http| http.iter().any(|h| http_matches(h, r)))
+}
+
+/// Phase 1 through the indexes (same result as the traced full scan).
+fn phase1_indexed<'p>(rules: &'p DirectionRules, c: &Connection<'_>) -> Phase1<'p> {
+    let ix = &rules.index;
+    let rule = |id: RuleId| &rules.rules[id as usize];
+    // Lowest-numbered connection-level deny and allow, over both groups: a request rule without
+    // `http` whose host peer is settled by the SNI is decided at open too.
+    let (mut l4_deny, mut l4_allow): (Option<RuleId>, Option<RuleId>) = (None, None);
+    for id in ix.connection.candidates(c.port, c.peer) {
+        let r = rule(id);
+        if !ports_ok(r, c) || peers_match(r, c, None) != Tri::Yes {
+            continue;
+        }
+        match r.action {
+            Action::Deny => {
+                l4_deny = Some(id);
+                break;
+            }
+            Action::Allow => {
+                l4_allow.get_or_insert(id);
+            }
+        }
+    }
+    let settled = |r: &CompiledRule| {
+        r.http.is_none() && ports_ok(r, c) && peers_match(r, c, None) == Tri::Yes
+    };
+    let mut pending_deny = None;
+    for id in ix.request_deny.candidates(c.port, c.peer) {
+        let r = rule(id);
+        if c.sni.is_some() && settled(r) {
+            l4_deny = Some(l4_deny.map_or(id, |d| d.min(id)));
+            break;
+        }
+        if pending_deny.is_none() && could_match(r, c) {
+            pending_deny = Some(r);
+        }
+    }
+    let pending_allow = if c.sni.is_some() {
+        let mut any = false;
+        for id in ix.request_allow.candidates(c.port, c.peer) {
+            let r = rule(id);
+            if settled(r) {
+                l4_allow = Some(l4_allow.map_or(id, |a| a.min(id)));
+            } else if could_match(r, c) {
+                any = true;
+            }
+        }
+        any
     } else {
-        let ids = candidates();
-        Box::new(ids.into_iter().map(move |i| &rules.rules[i as usize]))
+        ix.request_allow.any(c.port, |id| could_match(rule(id), c))
+    };
+    Phase1 {
+        l4_deny: l4_deny.map(rule),
+        pending_deny,
+        l4_allow: l4_allow.map(rule),
+        pending_allow,
+    }
+}
+
+/// A request through the indexes (same result as the traced full scan): the lowest-numbered
+/// matching deny, else the lowest-numbered matching allow, else the default.
+fn request_indexed(rules: &DirectionRules, c: &Connection<'_>, r: &Request<'_>) -> Decision {
+    let ix = &rules.index;
+    let mut deny: Option<RuleId> = None;
+    let mut allow: Option<RuleId> = None;
+    let groups = [
+        ix.connection.candidates(c.port, c.peer),
+        ix.paths.candidates(r.path),
+    ];
+    for ids in &groups {
+        for &id in ids {
+            if deny.is_some_and(|d| id > d) {
+                break;
+            }
+            let rule = &rules.rules[id as usize];
+            if rule.action == Action::Allow && allow.is_some_and(|a| id > a) {
+                continue;
+            }
+            if !request_matches(rule, c, r) {
+                continue;
+            }
+            match rule.action {
+                Action::Deny => deny = Some(deny.map_or(id, |d| d.min(id))),
+                Action::Allow => allow = Some(allow.map_or(id, |a| a.min(id))),
+            }
+        }
+    }
+    match (deny, allow) {
+        (Some(d), _) => by_rule(&rules.rules[d as usize], "deny rule matched the request"),
+        (None, Some(a)) => by_rule(&rules.rules[a as usize], "allow rule matched the request"),
+        (None, None) => by_default(rules),
     }
 }
 
@@ -329,11 +426,10 @@ fn phase1<'p>(
         l4_allow: None,
         pending_allow: false,
     };
-    let candidates = || {
-        let ix = &rules.index;
-        intersect(&ix.port_candidates(c.port), &ix.peer_candidates(c.peer))
-    };
-    for r in examine(rules, candidates, trace.is_some()) {
+    if trace.is_none() {
+        return phase1_indexed(rules, c);
+    }
+    for r in &rules.rules {
         let label = || format!("{}/{} ({:?})", r.policy, r.name, r.action);
         if r.ports.as_ref().is_some_and(|p| !p.contains(c.port)) {
             note(trace, || format!("{}: port {} not listed", label(), c.port));
@@ -437,15 +533,11 @@ impl CompiledPolicy {
         mut trace: Option<&mut Trace>,
     ) -> Decision {
         let rules = direction(self, c.direction);
+        if trace.is_none() {
+            return request_indexed(rules, c, r);
+        }
         let mut allow: Option<&CompiledRule> = None;
-        let candidates = || {
-            let ix = &rules.index;
-            intersect(
-                &intersect(&ix.port_candidates(c.port), &ix.peer_candidates(c.peer)),
-                &ix.path_candidates(r.path),
-            )
-        };
-        for rule in examine(rules, candidates, trace.is_some()) {
+        for rule in &rules.rules {
             let label = || format!("{}/{} ({:?})", rule.policy, rule.name, rule.action);
             if rule.ports.as_ref().is_some_and(|p| !p.contains(c.port)) {
                 note(&mut trace, || {
