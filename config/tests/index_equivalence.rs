@@ -10,6 +10,7 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 struct RuleSpec {
     deny: bool,
+    host: Option<u8>,
     cidr: Option<(u8, u8)>,
     identity_ns: Option<u8>,
     ports: Option<(u16, u16)>,
@@ -25,9 +26,11 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
         prop::option::of((0u16..6, 0u16..3)),
         prop::option::of((0u8..4, 0u8..4)),
         prop::option::of(any::<bool>()),
+        prop::option::of(0u8..3),
     )
-        .prop_map(|(deny, cidr, identity_ns, ports, path, method)| RuleSpec {
+        .prop_map(|(deny, cidr, identity_ns, ports, path, method, host)| RuleSpec {
             deny,
+            host,
             cidr,
             identity_ns,
             ports,
@@ -36,9 +39,10 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
         })
 }
 
-fn yaml(rules: &[RuleSpec], default_deny: bool) -> String {
+fn yaml(rules: &[RuleSpec], default_deny: bool, outbound: bool) -> String {
     let mut s = format!(
-        "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: p}}\nspec:\n  inbound:\n    default: {}\n    rules:{}\n",
+        "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: p}}\nspec:\n  {}:\n    default: {}\n    rules:{}\n",
+        if outbound { "outbound" } else { "inbound" },
         if default_deny { "deny" } else { "allow" },
         if rules.is_empty() { " []" } else { "" }
     );
@@ -58,8 +62,12 @@ fn yaml(rules: &[RuleSpec], default_deny: bool) -> String {
         if let Some(ns) = r.identity_ns {
             peer.push(format!("namespace: ns{ns}"));
         }
+        if let Some(h) = r.host.filter(|_| outbound) {
+            peer.push(format!("host: h{h}.example"));
+        }
         if !peer.is_empty() {
-            s.push_str(&format!("        from: [{{{}}}]\n", peer.join(", ")));
+            let key = if outbound { "to" } else { "from" };
+            s.push_str(&format!("        {key}: [{{{}}}]\n", peer.join(", ")));
         }
         if let Some((p, w)) = r.ports {
             let first = 8000 + p;
@@ -99,21 +107,25 @@ proptest! {
     fn indexed_equals_full_scan(
         rules in prop::collection::vec(rule(), 0..12),
         default_deny in any::<bool>(),
-        traffic in prop::collection::vec((0u8..4, 0u8..255, 0u16..9, prop::option::of(0u8..3), path(), any::<bool>()), 1..12),
+        outbound in any::<bool>(),
+        traffic in prop::collection::vec((0u8..4, 0u8..255, 0u16..9, prop::option::of(0u8..3), path(), any::<bool>(), prop::option::of(0u8..3), prop::option::of(0u8..3)), 1..12),
     ) {
-        let text = yaml(&rules, default_deny);
+        let text = yaml(&rules, default_deny, outbound);
         let docs = load::parse_str("p.yaml", &text).expect("valid yaml");
         let (policy, _) = compile::compile(&docs, &CompileContext::default()).expect("valid policy");
-        for (o, last, p, ns, path, get) in traffic {
+        for (o, last, p, ns, path, get, sni, host) in traffic {
             let peer = format!("10.{o}.{o}.{last}").parse().expect("ip");
             let identity = ns.map(|n| format!("spiffe://td/ns/ns{n}/sa/x"));
-            let conn = Connection { direction: Direction::Inbound, peer, port: 8000 + p, identity: identity.as_deref(), sni: None };
+            let sni = sni.map(|h| format!("h{h}.example"));
+            let host = host.map(|h| format!("h{h}.example"));
+            let direction = if outbound { Direction::Outbound } else { Direction::Inbound };
+            let conn = Connection { direction, peer, port: 8000 + p, identity: identity.as_deref(), sni: sni.as_deref() };
             let fast = policy.decide_connection(&conn, None);
             let slow = policy.decide_connection(&conn, Some(&mut Trace::default()));
             prop_assert_eq!(&fast, &slow, "{}", text);
             if fast == ConnDecision::NeedHttp {
                 let headers = Vec::new();
-                let req = Request { method: if get { "GET" } else { "POST" }, path: &path, host: None, headers: &headers, jwt: None };
+                let req = Request { method: if get { "GET" } else { "POST" }, path: &path, host: host.as_deref(), headers: &headers, jwt: None };
                 prop_assert_eq!(
                     policy.decide_request(&conn, &req, None),
                     policy.decide_request(&conn, &req, Some(&mut Trace::default())),
