@@ -28,15 +28,17 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
         prop::option::of(any::<bool>()),
         prop::option::of(0u8..3),
     )
-        .prop_map(|(deny, cidr, identity_ns, ports, path, method, host)| RuleSpec {
-            deny,
-            host,
-            cidr,
-            identity_ns,
-            ports,
-            path,
-            method,
-        })
+        .prop_map(
+            |(deny, cidr, identity_ns, ports, path, method, host)| RuleSpec {
+                deny,
+                host,
+                cidr,
+                identity_ns,
+                ports,
+                path,
+                method,
+            },
+        )
 }
 
 fn yaml(rules: &[RuleSpec], default_deny: bool, outbound: bool) -> String {

@@ -13,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod connection;
+pub mod detect;
 pub mod drain;
 pub mod explain;
 pub mod listener;
