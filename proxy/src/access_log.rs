@@ -31,8 +31,23 @@ pub struct Record {
     /// The original destination, when it could be recovered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dst: Option<SocketAddr>,
-    /// `tcp` for opaque connections.
+    /// `tcp`, `tls`, `http1`, `http2` or `grpc`.
     pub protocol: &'static str,
+    /// TLS server name, when the connection opened with a ClientHello.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// HTTP method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Normalized HTTP host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Normalized HTTP path (as forwarded), or the raw one when it was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// HTTP status returned to the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
     /// The decision.
     pub verdict: Verdict,
     /// The deciding policy (absent for a default).
@@ -50,6 +65,40 @@ pub struct Record {
     pub bytes_in: u64,
     /// Bytes back to the connecting side.
     pub bytes_out: u64,
+    /// The request's `x-request-id`, when it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Record {
+    /// A record for a decision starting now, allowed until told otherwise.
+    pub fn new(
+        direction: Direction,
+        src: SocketAddr,
+        dst: Option<SocketAddr>,
+        protocol: &'static str,
+    ) -> Self {
+        Self {
+            ts: timestamp(SystemTime::now()),
+            direction,
+            src,
+            dst,
+            protocol,
+            sni: None,
+            method: None,
+            host: None,
+            path: None,
+            status: None,
+            verdict: Verdict::Allow,
+            policy: None,
+            rule: None,
+            reason: None,
+            duration_ms: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            request_id: None,
+        }
+    }
 }
 
 /// Formats a time as the log's `ts`.

@@ -139,6 +139,13 @@ pub struct RunArgs {
     /// How long a connection to the original destination may take to open.
     #[arg(long, default_value = "5s", env = "PORTCULLIS_CONNECT_TIMEOUT")]
     pub connect_timeout: String,
+    /// Ports whose traffic is never sniffed for a protocol (server-first protocols such as
+    /// MySQL or SMTP): `25,3306,5000-5100`.
+    #[arg(long, default_value = "", env = "PORTCULLIS_OPAQUE_PORTS")]
+    pub opaque_ports: String,
+    /// How long to wait for a client's first bytes when HTTP rules apply to a connection.
+    #[arg(long, default_value = "1s", env = "PORTCULLIS_DETECT_TIMEOUT")]
+    pub detect_timeout: String,
     /// Where access log lines go: a file path, or `-` for stdout.
     #[arg(long, default_value = "-", env = "PORTCULLIS_ACCESS_LOG")]
     pub access_log: String,

@@ -4,6 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use portcullis_config::matchers::PortSet;
+
 use crate::cli::{CaptureMode, RunArgs};
 
 /// Source address of inbound deliveries to the application in redirect mode (IPv4). The capture
@@ -14,6 +16,9 @@ pub const DELIVERY_SOURCE_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 pub const DELIVERY_SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
 /// Packet mark of source-preserving (TPROXY) deliveries; matches `portcullis-init`.
 pub const TPROXY_MARK: u32 = 0x539;
+
+/// How long a client may take to send a request head (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where access log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,10 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Access log destination.
     pub access_log: AccessLogTarget,
+    /// Ports never sniffed for a protocol (server-first protocols).
+    pub opaque_ports: PortSet,
+    /// How long to wait for a client's first bytes when requests matter.
+    pub detect_timeout: Duration,
     /// Replaces the kernel's original destination for every connection. Only for in-process
     /// tests, which have no iptables; never set from the command line.
     pub original_dst_override: Option<SocketAddr>,
@@ -63,6 +72,9 @@ pub enum ConfigError {
         /// What was given.
         value: String,
     },
+    /// A bad port list.
+    #[error("--opaque-ports: invalid port or range {0:?}")]
+    Port(String),
     /// Both listeners on one port.
     #[error("--inbound-port and --outbound-port must differ (both {0})")]
     SamePorts(u16),
@@ -78,6 +90,20 @@ pub fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, Confi
             flag,
             value: value.to_string(),
         })
+}
+
+/// Parses `25,3306,5000-5100`.
+pub fn parse_ports(list: &str) -> Result<PortSet, ConfigError> {
+    let mut ranges = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let num = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p > 0);
+        let range = match item.split_once('-') {
+            Some((a, b)) => num(a).zip(num(b)).filter(|(a, b)| a <= b),
+            None => num(item).map(|p| (p, p)),
+        };
+        ranges.push(range.ok_or_else(|| ConfigError::Port(item.to_string()))?);
+    }
+    Ok(PortSet::new(ranges))
 }
 
 impl ProxyConfig {
@@ -103,6 +129,8 @@ impl ProxyConfig {
             drain_timeout: parse_duration("drain-timeout", &args.drain_timeout)?,
             connect_timeout: parse_duration("connect-timeout", &args.connect_timeout)?,
             access_log,
+            opaque_ports: parse_ports(&args.opaque_ports)?,
+            detect_timeout: parse_duration("detect-timeout", &args.detect_timeout)?,
             original_dst_override: None,
             delivery_source: Some((DELIVERY_SOURCE_V4, DELIVERY_SOURCE_V6)),
         })
@@ -120,6 +148,8 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             access_log: AccessLogTarget::Off,
+            opaque_ports: PortSet::default(),
+            detect_timeout: Duration::from_secs(1),
             original_dst_override: Some(upstream),
             delivery_source: None,
         }

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use std::fmt::Write as _;
 
@@ -13,12 +13,19 @@ use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use bytes::{Bytes, BytesMut};
+use portcullis_config::matchers::PortSet;
 use portcullis_config::{ConnDecision, Decision, LoadedPolicy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::access_log::{self, AccessLog, Record};
+use crate::access_log::{AccessLog, Record};
 use crate::cli::CaptureMode;
+use crate::detect::{Detected, detect};
+use crate::drain::Drain;
+use crate::http;
 use crate::metrics::{ConnLabels, DirLabels, ErrorLabels, Metrics, Verdict};
 use crate::original_dst::original_dst;
+use crate::prefixed::Prefixed;
 use crate::tcp;
 use crate::upstream::Connector;
 
@@ -88,6 +95,9 @@ pub enum ConnError {
     /// Connecting took too long.
     #[error("connect {0}: timed out")]
     ConnectTimeout(SocketAddr),
+    /// Writing to the upstream failed.
+    #[error("upstream write: {0}")]
+    UpstreamWrite(io::Error),
 }
 
 impl ConnError {
@@ -105,6 +115,7 @@ impl ConnError {
             }
             ConnError::Connect { .. } => "connect_error",
             ConnError::ConnectTimeout(_) => "connect_timeout",
+            ConnError::UpstreamWrite(_) => "upstream_write",
         }
     }
 
@@ -134,6 +145,10 @@ pub struct Context {
     pub access_log: AccessLog,
     /// The active policy.
     pub policy: Arc<LoadedPolicy>,
+    /// Ports whose connections are never sniffed for a protocol.
+    pub opaque_ports: PortSet,
+    /// How long to wait for a client's first bytes when requests matter.
+    pub detect_timeout: Duration,
 }
 
 /// Whether `ip` is one of this host's (pod's) own addresses.
@@ -155,26 +170,6 @@ fn is_local_ip(ip: IpAddr) -> bool {
 }
 
 impl Context {
-    /// The connection-level policy stage. HTTP inspection is not in the data path yet, so a
-    /// connection whose fate depends on HTTP is judged as non-HTTP traffic (fail closed).
-    fn judge(&self, direction: Direction, src: SocketAddr, dst: SocketAddr) -> Decision {
-        let conn = portcullis_config::Connection {
-            direction: direction.into(),
-            peer: match direction {
-                Direction::Inbound => src.ip(),
-                Direction::Outbound => dst.ip(),
-            },
-            port: dst.port(),
-            identity: None,
-            sni: None,
-        };
-        let policy = &self.policy.policy;
-        match policy.decide_connection(&conn, None) {
-            ConnDecision::Final(d) => d,
-            ConnDecision::NeedHttp => policy.decide_opaque(&conn, None),
-        }
-    }
-
     fn destination(&self, stream: &TcpStream) -> Result<SocketAddr, ConnError> {
         let dst = match self.original_dst_override {
             Some(dst) => dst,
@@ -188,43 +183,181 @@ impl Context {
 }
 
 /// Serves one accepted connection to completion.
-pub async fn serve(ctx: Arc<Context>, direction: Direction, client: TcpStream, src: SocketAddr) {
+/// How an admitted connection is carried.
+enum Carry {
+    /// Bytes both ways; `prefix` was already read from the client (detection).
+    Opaque { prefix: Bytes },
+    /// As HTTP, every request judged.
+    Http { prefix: Bytes, http2: bool },
+}
+
+/// Bytes read while detecting, at most (a whole TLS ClientHello record fits).
+const MAX_SNIFF: usize = 16 * 1024 + 2048;
+
+/// Reads until the protocol is known, the client stops, or `timeout` passes (server-first
+/// protocols send nothing: they are opaque).
+async fn sniff(client: &mut TcpStream, timeout: Duration) -> (Bytes, Detected) {
+    let mut buf = BytesMut::with_capacity(4096);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match detect(&buf) {
+            Detected::NeedMore if buf.len() < MAX_SNIFF => {}
+            Detected::NeedMore => return (buf.freeze(), Detected::Opaque),
+            d => return (buf.freeze(), d),
+        }
+        match tokio::time::timeout_at(deadline, client.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return (buf.freeze(), Detected::Opaque),
+        }
+    }
+}
+
+impl Context {
+    /// What the policy knows about a connection when it opens.
+    pub fn policy_connection<'a>(
+        &self,
+        direction: Direction,
+        src: SocketAddr,
+        dst: SocketAddr,
+        sni: Option<&'a str>,
+    ) -> portcullis_config::Connection<'a> {
+        portcullis_config::Connection {
+            direction: direction.into(),
+            peer: match direction {
+                Direction::Inbound => src.ip(),
+                Direction::Outbound => dst.ip(),
+            },
+            port: dst.port(),
+            identity: None,
+            sni,
+        }
+    }
+
+    /// The connection-level stage: a final decision closes or admits the connection as opaque
+    /// bytes; when requests matter the protocol is detected — HTTP is served request by
+    /// request, TLS is judged again with its SNI, anything else as non-HTTP traffic.
+    async fn classify(
+        &self,
+        direction: Direction,
+        src: SocketAddr,
+        dst: SocketAddr,
+        client: &mut TcpStream,
+        record: &mut Record,
+    ) -> Result<Carry, ConnError> {
+        let policy = &self.policy.policy;
+        let apply = |d: Decision, record: &mut Record| {
+            record.policy = d.policy.as_deref().map(str::to_string);
+            record.rule = Some(d.rule.to_string());
+            if d.verdict == portcullis_config::Verdict::Deny {
+                return Err(ConnError::Denied(d));
+            }
+            Ok(())
+        };
+        let conn = self.policy_connection(direction, src, dst, None);
+        if let ConnDecision::Final(d) = policy.decide_connection(&conn, None) {
+            apply(d, record)?;
+            return Ok(Carry::Opaque {
+                prefix: Bytes::new(),
+            });
+        }
+        if self.opaque_ports.contains(dst.port()) {
+            apply(policy.decide_opaque(&conn, None), record)?;
+            return Ok(Carry::Opaque {
+                prefix: Bytes::new(),
+            });
+        }
+        let (prefix, detected) = sniff(client, self.detect_timeout).await;
+        match detected {
+            Detected::Http1 => Ok(Carry::Http {
+                prefix,
+                http2: false,
+            }),
+            Detected::Http2 => Ok(Carry::Http {
+                prefix,
+                http2: true,
+            }),
+            Detected::Tls { sni, .. } => {
+                record.protocol = "tls";
+                record.sni = sni.clone();
+                let conn = self.policy_connection(direction, src, dst, sni.as_deref());
+                let d = match policy.decide_connection(&conn, None) {
+                    ConnDecision::Final(d) => d,
+                    ConnDecision::NeedHttp => policy.decide_opaque(&conn, None),
+                };
+                apply(d, record)?;
+                Ok(Carry::Opaque { prefix })
+            }
+            Detected::Opaque | Detected::NeedMore => {
+                apply(policy.decide_opaque(&conn, None), record)?;
+                Ok(Carry::Opaque { prefix })
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection to completion.
+pub async fn serve(
+    ctx: Arc<Context>,
+    direction: Direction,
+    mut client: TcpStream,
+    src: SocketAddr,
+    drain: Drain,
+) {
     let started = Instant::now();
-    let ts = access_log::timestamp(SystemTime::now());
     let dir = DirLabels { direction };
     ctx.metrics.open.get_or_create(&dir).inc();
     let _ = client.set_nodelay(true);
-
-    let mut record = Record {
-        ts,
-        direction,
-        src,
-        dst: None,
-        protocol: "tcp",
-        verdict: Verdict::Allow,
-        policy: None,
-        rule: None,
-        reason: None,
-        duration_ms: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-    };
+    let mut record = Record::new(direction, src, None, "tcp");
     let outcome = async {
         let dst = ctx.destination(&client)?;
         record.dst = Some(dst);
-        let decision = ctx.judge(direction, src, dst);
-        record.policy = decision.policy.as_deref().map(str::to_string);
-        record.rule = Some(decision.rule.to_string());
-        if decision.verdict == portcullis_config::Verdict::Deny {
-            return Err(ConnError::Denied(decision));
+        match ctx
+            .classify(direction, src, dst, &mut client, &mut record)
+            .await?
+        {
+            Carry::Http { prefix, http2 } => {
+                http::serve(
+                    ctx.clone(),
+                    direction,
+                    src,
+                    dst,
+                    Prefixed::new(prefix, client),
+                    http2,
+                    drain,
+                )
+                .await;
+                Ok(None)
+            }
+            Carry::Opaque { prefix } => {
+                let mut upstream = ctx.connector.connect(direction, src, dst).await?;
+                if !prefix.is_empty() {
+                    upstream
+                        .write_all(&prefix)
+                        .await
+                        .map_err(ConnError::UpstreamWrite)?;
+                }
+                let mut t = tcp::forward(client, upstream).await;
+                t.bytes_in += prefix.len() as u64;
+                Ok::<_, ConnError>(Some(t))
+            }
         }
-        let upstream = ctx.connector.connect(direction, src, dst).await?;
-        Ok::<_, ConnError>(tcp::forward(client, upstream).await)
     }
     .await;
 
+    let m = &ctx.metrics;
     match outcome {
-        Ok(transfer) => {
+        Ok(None) => {
+            // HTTP: every request was logged and counted on its own.
+            m.connections
+                .get_or_create(&ConnLabels {
+                    direction,
+                    verdict: Verdict::Allow,
+                })
+                .inc();
+            m.open.get_or_create(&dir).dec();
+            return;
+        }
+        Ok(Some(transfer)) => {
             record.bytes_in = transfer.bytes_in;
             record.bytes_out = transfer.bytes_out;
             if let Some(e) = transfer.error {
@@ -236,8 +369,7 @@ pub async fn serve(ctx: Arc<Context>, direction: Direction, client: TcpStream, s
             record.reason = Some(e.to_string());
             let reason = e.reason();
             if record.verdict == Verdict::Allow {
-                ctx.metrics
-                    .errors
+                m.errors
                     .get_or_create(&ErrorLabels { direction, reason })
                     .inc();
             }
@@ -245,7 +377,6 @@ pub async fn serve(ctx: Arc<Context>, direction: Direction, client: TcpStream, s
         }
     }
     record.duration_ms = started.elapsed().as_millis() as u64;
-    let m = &ctx.metrics;
     m.connections
         .get_or_create(&ConnLabels {
             direction,

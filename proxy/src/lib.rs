@@ -1,8 +1,9 @@
 //! Portcullis proxy: the sidecar's data path and its operator surface.
 //!
 //! A captured connection goes through a short chain of stages, each in its own module:
-//! [`listener`] (accept) → [`original_dst`] (where it was going) → loop guard
-//! ([`connection`]) → [`upstream`] (connect as the right source) → [`tcp`] (move bytes).
+//! [`listener`] (accept) → [`original_dst`] (where it was going) → loop guard and connection
+//! policy ([`connection`]) → [`detect`] (only when requests matter) → [`http`] (judge each
+//! request) or [`tcp`] (move bytes), connecting through [`upstream`] (the right source).
 //! Around it: [`admin`] (health, metrics), [`metrics`], [`access_log`], [`drain`].
 //! [`cli`] and [`config`] turn flags into a validated [`config::ProxyConfig`] once; [`policy`]
 //! loads the policy, also for the [`check`] and [`explain`] subcommands.
@@ -16,10 +17,12 @@ pub mod connection;
 pub mod detect;
 pub mod drain;
 pub mod explain;
+pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod original_dst;
 pub mod policy;
+pub mod prefixed;
 pub mod proxy;
 pub mod tcp;
 pub mod upstream;

@@ -70,7 +70,13 @@ impl Listener {
             match accepted {
                 Ok((stream, src)) => {
                     backoff = MIN_BACKOFF;
-                    drain.spawn(connection::serve(ctx.clone(), self.direction, stream, src));
+                    drain.spawn(connection::serve(
+                        ctx.clone(),
+                        self.direction,
+                        stream,
+                        src,
+                        drain.clone(),
+                    ));
                 }
                 Err(e) => {
                     // EMFILE and friends: wait instead of spinning, then retry.

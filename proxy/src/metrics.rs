@@ -10,6 +10,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::connection::Direction;
@@ -65,6 +66,21 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+/// `direction`, `verdict`, `policy`, `rule`, `status_class` (bounded by the policy's size).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// Deciding policy, empty for a default.
+    pub policy: String,
+    /// Deciding rule or `default` (`none` when no decision was made, e.g. a 400).
+    pub rule: String,
+    /// `2xx` … `5xx`.
+    pub status_class: &'static str,
+}
+
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -81,6 +97,14 @@ pub struct Metrics {
     pub bytes_sent: Family<DirLabels, Counter>,
     /// `portcullis_access_log_dropped_total`.
     pub access_log_dropped: Counter<u64, AtomicU64>,
+    /// `portcullis_requests_total`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `portcullis_request_duration_seconds`.
+    pub request_duration: Family<DirLabels, Histogram, fn() -> Histogram>,
+}
+
+fn duration_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 impl Default for Metrics {
@@ -99,6 +123,21 @@ impl Metrics {
         let bytes_received = Family::<DirLabels, Counter>::default();
         let bytes_sent = Family::<DirLabels, Counter>::default();
         let access_log_dropped = Counter::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            Family::<DirLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_buckets as fn() -> Histogram,
+            );
+        registry.register(
+            "requests",
+            "HTTP requests by decision and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response head",
+            request_duration.clone(),
+        );
         registry.register(
             "connections",
             "Connections by decision",
@@ -133,6 +172,8 @@ impl Metrics {
             bytes_received,
             bytes_sent,
             access_log_dropped,
+            requests,
+            request_duration,
         }
     }
 

@@ -135,6 +135,8 @@ impl Proxy {
             metrics: metrics.clone(),
             access_log,
             policy: self.policy.clone(),
+            opaque_ports: self.config.opaque_ports.clone(),
+            detect_timeout: self.config.detect_timeout,
         });
         let state = Arc::new(AdminState {
             ready: false.into(),

@@ -1,0 +1,328 @@
+//! HTTP enforcement for connections whose fate depends on their requests: hyper serves the
+//! client (HTTP/1.1, or HTTP/2 with prior knowledge), every request is normalized and judged on
+//! its own, denied requests are answered locally, allowed ones are forwarded — under their
+//! normalized path — to the original destination with bodies and trailers streamed, and
+//! protocol switches (WebSocket, CONNECT) are tunnelled once authorized.
+
+pub mod headers;
+pub mod respond;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use portcullis_config::normalize::{normalize_host, normalize_target};
+use portcullis_config::{Decision, Verdict as PolicyVerdict};
+use tokio::net::TcpStream;
+
+use self::headers::{PolicyHeaders, strip_hop_by_hop};
+use self::respond::{Local, is_grpc, local};
+use self::upstream::Upstream;
+use crate::access_log::Record;
+use crate::connection::{Context, Direction};
+use crate::drain::Drain;
+use crate::metrics::{RequestLabels, Verdict};
+use crate::prefixed::Prefixed;
+
+/// The body type of every response the proxy returns.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Largest request head (request line + headers) accepted from a client.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most headers accepted in one request.
+pub const MAX_HEADERS: usize = 100;
+/// Most concurrent HTTP/2 streams per client connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// One downstream HTTP connection.
+#[derive(Debug)]
+struct HttpConn {
+    ctx: Arc<Context>,
+    direction: Direction,
+    src: SocketAddr,
+    dst: SocketAddr,
+    http2: bool,
+    upstream: Upstream,
+}
+
+fn boxed(resp: Response<Incoming>) -> Response<Body> {
+    resp.map(|b| b.boxed())
+}
+
+fn is_switching(req: &Request<Incoming>) -> bool {
+    req.method() == Method::CONNECT
+        || req
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+            && req.headers().contains_key(header::UPGRADE)
+}
+
+impl HttpConn {
+    fn protocol(&self, grpc: bool) -> &'static str {
+        match (grpc, self.http2) {
+            (true, _) => "grpc",
+            (false, true) => "http2",
+            (false, false) => "http1",
+        }
+    }
+
+    fn log(
+        &self,
+        rec: &mut Record,
+        started: Instant,
+        status: StatusCode,
+        decision: Option<&Decision>,
+    ) {
+        rec.status = Some(status.as_u16());
+        if let Some(d) = decision {
+            rec.policy = d.policy.as_deref().map(str::to_string);
+            rec.rule = Some(d.rule.to_string());
+            if d.verdict == PolicyVerdict::Deny {
+                rec.verdict = Verdict::Deny;
+                rec.reason = Some(d.reason.to_string());
+            }
+        }
+        rec.duration_ms = started.elapsed().as_millis() as u64;
+        let m = &self.ctx.metrics;
+        m.requests
+            .get_or_create(&RequestLabels {
+                direction: self.direction,
+                verdict: rec.verdict,
+                policy: rec.policy.clone().unwrap_or_default(),
+                rule: rec.rule.clone().unwrap_or_else(|| "none".into()),
+                status_class: status_class(status),
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&crate::metrics::DirLabels {
+                direction: self.direction,
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.ctx.access_log.log(rec);
+    }
+
+    async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let grpc = is_grpc(req.headers());
+        let mut rec = Record::new(
+            self.direction,
+            self.src,
+            Some(self.dst),
+            self.protocol(grpc),
+        );
+        rec.method = Some(req.method().to_string());
+        rec.request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let reject = |this: &Self, rec: &mut Record, why: String| {
+            rec.verdict = Verdict::Deny;
+            rec.reason = Some(why);
+            let resp = local(Local::BadRequest, grpc);
+            this.log(rec, started, resp.status(), None);
+            resp
+        };
+        // Framing ambiguities never get here: hyper rejects duplicate Content-Length, obs-fold
+        // and non-chunked Transfer-Encoding with 400, and for Content-Length with
+        // Transfer-Encoding it uses chunked framing, drops Content-Length and closes the
+        // connection after the response (RFC 9112 6.1), so nothing can be smuggled behind it.
+        let h = req.headers();
+        let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = match normalize_target(raw) {
+            Ok(t) => t,
+            Err(e) => {
+                rec.path = Some(raw.to_string());
+                return reject(&self, &mut rec, format!("rejected by normalization: {e}"));
+            }
+        };
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| normalize_host(a.as_str()))
+            .or_else(|| {
+                h.get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(normalize_host)
+            });
+        rec.path = Some(target.path.clone());
+        rec.host = host.clone();
+        let conn = self
+            .ctx
+            .policy_connection(self.direction, self.src, self.dst, None);
+        let decision = self.ctx.policy.policy.decide_request(
+            &conn,
+            &portcullis_config::Request {
+                method: req.method().as_str(),
+                path: &target.path,
+                host: host.as_deref(),
+                headers: &PolicyHeaders(req.headers()),
+                jwt: None,
+            },
+            None,
+        );
+        if decision.verdict == PolicyVerdict::Deny {
+            let resp = local(Local::Denied, grpc);
+            self.log(&mut rec, started, resp.status(), Some(&decision));
+            return resp;
+        }
+
+        let switching = !self.http2 && is_switching(&req);
+        strip_hop_by_hop(req.headers_mut(), switching);
+        if req.method() != Method::CONNECT {
+            let authority = host.clone().unwrap_or_else(|| self.dst.to_string());
+            let uri = if self.http2 {
+                Uri::builder()
+                    .scheme("http")
+                    .authority(req.uri().authority().map_or(authority, |a| a.to_string()))
+                    .path_and_query(target.path_and_query())
+                    .build()
+            } else {
+                Uri::builder()
+                    .path_and_query(target.path_and_query())
+                    .build()
+            };
+            match uri {
+                Ok(u) => *req.uri_mut() = u,
+                Err(_) => return reject(&self, &mut rec, "unforwardable request target".into()),
+            }
+        }
+        let result = if switching {
+            self.switch_protocols(req).await
+        } else if self.http2 {
+            self.upstream.send_h2(req).await.map(boxed)
+        } else {
+            self.upstream.send_h1(req).await.map(boxed)
+        };
+        let resp = match result {
+            Ok(mut resp) => {
+                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(resp.headers_mut(), false);
+                }
+                resp
+            }
+            Err(e) => {
+                rec.reason = Some(e.to_string());
+                local(e.local(), grpc)
+            }
+        };
+        self.log(&mut rec, started, resp.status(), Some(&decision));
+        resp
+    }
+
+    /// Forwards an Upgrade or CONNECT request and, if the upstream agrees, joins the two
+    /// upgraded connections.
+    async fn switch_protocols(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, upstream::UpstreamError> {
+        let connect = req.method() == Method::CONNECT;
+        let downstream = hyper::upgrade::on(&mut req);
+        let mut resp = self.upstream.send_switching(req).await?;
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (connect && resp.status().is_success());
+        if switched {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(downstream, upstream) {
+                    Ok((d, u)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(d),
+                            &mut TokioIo::new(u),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "protocol switch failed"),
+                }
+            });
+        }
+        Ok(boxed(resp))
+    }
+}
+
+fn status_class(s: StatusCode) -> &'static str {
+    match s.as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Serves one downstream HTTP connection until it closes or the drain asks it to (HTTP/2
+/// GOAWAY; HTTP/1 closes after the response in flight).
+#[allow(clippy::too_many_arguments)] // the connection's identity, spelled out once here
+pub async fn serve(
+    ctx: Arc<Context>,
+    direction: Direction,
+    src: SocketAddr,
+    dst: SocketAddr,
+    io: Prefixed<TcpStream>,
+    http2: bool,
+    drain: Drain,
+) {
+    let upstream = Upstream::new(ctx.connector.clone(), direction, src, dst);
+    let conn = Arc::new(HttpConn {
+        ctx,
+        direction,
+        src,
+        dst,
+        http2,
+        upstream,
+    });
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = if http2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_pending_accept_reset_streams(Some(64))
+            .max_local_error_reset_streams(Some(256));
+        let c = b.serve_connection(io, svc);
+        tokio::pin!(c);
+        tokio::select! {
+            r = c.as_mut() => r,
+            () = drain.started() => {
+                c.as_mut().graceful_shutdown();
+                c.await
+            }
+        }
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(crate::config::HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .max_headers(MAX_HEADERS);
+        let c = b.serve_connection(io, svc).with_upgrades();
+        tokio::pin!(c);
+        tokio::select! {
+            r = c.as_mut() => r,
+            () = drain.started() => {
+                c.as_mut().graceful_shutdown();
+                c.await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%src, error = %e, "http connection ended with an error");
+    }
+}
