@@ -13,6 +13,9 @@ have sysctl    || need+=(procps)
 have python3   || need+=(python3)
 have wrk       || need+=(wrk)
 have nginx     || need+=(nginx-light)
+have socat     || need+=(socat)
+have openssl   || need+=(openssl)
+have nghttp    || need+=(nghttp2-client)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

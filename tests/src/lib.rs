@@ -12,4 +12,4 @@ pub mod process;
 pub mod testbed;
 pub mod tools;
 
-pub use testbed::{Capture, Testbed, TestbedOptions};
+pub use testbed::{Capture, Host, Testbed, TestbedOptions};

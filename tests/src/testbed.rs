@@ -125,10 +125,22 @@ impl Curl {
     }
 }
 
+/// One of the testbed's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// The client namespace.
+    Client,
+    /// The pod namespace.
+    Pod,
+    /// The upstream namespace.
+    Upstream,
+}
+
 /// A running testbed. Field order is drop order: processes first, then namespaces, then files.
 #[derive(Debug)]
 pub struct Testbed {
     proxy: Option<Process>,
+    extra: Vec<Process>,
     // Held so that the applications are stopped (by PID) when the testbed is dropped.
     _apps: Vec<Process>,
     /// The client namespace.
@@ -236,6 +248,7 @@ impl Testbed {
         std::fs::write(dir.0.join("policy.yaml"), &opts.policy)?;
         let mut tb = Self {
             proxy: None,
+            extra: Vec::new(),
             _apps: vec![pod_app, upstream_app],
             client,
             pod,
@@ -458,6 +471,69 @@ impl Testbed {
             }
         }
         Ok(out.join("\n"))
+    }
+
+    /// The namespace of `host`.
+    pub fn ns(&self, host: Host) -> &Netns {
+        match host {
+            Host::Client => &self.client,
+            Host::Pod => &self.pod,
+            Host::Upstream => &self.upstream,
+        }
+    }
+
+    /// The testbed's own directory (removed with it).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir.0
+    }
+
+    /// Starts `program args…` in `host`; it is stopped (by PID) with the testbed.
+    pub fn spawn(&mut self, host: Host, name: &str, program: &str, args: &[&str]) -> Result<()> {
+        let mut cmd = self.ns(host).command(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let p = Process::spawn(name, &mut cmd)?;
+        self.extra.push(p);
+        Ok(())
+    }
+
+    /// Starts nginx in `host` with `servers` (the inside of an `http {}` block) and waits
+    /// (bounded) until `probe_port` accepts connections.
+    pub fn nginx(&mut self, host: Host, name: &str, servers: &str, probe_port: u16) -> Result<()> {
+        let d = self.dir.0.join(name);
+        std::fs::create_dir_all(&d)?;
+        let dd = d.display();
+        let conf = format!(
+            "worker_processes 1; pid {dd}/nginx.pid; error_log {dd}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; client_body_temp_path {dd}; proxy_temp_path {dd};\n\
+             fastcgi_temp_path {dd}; uwsgi_temp_path {dd}; scgi_temp_path {dd};\n{servers}\n}}\n"
+        );
+        let path = d.join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let path = path.to_str().context("path")?.to_string();
+        self.spawn(host, name, "nginx", &["-c", &path, "-g", "daemon off;"])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let up = self
+                .ns(host)
+                .command("bash")
+                .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{probe_port}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if up {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name} did not start: {}",
+                    std::fs::read_to_string(d.join("error.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A command in the pod namespace (for callers that need more than curl).

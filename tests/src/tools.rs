@@ -65,7 +65,7 @@ pub fn check_prerequisites() -> Result<()> {
     }
     if !missing.is_empty() {
         bail!(
-            "missing tools: {} (apt-get install iproute2 iptables curl util-linux procps python3)",
+            "missing tools: {} (apt-get install iproute2 iptables curl util-linux procps python3 nginx-light socat openssl)",
             missing.join(", ")
         );
     }
