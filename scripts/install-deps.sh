@@ -16,6 +16,9 @@ have nginx     || need+=(nginx-light)
 have socat     || need+=(socat)
 have openssl   || need+=(openssl)
 have nghttp    || need+=(nghttp2-client)
+# Real gRPC and WebSocket peers come from Debian, run with Debian's interpreter.
+/usr/bin/python3 -c 'import grpc' 2>/dev/null       || need+=(python3-grpcio)
+/usr/bin/python3 -c 'import websockets' 2>/dev/null || need+=(python3-websockets)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -499,6 +499,22 @@ impl Testbed {
         Ok(())
     }
 
+    /// Starts `program args…` in `host` and waits (bounded) until it prints `ready`; it is
+    /// stopped (by PID) with the testbed.
+    pub fn spawn_ready(
+        &mut self,
+        host: Host,
+        name: &str,
+        program: &str,
+        args: &[&str],
+    ) -> Result<()> {
+        let mut cmd = self.ns(host).command(program);
+        cmd.args(args).stdin(Stdio::null()).stderr(Stdio::null());
+        let p = Process::spawn_until_ready(name, &mut cmd, Duration::from_secs(15))?;
+        self.extra.push(p);
+        Ok(())
+    }
+
     /// Starts nginx in `host` with `servers` (the inside of an `http {}` block) and waits
     /// (bounded) until `probe_port` accepts connections.
     pub fn nginx(&mut self, host: Host, name: &str, servers: &str, probe_port: u16) -> Result<()> {
