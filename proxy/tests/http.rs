@@ -297,3 +297,49 @@ async fn an_unreachable_upstream_is_a_503_without_details() {
     );
     p.drain.start();
 }
+
+#[tokio::test]
+async fn oversized_and_overlong_heads_are_refused() {
+    let p = start(upstream().await).await;
+    let big = format!(
+        "GET /public/a HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let r = raw(p.addr, &big).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(100)]);
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = raw(
+        p.addr,
+        &format!("GET /public/a HTTP/1.1\r\nHost: a\r\n{many}\r\n"),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(100)]);
+    p.drain.start();
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_request_heads_are_cut_off() {
+    let p = start(upstream().await).await;
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    // A head that never ends (slowloris): the header read timeout closes the connection.
+    s.write_all(b"GET /public/a HTTP/1.1\r\nHost: a\r\nX-Slow: 1\r\n")
+        .await
+        .expect("write");
+    let started = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    let limit = portcullis_proxy::config::HEADER_READ_TIMEOUT * 3;
+    let closed = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "the connection was never closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= portcullis_proxy::config::HEADER_READ_TIMEOUT
+            && waited < portcullis_proxy::config::HEADER_READ_TIMEOUT * 2,
+        "closed after {waited:?}"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    p.drain.start();
+}

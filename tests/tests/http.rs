@@ -303,3 +303,73 @@ spec:
     );
     Ok(())
 }
+
+#[test]
+fn bypass_corpus_never_reaches_a_denied_path() -> Result<()> {
+    let tb = start()?;
+    let base = format!("http://{POD_V4}:8080");
+    // Each attempt targets /admin on a server where only GET /public/* is allowed.
+    let attempts: &[(&[&str], &str)] = &[
+        (&["--path-as-is", "/public/../admin"], "403"),
+        (&["--path-as-is", "/public/./../admin/"], "403"),
+        (&["--path-as-is", "/public/%2e%2e/admin"], "403"),
+        (&["--path-as-is", "/public/.%2E/admin"], "403"),
+        (&["--path-as-is", "/public/%2E%2e/%61dmin"], "403"),
+        (&["--path-as-is", "//admin"], "403"),
+        (&["--path-as-is", "/public/..%2fadmin"], "400"),
+        (&["--path-as-is", "/public/..%2Fadmin"], "400"),
+        (&["--path-as-is", "/public/..%5cadmin"], "400"),
+        (&["--path-as-is", "/public/..\\admin"], "400"),
+        (&["--path-as-is", "/public/..;/admin"], "400"),
+        (&["--path-as-is", "/public/x;jsessionid=1"], "400"),
+        (&["--path-as-is", "/public/%00/../../admin"], "400"),
+        (&["--path-as-is", "/../admin"], "400"),
+        (&["--path-as-is", "/public/%zz"], "400"),
+        (&["--path-as-is", "/ADMIN"], "403"),
+        (&["--path-as-is", "/public/a?x=/../../admin"], "200"),
+    ];
+    for (args, want) in attempts {
+        let url = format!("{base}{}", args[1]);
+        let r = tb.curl_args(
+            &tb.client,
+            &[args[0], "-o", "/dev/null", "-w", "%{http_code}", &url],
+        );
+        assert_eq!(r.body, *want, "{url}: {r:?}");
+    }
+    // Raw request lines curl will not send: absolute-form, fragments, and a Host that lies.
+    let raw = |req: &str| -> Result<String> {
+        let out = tb
+            .client
+            .command("bash")
+            .args([
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/{POD_V4}/8080; printf '{req}' >&3; timeout 3 head -1 <&3"
+                ),
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(
+        raw("GET http://pod/public/../admin HTTP/1.1\\r\\nHost: pod\\r\\n\\r\\n")?,
+        "HTTP/1.1 403 Forbidden"
+    );
+    assert_eq!(
+        raw("GET /admin HTTP/1.1\\r\\nHost: public\\r\\nX-Forwarded-For: 10.77.1.2\\r\\n\\r\\n")?,
+        "HTTP/1.1 403 Forbidden"
+    );
+    let frag = raw("GET /public/a#/../../admin HTTP/1.1\\r\\nHost: pod\\r\\n\\r\\n")?;
+    assert!(
+        frag == "HTTP/1.1 200 OK" || frag == "HTTP/1.1 400 Bad Request",
+        "{frag}"
+    );
+    // Nothing that reached the application was anything but an allowed /public path.
+    let log = tb.wait_access_log(attempts.len() + 3)?;
+    for l in &log {
+        if l["verdict"] == "allow" {
+            let path = l["path"].as_str().unwrap_or_default();
+            assert!(path.starts_with("/public/"), "allowed {path}: {l}");
+        }
+    }
+    Ok(())
+}
