@@ -96,7 +96,48 @@ fn http1_and_h2c_requests_are_judged_one_by_one() -> Result<()> {
     );
     assert_eq!(h2("/admin", &[]), "access denied\n 2 403");
 
-    let log = tb.wait_access_log(12)?;
+    // Many multiplexed streams on one connection (nghttp), then a small load (h2load): every
+    // stream is judged, allowed ones all succeed.
+    let out = tb
+        .client
+        .command("nghttp")
+        .args([
+            "-n",
+            "-m",
+            "20",
+            "-s",
+            &format!("http://{POD_V4}:8082/public/m"),
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "nghttp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tb
+        .client
+        .command("h2load")
+        .args([
+            "-n",
+            "200",
+            "-c",
+            "2",
+            "-m",
+            "10",
+            &format!("http://{POD_V4}:8082/public/load"),
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("200 succeeded, 0 failed"), "{text}");
+    assert!(text.contains("status codes: 200 2xx"), "{text}");
+
+    let log = tb.wait_access_log(12 + 20 + 200)?;
+    assert_eq!(
+        log.iter()
+            .filter(|l| l["path"] == "/public/m" && l["protocol"] == "http2")
+            .count(),
+        20
+    );
     let allowed = find(&log, "/public/y", "GET")?;
     assert_eq!(
         (
