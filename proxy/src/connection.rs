@@ -145,6 +145,8 @@ pub struct Context {
     pub access_log: AccessLog,
     /// The active policy.
     pub policy: Arc<LoadedPolicy>,
+    /// Upstream HTTP connections shared across downstream connections.
+    pub pools: Arc<crate::http::upstream::Pools>,
     /// Ports whose connections are never sniffed for a protocol.
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes when requests matter.

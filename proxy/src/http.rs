@@ -204,9 +204,9 @@ impl HttpConn {
         let result = if switching {
             self.switch_protocols(req).await
         } else if self.http2 {
-            self.upstream.send_h2(req).await.map(boxed)
+            self.upstream.send_h2(req).await
         } else {
-            self.upstream.send_h1(req).await.map(boxed)
+            self.upstream.send_h1(req).await
         };
         let resp = match result {
             Ok(mut resp) => {
@@ -276,7 +276,13 @@ pub async fn serve(
     http2: bool,
     drain: Drain,
 ) {
-    let upstream = Upstream::new(ctx.connector.clone(), direction, src, dst);
+    let upstream = Upstream::new(
+        ctx.pools.clone(),
+        ctx.connector.clone(),
+        direction,
+        src,
+        dst,
+    );
     let conn = Arc::new(HttpConn {
         ctx,
         direction,

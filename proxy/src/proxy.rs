@@ -135,6 +135,7 @@ impl Proxy {
             metrics: metrics.clone(),
             access_log,
             policy: self.policy.clone(),
+            pools: Arc::default(),
             opaque_ports: self.config.opaque_ports.clone(),
             detect_timeout: self.config.detect_timeout,
         });

@@ -3,6 +3,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -32,10 +34,18 @@ spec:
 
 /// Upstream: answers `METHOD PATH host=HOST bytes=N te=TE` for every request, HTTP/1 or h2c.
 async fn upstream() -> SocketAddr {
+    counting_upstream().await.0
+}
+
+/// [`upstream`], also counting the connections it accepted.
+async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let svc = service_fn(|req: Request<Incoming>| async move {
                     let (parts, body) = req.into_parts();
@@ -69,7 +79,7 @@ async fn upstream() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 struct Running {
@@ -340,6 +350,41 @@ async fn slow_request_heads_are_cut_off() {
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
+    );
+    p.drain.start();
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_across_client_connections() {
+    let (addr, accepted) = counting_upstream().await;
+    let p = start(addr).await;
+    for _ in 0..5 {
+        let mut c = h1(p.addr).await;
+        let (s, _) = text(c.send_request(get("/public/a")).await.expect("response")).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "HTTP/1: one upstream connection, reused"
+    );
+    for _ in 0..3 {
+        let s = TcpStream::connect(p.addr).await.expect("connect");
+        let (mut c, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+                .await
+                .expect("h2");
+        tokio::spawn(conn);
+        let req = Request::get("http://api.local/public/b")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let (s, _) = text(c.send_request(req).await.expect("response")).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "HTTP/2: one more, shared by every client"
     );
     p.drain.start();
 }

@@ -1,19 +1,32 @@
-//! The upstream side of one downstream HTTP connection: a lazily opened HTTP/1 or HTTP/2
-//! connection to the original destination, reused for every request on the downstream
-//! connection (HTTP/2 multiplexed), reopened when it closes; protocol switches (Upgrade,
-//! CONNECT) get a connection of their own.
+//! Connections to original destinations for HTTP, reused across downstream connections.
+//!
+//! Connections are keyed by destination and by the source address the proxy must use (the
+//! client's own IP when TPROXY preserves it, else none): HTTP/2 connections are shared and
+//! multiplexed; an HTTP/1 connection returns to an idle list when its response body has been
+//! read to the end, and is taken again only if it is still open. Protocol switches (Upgrade,
+//! CONNECT) get a connection of their own that is never reused.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::Mutex;
 
 use super::respond::Local;
+use crate::cli::CaptureMode;
 use crate::connection::{ConnError, Direction};
 use crate::upstream::Connector;
+
+/// Idle HTTP/1 connections kept per key.
+const MAX_IDLE_PER_KEY: usize = 64;
+/// Keys kept at most (destinations × sources); past it, connections are not kept idle.
+const MAX_KEYS: usize = 4096;
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -37,33 +50,113 @@ impl UpstreamError {
     }
 }
 
-/// Upstream connections of one downstream connection.
+/// (direction, spoofed source, destination).
+type Key = (Direction, Option<IpAddr>, SocketAddr);
+
+/// Upstream HTTP connections shared by every downstream connection.
+#[derive(Debug, Default)]
+pub struct Pools {
+    h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Incoming>>>>,
+    h2: Mutex<HashMap<Key, http2::SendRequest<Incoming>>>,
+}
+
+impl Pools {
+    fn take_h1(&self, key: &Key) -> Vec<http1::SendRequest<Incoming>> {
+        let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        map.get_mut(key).map(std::mem::take).unwrap_or_default()
+    }
+
+    fn put_h1(&self, key: Key, sender: http1::SendRequest<Incoming>) {
+        let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_KEYS && !map.contains_key(&key) {
+            return;
+        }
+        let idle = map.entry(key).or_default();
+        if idle.len() < MAX_IDLE_PER_KEY {
+            idle.push(sender);
+        }
+    }
+
+    fn give_back_h1(&self, key: Key, mut rest: Vec<http1::SendRequest<Incoming>>) {
+        if rest.is_empty() {
+            return;
+        }
+        let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = map.entry(key).or_default();
+        idle.append(&mut rest);
+        idle.truncate(MAX_IDLE_PER_KEY);
+    }
+}
+
+/// A response body that hands its HTTP/1 connection back to the pool once read to the end.
+struct Returning {
+    inner: Incoming,
+    done: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl hyper::body::Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // Servers stop polling once `is_end_stream` says so, so the end is seen either way.
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended && let Some(done) = self.done.take() {
+            done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The upstream side of one downstream connection.
 #[derive(Debug)]
 pub struct Upstream {
+    pools: Arc<Pools>,
     connector: Connector,
     direction: Direction,
     client: SocketAddr,
     dst: SocketAddr,
-    h1: Mutex<Option<http1::SendRequest<Incoming>>>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
 }
 
 impl Upstream {
     /// Nothing is opened until the first request.
     pub fn new(
+        pools: Arc<Pools>,
         connector: Connector,
         direction: Direction,
         client: SocketAddr,
         dst: SocketAddr,
     ) -> Self {
         Self {
+            pools,
             connector,
             direction,
             client,
             dst,
-            h1: Mutex::new(None),
-            h2: Mutex::new(None),
         }
+    }
+
+    fn key(&self) -> Key {
+        let spoofed = (self.direction == Direction::Inbound
+            && self.connector.capture == CaptureMode::Tproxy)
+            .then_some(self.client.ip());
+        (self.direction, spoofed, self.dst)
     }
 
     async fn h1_connection(&self) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
@@ -80,54 +173,77 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// Sends over HTTP/1.1, reusing the connection while it lives.
+    /// Sends over HTTP/1.1 on an idle pooled connection, or a new one.
     pub async fn send_h1(
         &self,
         req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut slot = self.h1.lock().await;
-        let reusable = match slot.take() {
-            Some(mut s) => s.ready().await.is_ok().then_some(s),
-            None => None,
-        };
-        let mut sender = match reusable {
+    ) -> Result<Response<super::Body>, UpstreamError> {
+        let key = self.key();
+        let mut idle = self.pools.take_h1(&key);
+        let mut sender = None;
+        while let Some(mut s) = idle.pop() {
+            if !s.is_closed() && s.ready().await.is_ok() {
+                sender = Some(s);
+                break;
+            }
+        }
+        self.pools.give_back_h1(key, idle);
+        let mut sender = match sender {
             Some(s) => s,
             None => self.h1_connection().await?,
         };
-        let resp = sender.send_request(req).await;
-        *slot = Some(sender);
-        Ok(resp?)
+        let resp = sender.send_request(req).await?;
+        let pools = self.pools.clone();
+        let give_back = move || pools.put_h1(key, sender);
+        Ok(resp.map(|inner| {
+            if inner.is_end_stream() {
+                give_back();
+                return http_body_util::BodyExt::boxed(inner);
+            }
+            http_body_util::BodyExt::boxed(Returning {
+                inner,
+                done: Some(Box::new(give_back)),
+            })
+        }))
     }
 
-    /// Sends over HTTP/2 (prior knowledge), multiplexing on one connection.
+    /// Sends over HTTP/2 (prior knowledge) on the shared connection for this destination.
     pub async fn send_h2(
         &self,
         req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = {
-            let mut slot = self.h2.lock().await;
-            match slot.as_ref() {
-                Some(s) if !s.is_closed() => s.clone(),
-                _ => {
-                    let tcp = self
-                        .connector
-                        .connect(self.direction, self.client, self.dst)
-                        .await?;
-                    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                        .handshake(TokioIo::new(tcp))
-                        .await?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "upstream http/2 connection ended");
-                        }
-                    });
-                    *slot = Some(sender.clone());
-                    sender
+    ) -> Result<Response<super::Body>, UpstreamError> {
+        let key = self.key();
+        let shared = {
+            let map = self.pools.h2.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&key).filter(|s| !s.is_closed()).cloned()
+        };
+        let mut sender = match shared {
+            Some(s) => s,
+            None => {
+                let tcp = self
+                    .connector
+                    .connect(self.direction, self.client, self.dst)
+                    .await?;
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .handshake(TokioIo::new(tcp))
+                    .await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream http/2 connection ended");
+                    }
+                });
+                let mut map = self.pools.h2.lock().unwrap_or_else(|p| p.into_inner());
+                if map.len() < MAX_KEYS || map.contains_key(&key) {
+                    map.insert(key, sender.clone());
                 }
+                sender
             }
         };
         sender.ready().await?;
-        Ok(sender.send_request(req).await?)
+        Ok(sender
+            .send_request(req)
+            .await?
+            .map(http_body_util::BodyExt::boxed))
     }
 
     /// Sends a request that switches protocols (Upgrade, CONNECT) on a connection of its own.
