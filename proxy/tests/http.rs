@@ -30,6 +30,7 @@ spec:
       - {name: no-admin, action: deny, http: [{paths: ["/admin", "/admin/*"]}]}
       - {name: public, action: allow, http: [{paths: ["/public/*", "/upload"]}]}
       - {name: grpc-get, action: allow, http: [{methods: [POST], paths: ["/pkg.Svc/Get"]}]}
+      - {name: tunnel, action: allow, http: [{methods: [CONNECT], hosts: [tunnel.example]}]}
 "#;
 
 /// Upstream: answers `METHOD PATH host=HOST bytes=N te=TE` for every request, HTTP/1 or h2c.
@@ -47,7 +48,23 @@ async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
         while let Ok((s, _)) = l.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let svc = service_fn(|req: Request<Incoming>| async move {
+                let svc = service_fn(|mut req: Request<Incoming>| async move {
+                    if req.method() == http::Method::CONNECT {
+                        // Accept the tunnel and echo whatever comes through it.
+                        let upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(up) = upgrade.await {
+                                let mut io = TokioIo::new(up);
+                                let mut buf = [0u8; 64];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        return Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())));
+                    }
                     let (parts, body) = req.into_parts();
                     let n = body
                         .collect()
@@ -74,7 +91,7 @@ async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
+                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
                     .await;
             });
         }
@@ -386,5 +403,57 @@ async fn upstream_connections_are_reused_across_client_connections() {
         2,
         "HTTP/2: one more, shared by every client"
     );
+    p.drain.start();
+}
+
+#[tokio::test]
+async fn connect_tunnels_only_once_allowed() {
+    let p = start(upstream().await).await;
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"CONNECT tunnel.example:443 HTTP/1.1\r\nHost: tunnel.example:443\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.expect("response head");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    s.write_all(b"ping through the tunnel")
+        .await
+        .expect("write");
+    let mut echo = vec![0u8; 23];
+    s.read_exact(&mut echo).await.expect("echo");
+    assert_eq!(&echo, b"ping through the tunnel");
+
+    let denied = raw(
+        p.addr,
+        "CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    p.drain.start();
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keep_alive_connections_are_closed() {
+    let p = start(upstream().await).await;
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(b"GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.expect("response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = tokio::time::Instant::now();
+    let limit = portcullis_proxy::config::HEADER_READ_TIMEOUT * 3;
+    let closed = tokio::time::timeout(limit, s.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle connection is closed: {closed:?}"
+    );
+    assert!(started.elapsed() <= portcullis_proxy::config::HEADER_READ_TIMEOUT * 2);
     p.drain.start();
 }
