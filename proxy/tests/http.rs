@@ -457,3 +457,51 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(started.elapsed() <= portcullis_proxy::config::HEADER_READ_TIMEOUT * 2);
     p.drain.start();
 }
+
+#[tokio::test]
+async fn http2_limits_streams_and_stops_rapid_reset_floods() {
+    let p = start(upstream().await).await;
+    let s = TcpStream::connect(p.addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(s).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    // One full exchange, so the server's SETTINGS have arrived.
+    let req = Request::get("http://api.local/public/a")
+        .body(())
+        .expect("request");
+    let (resp, _) = client.send_request(req, true).expect("send");
+    assert_eq!(resp.await.expect("response").status(), StatusCode::OK);
+    let mut client = client.ready().await.expect("ready");
+    assert_eq!(
+        client.current_max_send_streams(),
+        256,
+        "the advertised stream limit"
+    );
+    // Open and immediately cancel streams, as fast as the client can (CVE-2023-44487).
+    let mut refused = false;
+    for _ in 0..5000 {
+        let req = Request::get("http://api.local/public/a")
+            .body(())
+            .expect("request");
+        match client.send_request(req, true) {
+            Ok((resp, _)) => drop(resp), // dropping the response future resets the stream
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+        match client.clone().ready().await {
+            Ok(c) => client = c,
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+    assert!(
+        refused || matches!(ended, Ok(Ok(Err(_)))),
+        "the flood must end the connection: {ended:?}"
+    );
+    p.drain.start();
+}
