@@ -235,6 +235,8 @@ impl Testbed {
                 &format!("{POD_V4}:8081"),
                 "--listen",
                 "[::]:9090",
+                "--log",
+                dir.0.join("pod-app.log").to_str().context("path")?,
             ]),
             wait,
         )?;
@@ -288,6 +290,15 @@ impl Testbed {
     /// The access log file.
     pub fn access_log_path(&self) -> PathBuf {
         self.dir.0.join("access.log")
+    }
+
+    /// Every request line the pod's application received (`METHOD TARGET` per line).
+    pub fn app_received(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.0.join("pod-app.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
     }
 
     /// The proxy's diagnostics.

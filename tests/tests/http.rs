@@ -404,7 +404,48 @@ fn bypass_corpus_never_reaches_a_denied_path() -> Result<()> {
         frag == "HTTP/1.1 200 OK" || frag == "HTTP/1.1 400 Bad Request",
         "{frag}"
     );
-    // Nothing that reached the application was anything but an allowed /public path.
+    // Smuggling: a request hidden behind ambiguous framing never reaches the application.
+    let smuggle = |req: &str| -> Result<String> {
+        let out = tb
+            .client
+            .command("bash")
+            .args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/{POD_V4}/8080; printf '{req}' >&3; timeout 3 cat <&3"),
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let cl_te = smuggle(
+        "GET /public/s HTTP/1.1\r\nHost: pod\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin/smuggled HTTP/1.1\r\nHost: pod\r\n\r\n",
+    )?;
+    assert!(
+        cl_te.starts_with("HTTP/1.1 200") && !cl_te.contains("HTTP/1.1 403"),
+        "{cl_te}"
+    );
+    let dup_cl = smuggle(
+        "GET /public/s HTTP/1.1\r\nHost: pod\r\nContent-Length: 1\r\nContent-Length: 40\r\n\r\nxGET /admin/dup HTTP/1.1\r\nHost: pod\r\n\r\n",
+    )?;
+    assert!(dup_cl.starts_with("HTTP/1.1 400"), "{dup_cl}");
+    let fold =
+        smuggle("GET /public/s HTTP/1.1\r\nHost: pod\r\nX-A: 1\r\n X-Admin: /admin\r\n\r\n")?;
+    assert!(fold.starts_with("HTTP/1.1 400"), "{fold}");
+
+    // What the application itself received: only allowed /public paths, and never anything
+    // under /admin, however it was spelled.
+    let received = tb.app_received();
+    assert!(!received.is_empty());
+    for line in &received {
+        let target = line.split_whitespace().nth(1).unwrap_or_default();
+        assert!(
+            target.starts_with("/public/"),
+            "the app received {line:?}; all: {received:#?}"
+        );
+        assert!(
+            !target.to_ascii_lowercase().contains("admin") || target.contains('?'),
+            "{line}"
+        );
+    }
     let log = tb.wait_access_log(attempts.len() + 3)?;
     for l in &log {
         if l["verdict"] == "allow" {
