@@ -20,6 +20,10 @@ pub const TPROXY_MARK: u32 = 0x539;
 /// How long a client may take to send a request head (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a served HTTP connection may stay without a byte moving before it is shut down
+/// gracefully (HTTP/2 GOAWAY; HTTP/1 idle keep-alive is also cut by the header read timeout).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Where access log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {

@@ -5,6 +5,7 @@
 //! protocol switches (WebSocket, CONNECT) are tunnelled once authorized.
 
 pub mod headers;
+pub mod idle;
 pub mod respond;
 pub mod upstream;
 
@@ -295,7 +296,16 @@ pub async fn serve(
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(conn.handle(req).await) }
     });
-    let io = TokioIo::new(io);
+    let activity = idle::Activity::new();
+    let io = TokioIo::new(idle::Tracked::new(io, activity.clone()));
+    // Stop when the drain starts or the connection has been idle too long; either way hyper
+    // finishes what is in flight first.
+    let stop = async {
+        tokio::select! {
+            () = drain.started() => {}
+            () = activity.idle(crate::config::IDLE_TIMEOUT) => {}
+        }
+    };
     let result = if http2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
@@ -307,7 +317,7 @@ pub async fn serve(
         tokio::pin!(c);
         tokio::select! {
             r = c.as_mut() => r,
-            () = drain.started() => {
+            () = stop => {
                 c.as_mut().graceful_shutdown();
                 c.await
             }
@@ -322,7 +332,7 @@ pub async fn serve(
         tokio::pin!(c);
         tokio::select! {
             r = c.as_mut() => r,
-            () = drain.started() => {
+            () = stop => {
                 c.as_mut().graceful_shutdown();
                 c.await
             }

@@ -505,3 +505,27 @@ async fn http2_limits_streams_and_stops_rapid_reset_floods() {
     );
     p.drain.start();
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_http2_connections_get_goaway() {
+    let p = start(upstream().await).await;
+    let s = TcpStream::connect(p.addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(s).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let req = Request::get("http://api.local/public/a")
+        .body(())
+        .expect("request");
+    let (resp, _) = client.send_request(req, true).expect("send");
+    assert_eq!(resp.await.expect("response").status(), StatusCode::OK);
+    let started = tokio::time::Instant::now();
+    let idle = portcullis_proxy::config::IDLE_TIMEOUT;
+    let ended = tokio::time::timeout(idle * 2, conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection is closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= idle - std::time::Duration::from_secs(1) && waited < idle * 2,
+        "{waited:?}"
+    );
+    p.drain.start();
+}
