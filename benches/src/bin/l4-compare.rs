@@ -22,6 +22,34 @@ struct Args {
     /// Seconds per wrk run.
     #[arg(long, default_value_t = 3)]
     seconds: u32,
+    /// Enforce a 50-rule HTTP policy, so every request is parsed and judged (L7 mode).
+    #[arg(long)]
+    l7: bool,
+}
+
+/// 50 inbound rules; only HTTP rules apply to the captured port, so requests are judged one by
+/// one. The benchmark's `GET /` is allowed by the last one.
+fn l7_policy() -> String {
+    let mut s = String::from(
+        "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: bench}\nspec:\n  inbound:\n    default: deny\n    rules:\n",
+    );
+    for i in 0..49 {
+        let rule = match i % 4 {
+            0 => format!("{{name: r{i}, action: deny, http: [{{paths: [\"/admin{i}/*\"]}}]}}"),
+            1 => format!(
+                "{{name: r{i}, action: allow, http: [{{methods: [POST], paths: [\"/api/v{i}/*\"]}}]}}"
+            ),
+            2 => format!(
+                "{{name: r{i}, action: allow, from: [{{cidr: 10.{i}.0.0/16}}], http: [{{paths: [\"~/items/[0-9]+/{i}\"]}}]}}"
+            ),
+            _ => format!(
+                "{{name: r{i}, action: allow, http: [{{paths: [\"/p{i}\"], headers: {{x-tenant: t{i}}}}}]}}"
+            ),
+        };
+        s.push_str(&format!("      - {rule}\n"));
+    }
+    s.push_str("      - {name: root, action: allow, http: [{methods: [GET], paths: [\"/\"]}]}\n");
+    s
 }
 
 fn nginx(tb: &Testbed, dir: &std::path::Path) -> Result<Process> {
@@ -79,11 +107,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let tb = Testbed::start(TestbedOptions {
+    let mut options = TestbedOptions {
         capture: Capture::Redirect,
         init_args: Some(vec!["--exclude-inbound-ports".into(), DIRECT.to_string()]),
         ..TestbedOptions::default()
-    })?;
+    };
+    if args.l7 {
+        options.policy = l7_policy();
+    }
+    let tb = Testbed::start(options)?;
+    println!(
+        "mode: {}",
+        if args.l7 {
+            "L7 (50-rule HTTP policy, every request judged)"
+        } else {
+            "L4 (open policy)"
+        }
+    );
     let dir = tb
         .access_log_path()
         .parent()
