@@ -300,8 +300,8 @@ async fn smuggling_attempts_are_refused() {
     assert!(!r.contains("/admin") && !r.contains("access denied"), "{r}");
     let bad_te = "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n";
     assert!(raw(p.addr, bad_te).await.starts_with("HTTP/1.1 400"));
-    let dup =
-        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!";
+    // No body bytes follow the head, so nothing is left unread and the 400 is not lost to a RST.
+    let dup = "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
     assert!(raw(p.addr, dup).await.starts_with("HTTP/1.1 400"));
     let fold = "GET /public/a HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n";
     assert!(raw(p.addr, fold).await.starts_with("HTTP/1.1 400"));
