@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use portcullis_config::decide::Trace;
+use portcullis_config::decide::{JwtClaims, Trace};
 use portcullis_config::normalize::{normalize_host, normalize_target};
 use portcullis_config::{
     CompileContext, ConnDecision, Connection, Direction, Request, compile, load,
@@ -49,6 +49,19 @@ struct Req {
     host: Option<String>,
     #[serde(default)]
     headers: Vec<(String, String)>,
+    /// Claims of a token that validated (validation itself is the proxy's job).
+    jwt: Option<Claims>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Claims {
+    iss: Option<String>,
+    sub: Option<String>,
+    #[serde(default)]
+    aud: Vec<String>,
+    #[serde(default)]
+    claims: BTreeMap<String, Vec<String>>,
 }
 
 fn files(dir: &str) -> Vec<PathBuf> {
@@ -104,12 +117,18 @@ fn run(policy: &portcullis_config::CompiledPolicy, c: &Case, traced: bool) -> (S
                         .authority
                         .clone()
                         .or_else(|| r.host.as_deref().map(normalize_host));
+                    let jwt = r.jwt.as_ref().map(|j| JwtClaims {
+                        issuer: j.iss.clone(),
+                        subject: j.sub.clone(),
+                        audiences: j.aud.clone(),
+                        claims: j.claims.clone().into_iter().collect(),
+                    });
                     let req = Request {
                         method: &r.method,
                         path: &t.path,
                         host: host.as_deref(),
                         headers: &r.headers,
-                        jwt: None,
+                        jwt: jwt.as_ref(),
                     };
                     show(&policy.decide_request(
                         &conn,
