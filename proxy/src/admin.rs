@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::drain::Drain;
 use crate::metrics::Metrics;
+use crate::reload::PolicyStore;
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
@@ -26,6 +27,48 @@ pub struct AdminState {
     pub drain: Drain,
     /// Metrics to render.
     pub metrics: Arc<Metrics>,
+    /// The active policy.
+    pub policy: Arc<PolicyStore>,
+    /// Whether the proxy runs in audit mode.
+    pub audit: bool,
+}
+
+/// `GET /policy`: what is enforced right now.
+pub fn policy_json(state: &AdminState) -> String {
+    let active = state.policy.current();
+    let p = &active.loaded.policy;
+    let docs: Vec<serde_json::Value> = p
+        .documents
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "file": &*d.file,
+                "kind": d.kind,
+                "name": d.name,
+                "inbound_rules": d.inbound_rules,
+                "outbound_rules": d.outbound_rules,
+                "applies": d.applies,
+            })
+        })
+        .collect();
+    let dir = |r: &portcullis_config::compile::DirectionRules| {
+        serde_json::json!({
+            "isolated": r.mentioned,
+            "default": if r.default == portcullis_config::model::Action::Allow { "allow" } else { "deny" },
+            "rules": r.rules.len(),
+        })
+    };
+    serde_json::json!({
+        "hash": active.loaded.hash,
+        "loaded_at": crate::access_log::timestamp(active.loaded_at),
+        "mode": if state.audit { "audit" } else { "enforce" },
+        "source": state.policy.path().map(|p| p.display().to_string()),
+        "documents": docs,
+        "inbound": dir(&p.inbound),
+        "outbound": dir(&p.outbound),
+    })
+    .to_string()
+        + "\n"
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -64,12 +107,20 @@ pub fn respond(
             );
             resp
         }
+        (&Method::GET, "/policy") => {
+            let mut resp = Response::new(Full::new(Bytes::from(policy_json(state))));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
         (&Method::POST, "/shutdown") if peer.ip().is_loopback() => {
             state.drain.start();
             text(StatusCode::ACCEPTED, "draining\n")
         }
         (&Method::POST, "/shutdown") => text(StatusCode::FORBIDDEN, "only from loopback\n"),
-        (_, "/live" | "/ready" | "/metrics" | "/shutdown") => {
+        (_, "/live" | "/ready" | "/metrics" | "/policy" | "/shutdown") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -103,6 +103,15 @@ pub enum CaptureMode {
     Tproxy,
 }
 
+/// Whether denials are enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Denied traffic is refused.
+    Enforce,
+    /// Denials are logged and counted as `audit_deny`; the traffic passes.
+    Audit,
+}
+
 /// Diagnostics log format (the access log is always JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -130,6 +139,12 @@ pub struct RunArgs {
     /// Admin server (health, metrics) address.
     #[arg(long, default_value = "0.0.0.0:15020", env = "PORTCULLIS_ADMIN_ADDR")]
     pub admin_addr: SocketAddr,
+    /// `enforce`, or `audit` (would-be denials are logged as audit_deny and let through).
+    #[arg(long, value_enum, default_value_t = Mode::Enforce, env = "PORTCULLIS_MODE")]
+    pub mode: Mode,
+    /// How often the policy source is re-read in case a change was not seen.
+    #[arg(long, default_value = "2s", env = "PORTCULLIS_POLICY_POLL")]
+    pub policy_poll: String,
     /// How inbound traffic is captured (must match portcullis-init --mode).
     #[arg(long, value_enum, default_value_t = CaptureMode::Redirect, env = "PORTCULLIS_CAPTURE")]
     pub capture: CaptureMode,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use portcullis_config::matchers::PortSet;
 
-use crate::cli::{CaptureMode, RunArgs};
+use crate::cli::{CaptureMode, Mode, RunArgs, WorkloadArgs};
 
 /// Source address of inbound deliveries to the application in redirect mode (IPv4). The capture
 /// rules never re-capture traffic from it.
@@ -54,6 +54,12 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Access log destination.
     pub access_log: AccessLogTarget,
+    /// Audit mode: denials are logged, not enforced.
+    pub audit: bool,
+    /// Where reloads read the policy from (none in tests: never reloads).
+    pub policy_source: Option<(PathBuf, WorkloadArgs)>,
+    /// How often the policy source is re-read.
+    pub policy_poll: Duration,
     /// Ports never sniffed for a protocol (server-first protocols).
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes when requests matter.
@@ -133,6 +139,9 @@ impl ProxyConfig {
             drain_timeout: parse_duration("drain-timeout", &args.drain_timeout)?,
             connect_timeout: parse_duration("connect-timeout", &args.connect_timeout)?,
             access_log,
+            audit: args.mode == Mode::Audit,
+            policy_source: Some((args.policy.clone(), args.workload.clone())),
+            policy_poll: parse_duration("policy-poll", &args.policy_poll)?,
             opaque_ports: parse_ports(&args.opaque_ports)?,
             detect_timeout: parse_duration("detect-timeout", &args.detect_timeout)?,
             original_dst_override: None,
@@ -152,6 +161,9 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             access_log: AccessLogTarget::Off,
+            audit: false,
+            policy_source: None,
+            policy_poll: Duration::from_secs(2),
             opaque_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(1),
             original_dst_override: Some(upstream),

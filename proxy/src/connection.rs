@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use bytes::{Bytes, BytesMut};
 use portcullis_config::matchers::PortSet;
-use portcullis_config::{ConnDecision, Decision, LoadedPolicy};
+use portcullis_config::{ConnDecision, Decision};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::access_log::{AccessLog, Record};
@@ -26,6 +26,7 @@ use crate::http;
 use crate::metrics::{ConnLabels, DirLabels, ErrorLabels, Metrics, Verdict};
 use crate::original_dst::original_dst;
 use crate::prefixed::Prefixed;
+use crate::reload::PolicyStore;
 use crate::tcp;
 use crate::upstream::Connector;
 
@@ -143,8 +144,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Access log.
     pub access_log: AccessLog,
-    /// The active policy.
-    pub policy: Arc<LoadedPolicy>,
+    /// The active policy (swapped by reloads).
+    pub policy: Arc<PolicyStore>,
+    /// Audit mode: denials are logged as `audit_deny` and the traffic passes.
+    pub audit: bool,
     /// Upstream HTTP connections shared across downstream connections.
     pub pools: Arc<crate::http::upstream::Pools>,
     /// Ports whose connections are never sniffed for a protocol.
@@ -246,12 +249,18 @@ impl Context {
         client: &mut TcpStream,
         record: &mut Record,
     ) -> Result<Carry, ConnError> {
-        let policy = &self.policy.policy;
+        let active = self.policy.current();
+        let policy = &active.loaded.policy;
+        let audit = self.audit;
         let apply = |d: Decision, record: &mut Record| {
             record.policy = d.policy.as_deref().map(str::to_string);
             record.rule = Some(d.rule.to_string());
             if d.verdict == portcullis_config::Verdict::Deny {
-                return Err(ConnError::Denied(d));
+                if !audit {
+                    return Err(ConnError::Denied(d));
+                }
+                record.verdict = Verdict::AuditDeny;
+                record.reason = Some(d.reason.to_string());
             }
             Ok(())
         };

@@ -92,10 +92,6 @@ impl HttpConn {
         if let Some(d) = decision {
             rec.policy = d.policy.as_deref().map(str::to_string);
             rec.rule = Some(d.rule.to_string());
-            if d.verdict == PolicyVerdict::Deny {
-                rec.verdict = Verdict::Deny;
-                rec.reason = Some(d.reason.to_string());
-            }
         }
         rec.duration_ms = started.elapsed().as_millis() as u64;
         let m = &self.ctx.metrics;
@@ -165,7 +161,8 @@ impl HttpConn {
         let conn = self
             .ctx
             .policy_connection(self.direction, self.src, self.dst, None);
-        let decision = self.ctx.policy.policy.decide_request(
+        let active = self.ctx.policy.current();
+        let decision = active.loaded.policy.decide_request(
             &conn,
             &portcullis_config::Request {
                 method: req.method().as_str(),
@@ -177,9 +174,14 @@ impl HttpConn {
             None,
         );
         if decision.verdict == PolicyVerdict::Deny {
-            let resp = local(Local::Denied, grpc);
-            self.log(&mut rec, started, resp.status(), Some(&decision));
-            return resp;
+            rec.reason = Some(decision.reason.to_string());
+            if !self.ctx.audit {
+                rec.verdict = Verdict::Deny;
+                let resp = local(Local::Denied, grpc);
+                self.log(&mut rec, started, resp.status(), Some(&decision));
+                return resp;
+            }
+            rec.verdict = Verdict::AuditDeny;
         }
 
         let switching = !self.http2 && is_switching(&req);

@@ -4,7 +4,8 @@
 //! [`listener`] (accept) → [`original_dst`] (where it was going) → loop guard and connection
 //! policy ([`connection`]) → [`detect`] (only when requests matter) → [`http`] (judge each
 //! request) or [`tcp`] (move bytes), connecting through [`upstream`] (the right source).
-//! Around it: [`admin`] (health, metrics), [`metrics`], [`access_log`], [`drain`].
+//! Around it: [`admin`] (health, metrics, policy), [`metrics`], [`access_log`], [`drain`],
+//! [`reload`] (the active policy, swapped atomically on change).
 //! [`cli`] and [`config`] turn flags into a validated [`config::ProxyConfig`] once; [`policy`]
 //! loads the policy, also for the [`check`] and [`explain`] subcommands.
 
@@ -24,6 +25,7 @@ pub mod original_dst;
 pub mod policy;
 pub mod prefixed;
 pub mod proxy;
+pub mod reload;
 pub mod tcp;
 pub mod upstream;
 

@@ -22,7 +22,10 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn signals(drain: Drain) -> anyhow::Result<()> {
+async fn signals(
+    drain: Drain,
+    store: std::sync::Arc<portcullis_proxy::reload::PolicyStore>,
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -30,7 +33,10 @@ async fn signals(drain: Drain) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => tracing::info!("SIGHUP: no policy source to reload"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the policy");
+                store.reload_async().await;
+            }
         }
     }
     tracing::info!("signal received: draining");
@@ -55,8 +61,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let proxy = Proxy::bind(config, policy)?;
         let drain = Drain::new();
         let sig = drain.clone();
+        let store = proxy.policy_store();
         tokio::spawn(async move {
-            if let Err(e) = signals(sig.clone()).await {
+            if let Err(e) = signals(sig.clone(), store).await {
                 tracing::error!(error = %e, "signal handling failed; draining");
                 sig.start();
             }

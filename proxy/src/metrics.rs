@@ -23,6 +23,8 @@ pub enum Verdict {
     Allow,
     /// Refused.
     Deny,
+    /// Would have been refused; let through in audit mode.
+    AuditDeny,
 }
 
 impl Verdict {
@@ -31,6 +33,7 @@ impl Verdict {
         match self {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
+            Verdict::AuditDeny => "audit_deny",
         }
     }
 }
@@ -81,6 +84,20 @@ pub struct RequestLabels {
     pub status_class: &'static str,
 }
 
+/// `result` of a policy reload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+/// `hash` of the active policy (one series at a time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// Content hash.
+    pub hash: String,
+}
+
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -101,6 +118,14 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// `portcullis_request_duration_seconds`.
     pub request_duration: Family<DirLabels, Histogram, fn() -> Histogram>,
+    /// `portcullis_policy_reloads_total`.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// `portcullis_policy_info`: 1 for the active policy's hash.
+    pub policy_info: Family<PolicyLabels, Gauge>,
+    /// `portcullis_process_resident_memory_bytes`.
+    pub rss: Gauge,
+    /// `portcullis_process_open_fds`.
+    pub open_fds: Gauge,
 }
 
 fn duration_buckets() -> Histogram {
@@ -164,6 +189,30 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        let policy_info = Family::<PolicyLabels, Gauge>::default();
+        let rss = Gauge::default();
+        let open_fds = Gauge::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "policy_info",
+            "The active policy (value 1, by content hash)",
+            policy_info.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the proxy",
+            rss.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of the proxy",
+            open_fds.clone(),
+        );
         Self {
             registry,
             connections,
@@ -174,11 +223,43 @@ impl Metrics {
             access_log_dropped,
             requests,
             request_duration,
+            reloads,
+            policy_info,
+            rss,
+            open_fds,
+        }
+    }
+
+    /// Marks `hash` as the active policy.
+    pub fn set_policy_hash(&self, hash: &str) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&PolicyLabels {
+                hash: hash.to_string(),
+            })
+            .set(1);
+    }
+
+    fn sample_process(&self) {
+        let page = 4096;
+        if let Some(pages) = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<i64>().ok())
+            })
+        {
+            self.rss.set(pages * page);
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(dir.count() as i64);
         }
     }
 
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
+        self.sample_process();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

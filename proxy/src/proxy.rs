@@ -10,6 +10,8 @@ use tokio::task::JoinSet;
 
 use portcullis_config::LoadedPolicy;
 
+use crate::reload::{self, PolicyStore};
+
 use crate::access_log::AccessLog;
 use crate::admin::{self, AdminState};
 use crate::cli::CaptureMode;
@@ -42,7 +44,8 @@ pub enum ProxyError {
 #[derive(Debug)]
 pub struct Proxy {
     config: ProxyConfig,
-    policy: Arc<LoadedPolicy>,
+    metrics: Arc<Metrics>,
+    policy: Arc<PolicyStore>,
     listeners: Vec<Listener>,
     admin: tokio::net::TcpListener,
 }
@@ -89,9 +92,16 @@ impl Proxy {
                 what: "admin",
                 source,
             })?;
+        let metrics = Arc::new(Metrics::new());
+        let policy = Arc::new(PolicyStore::new(
+            policy,
+            config.policy_source.clone(),
+            metrics.clone(),
+        ));
         Ok(Self {
             config,
-            policy: Arc::new(policy),
+            metrics,
+            policy,
             listeners,
             admin,
         })
@@ -106,6 +116,11 @@ impl Proxy {
             .collect()
     }
 
+    /// The active policy and its reloads (for SIGHUP handlers and tests).
+    pub fn policy_store(&self) -> Arc<PolicyStore> {
+        self.policy.clone()
+    }
+
     /// The admin server's address.
     pub fn admin_addr(&self) -> io::Result<SocketAddr> {
         self.admin.local_addr()
@@ -114,7 +129,7 @@ impl Proxy {
     /// Serves until `drain` starts, then stops accepting, waits for open connections up to the
     /// drain timeout, flushes the access log and returns.
     pub async fn run(self, drain: Drain) -> Result<(), ProxyError> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = self.metrics.clone();
         let (access_log, writer) = AccessLog::start(&self.config.access_log, metrics.clone())
             .await
             .map_err(ProxyError::AccessLog)?;
@@ -135,6 +150,7 @@ impl Proxy {
             metrics: metrics.clone(),
             access_log,
             policy: self.policy.clone(),
+            audit: self.config.audit,
             pools: Arc::default(),
             opaque_ports: self.config.opaque_ports.clone(),
             detect_timeout: self.config.detect_timeout,
@@ -143,7 +159,14 @@ impl Proxy {
             ready: false.into(),
             drain: drain.clone(),
             metrics,
+            policy: self.policy.clone(),
+            audit: self.config.audit,
         });
+        let watcher = tokio::spawn(reload::watch(
+            self.policy.clone(),
+            self.config.policy_poll,
+            drain.clone(),
+        ));
         let admin = tokio::spawn(admin::serve(self.admin, state.clone()));
         let mut accept_loops = JoinSet::new();
         for l in self.listeners {
@@ -164,6 +187,7 @@ impl Proxy {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
         }
         admin.abort();
+        watcher.abort();
         Ok(())
     }
 }

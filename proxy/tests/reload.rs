@@ -1,0 +1,163 @@
+//! Hot reload and audit mode, in-process: a real policy file rewritten under a running proxy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use portcullis_proxy::cli::WorkloadArgs;
+use portcullis_proxy::connection::Direction;
+use portcullis_proxy::drain::Drain;
+use portcullis_proxy::{Proxy, ProxyConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn policy(allow: bool) -> String {
+    format!(
+        "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: p}}\nspec:\n  inbound:\n    default: deny\n    rules:\n      - {{name: gate, action: {}, http: [{{paths: [\"/x\"]}}]}}\n",
+        if allow { "allow" } else { "deny" }
+    )
+}
+
+/// An HTTP/1 upstream answering 200 "upstream" to everything.
+async fn upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nupstream")
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
+}
+
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start(audit: bool, dir: &Dir) -> (SocketAddr, SocketAddr, Drain) {
+    let file = dir.0.join("policy.yaml");
+    let loaded =
+        portcullis_proxy::policy::load(&file, &WorkloadArgs::default()).expect("initial policy");
+    let mut config = ProxyConfig::for_tests(upstream().await);
+    config.audit = audit;
+    config.policy_source = Some((file, WorkloadArgs::default()));
+    config.policy_poll = Duration::from_millis(50);
+    let proxy = Proxy::bind(config, loaded).expect("bind");
+    let addr = proxy.addrs(Direction::Inbound)[0];
+    let admin = proxy.admin_addr().expect("admin");
+    let drain = Drain::new();
+    let d = drain.clone();
+    tokio::spawn(async move { proxy.run(d).await.expect("run") });
+    (addr, admin, drain)
+}
+
+fn temp_dir(name: &str) -> Dir {
+    let d = std::env::temp_dir().join(format!("portcullis-reload-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    Dir(d)
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn rewritten_policies_take_effect_and_broken_ones_keep_the_last_good() {
+    let dir = temp_dir("swap");
+    std::fs::write(dir.0.join("policy.yaml"), policy(false)).expect("write");
+    let (addr, admin, drain) = start(false, &dir).await;
+    assert!(get(addr, "/x").await.starts_with("HTTP/1.1 403"));
+    let hash_before = get(admin, "/policy").await;
+
+    std::fs::write(dir.0.join("policy.yaml"), policy(true)).expect("write");
+    eventually("the allow policy is active", async || {
+        get(addr, "/x").await.ends_with("upstream")
+    })
+    .await;
+    let hash_after = get(admin, "/policy").await;
+    assert_ne!(
+        hash_before.split("\"hash\"").nth(1),
+        hash_after.split("\"hash\"").nth(1)
+    );
+    assert!(hash_after.contains("\"mode\":\"enforce\""), "{hash_after}");
+
+    // A broken policy: counted, logged, and the last good one stays.
+    std::fs::write(
+        dir.0.join("policy.yaml"),
+        "apiVersion: portcullis.dev/v1alpha1\nkind: Nope\n",
+    )
+    .expect("write");
+    eventually("the failure is counted", async || {
+        get(admin, "/metrics")
+            .await
+            .contains("portcullis_policy_reloads_total{result=\"failure\"} 1")
+    })
+    .await;
+    assert!(
+        get(addr, "/x").await.ends_with("upstream"),
+        "the last good policy still applies"
+    );
+    let metrics = get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("portcullis_policy_reloads_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_process_resident_memory_bytes "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_policy_info{hash="),
+        "{metrics}"
+    );
+    drain.start();
+}
+
+#[tokio::test]
+async fn audit_mode_logs_would_be_denials_and_lets_traffic_pass() {
+    let dir = temp_dir("audit");
+    std::fs::write(dir.0.join("policy.yaml"), policy(false)).expect("write");
+    let (addr, admin, drain) = start(true, &dir).await;
+    assert!(
+        get(addr, "/x").await.ends_with("upstream"),
+        "audit mode passes denied traffic"
+    );
+    assert!(get(addr, "/y").await.ends_with("upstream"));
+    let metrics = get(admin, "/metrics").await;
+    assert!(
+        metrics.contains(r#"portcullis_requests_total{direction="inbound",verdict="audit_deny",policy="p",rule="gate",status_class="2xx"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"portcullis_requests_total{direction="inbound",verdict="audit_deny",policy="",rule="default",status_class="2xx"} 1"#));
+    assert!(get(admin, "/policy").await.contains("\"mode\":\"audit\""));
+    drain.start();
+}
