@@ -9,7 +9,7 @@
 //! poll that catches anything the watcher misses.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -50,6 +50,9 @@ pub enum Reload {
 #[derive(Debug)]
 pub struct PolicyStore {
     current: ArcSwap<Active>,
+    /// Serializes reloads (SIGHUP, the watcher and the poll may fire together) and remembers the
+    /// content hash of the last source that failed, so it is reported once, not on every poll.
+    reloading: Mutex<Option<String>>,
     source: Option<(PathBuf, WorkloadArgs)>,
     metrics: Arc<Metrics>,
 }
@@ -67,6 +70,7 @@ impl PolicyStore {
                 loaded,
                 loaded_at: SystemTime::now(),
             }),
+            reloading: Mutex::new(None),
             source,
             metrics,
         }
@@ -88,11 +92,14 @@ impl PolicyStore {
         let Some((path, workload)) = &self.source else {
             return Reload::Unchanged;
         };
-        let outcome = match read_source(path) {
-            Ok(src) if src.content_hash() == self.current().loaded.hash => {
+        let mut last_failed = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = match read_source(path).map(|src| src.content_hash()) {
+            Ok(seen)
+                if seen == self.current().loaded.hash || last_failed.as_ref() == Some(&seen) =>
+            {
                 return Reload::Unchanged;
             }
-            Ok(_) => match policy::load(path, workload) {
+            Ok(seen) => match policy::load(path, workload) {
                 Ok(loaded) => {
                     let hash = loaded.hash.clone();
                     for w in &loaded.warnings {
@@ -103,9 +110,13 @@ impl PolicyStore {
                         loaded,
                         loaded_at: SystemTime::now(),
                     }));
+                    *last_failed = None;
                     Reload::Reloaded { hash }
                 }
-                Err(e) => Reload::Failed(e.to_string()),
+                Err(e) => {
+                    *last_failed = Some(seen);
+                    Reload::Failed(e.to_string())
+                }
             },
             Err(e) => Reload::Failed(e.to_string()),
         };

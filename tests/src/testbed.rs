@@ -78,6 +78,9 @@ pub struct TestbedOptions {
     pub proxy_args: Vec<String>,
     /// The policy the proxy enforces (YAML).
     pub policy: String,
+    /// Mount the policy the way a Kubernetes ConfigMap volume does (a directory whose files
+    /// point through a `..data` symlink that updates swap atomically).
+    pub configmap: bool,
 }
 
 /// A policy that mentions no direction: everything passes (Kubernetes' default).
@@ -96,6 +99,7 @@ impl Default for TestbedOptions {
             drain_timeout: "10s".into(),
             proxy_args: Vec::new(),
             policy: OPEN_POLICY.to_string(),
+            configmap: false,
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct Testbed {
     capture: Capture,
     drain_timeout: String,
     proxy_args: Vec<String>,
+    configmap: bool,
+    versions: u32,
     dir: TempDir,
 }
 
@@ -247,7 +253,6 @@ impl Testbed {
             ]),
             wait,
         )?;
-        std::fs::write(dir.0.join("policy.yaml"), &opts.policy)?;
         let mut tb = Self {
             proxy: None,
             extra: Vec::new(),
@@ -258,8 +263,11 @@ impl Testbed {
             capture: opts.capture,
             drain_timeout: opts.drain_timeout,
             proxy_args: opts.proxy_args,
+            configmap: opts.configmap,
+            versions: 0,
             dir,
         };
+        tb.write_policy(&opts.policy)?;
         if let Some(extra) = &opts.init_args {
             let mut args = vec!["--mode".to_string(), opts.capture.flag().to_string()];
             args.extend(extra.iter().cloned());
@@ -285,6 +293,39 @@ impl Testbed {
             .command(bin.to_str().context("path")?)
             .args(args)
             .output()?)
+    }
+
+    /// Where the proxy reads its policy: a file, or a ConfigMap-like directory.
+    pub fn policy_path(&self) -> PathBuf {
+        if self.configmap {
+            self.dir.0.join("policy")
+        } else {
+            self.dir.0.join("policy.yaml")
+        }
+    }
+
+    /// Replaces the policy source. A plain file is rewritten; a ConfigMap-like directory gets a
+    /// new version directory and its `..data` symlink is swapped atomically, as the kubelet does.
+    pub fn write_policy(&mut self, yaml: &str) -> Result<()> {
+        if !self.configmap {
+            std::fs::write(self.dir.0.join("policy.yaml"), yaml)?;
+            return Ok(());
+        }
+        let root = self.dir.0.join("policy");
+        std::fs::create_dir_all(&root)?;
+        self.versions += 1;
+        let version = format!("..v{}", self.versions);
+        std::fs::create_dir_all(root.join(&version))?;
+        std::fs::write(root.join(&version).join("policy.yaml"), yaml)?;
+        let tmp = root.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&version, &tmp)?;
+        std::fs::rename(&tmp, root.join("..data"))?;
+        let visible = root.join("policy.yaml");
+        if std::fs::symlink_metadata(&visible).is_err() {
+            std::os::unix::fs::symlink("..data/policy.yaml", &visible)?;
+        }
+        Ok(())
     }
 
     /// The access log file.
@@ -363,7 +404,7 @@ impl Testbed {
             ])
             .args(["--access-log", "-"])
             .arg("--policy")
-            .arg(self.dir.0.join("policy.yaml"))
+            .arg(self.policy_path())
             .args(&self.proxy_args)
             .stdin(Stdio::null())
             .stdout(log)
