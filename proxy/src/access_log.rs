@@ -61,10 +61,12 @@ pub struct Record {
     pub reason: Option<String>,
     /// How long the connection lasted.
     pub duration_ms: u64,
-    /// Bytes from the connecting side.
-    pub bytes_in: u64,
-    /// Bytes back to the connecting side.
-    pub bytes_out: u64,
+    /// Bytes from the connecting side (connection records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    /// Bytes back to the connecting side (connection records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
     /// The request's `x-request-id`, when it sent one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -94,8 +96,8 @@ impl Record {
             rule: None,
             reason: None,
             duration_ms: 0,
-            bytes_in: 0,
-            bytes_out: 0,
+            bytes_in: None,
+            bytes_out: None,
             request_id: None,
         }
     }

@@ -278,6 +278,16 @@ impl Context {
             });
         }
         let (prefix, detected) = sniff(client, self.detect_timeout).await;
+        let protocol = match &detected {
+            Detected::Http1 => "http1",
+            Detected::Http2 => "http2",
+            Detected::Tls { .. } => "tls",
+            Detected::Opaque | Detected::NeedMore => "opaque",
+        };
+        self.metrics
+            .detections
+            .get_or_create(&crate::metrics::DetectLabels { direction, protocol })
+            .inc();
         match detected {
             Detected::Http1 => Ok(Carry::Http {
                 prefix,
@@ -319,6 +329,9 @@ pub async fn serve(
     ctx.metrics.open.get_or_create(&dir).inc();
     let _ = client.set_nodelay(true);
     let mut record = Record::new(direction, src, None, "tcp");
+    // Connection records always count bytes (zero when refused before any moved).
+    record.bytes_in = Some(0);
+    record.bytes_out = Some(0);
     let outcome = async {
         let dst = ctx.destination(&client)?;
         record.dst = Some(dst);
@@ -369,8 +382,8 @@ pub async fn serve(
             return;
         }
         Ok(Some(transfer)) => {
-            record.bytes_in = transfer.bytes_in;
-            record.bytes_out = transfer.bytes_out;
+            record.bytes_in = Some(transfer.bytes_in);
+            record.bytes_out = Some(transfer.bytes_out);
             if let Some(e) = transfer.error {
                 record.reason = Some(format!("stream error: {e}"));
             }
@@ -394,8 +407,8 @@ pub async fn serve(
             verdict: record.verdict,
         })
         .inc();
-    m.bytes_received.get_or_create(&dir).inc_by(record.bytes_in);
-    m.bytes_sent.get_or_create(&dir).inc_by(record.bytes_out);
+    m.bytes_received.get_or_create(&dir).inc_by(record.bytes_in.unwrap_or(0));
+    m.bytes_sent.get_or_create(&dir).inc_by(record.bytes_out.unwrap_or(0));
     m.open.get_or_create(&dir).dec();
     ctx.access_log.log(&record);
 }

@@ -98,6 +98,15 @@ pub struct PolicyLabels {
     pub hash: String,
 }
 
+/// `direction`, detected `protocol`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DetectLabels {
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// `http1`, `http2`, `tls` or `opaque`.
+    pub protocol: &'static str,
+}
+
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -126,6 +135,8 @@ pub struct Metrics {
     pub rss: Gauge,
     /// `portcullis_process_open_fds`.
     pub open_fds: Gauge,
+    /// `portcullis_protocol_detections_total`.
+    pub detections: Family<DetectLabels, Counter>,
 }
 
 fn duration_buckets() -> Histogram {
@@ -213,6 +224,12 @@ impl Metrics {
             "Open file descriptors of the proxy",
             open_fds.clone(),
         );
+        let detections = Family::<DetectLabels, Counter>::default();
+        registry.register(
+            "protocol_detections",
+            "Connections whose protocol was detected, by outcome",
+            detections.clone(),
+        );
         Self {
             registry,
             connections,
@@ -227,6 +244,7 @@ impl Metrics {
             policy_info,
             rss,
             open_fds,
+            detections,
         }
     }
 
