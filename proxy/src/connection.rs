@@ -286,7 +286,10 @@ impl Context {
         };
         self.metrics
             .detections
-            .get_or_create(&crate::metrics::DetectLabels { direction, protocol })
+            .get_or_create(&crate::metrics::DetectLabels {
+                direction,
+                protocol,
+            })
             .inc();
         match detected {
             Detected::Http1 => Ok(Carry::Http {
@@ -407,8 +410,12 @@ pub async fn serve(
             verdict: record.verdict,
         })
         .inc();
-    m.bytes_received.get_or_create(&dir).inc_by(record.bytes_in.unwrap_or(0));
-    m.bytes_sent.get_or_create(&dir).inc_by(record.bytes_out.unwrap_or(0));
+    m.bytes_received
+        .get_or_create(&dir)
+        .inc_by(record.bytes_in.unwrap_or(0));
+    m.bytes_sent
+        .get_or_create(&dir)
+        .inc_by(record.bytes_out.unwrap_or(0));
     m.open.get_or_create(&dir).dec();
     ctx.access_log.log(&record);
 }

@@ -160,8 +160,11 @@ pub async fn watch(store: Arc<PolicyStore>, poll: Duration, drain: Drain) {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     };
     let (tx, mut rx) = mpsc::channel::<()>(16);
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = tx.try_send(());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reading the policy is itself an access event: reacting to it would loop forever.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            let _ = tx.try_send(());
+        }
     })
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
     if let Err(e) = &watcher {

@@ -46,7 +46,11 @@ async fn get(addr: SocketAddr, path: &str) -> String {
         .await
         .expect("write");
     let mut out = String::new();
-    let _ = s.read_to_string(&mut out).await;
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "GET {path}: no complete response within 10 s; got {out:?}"
+    );
     out
 }
 
