@@ -25,6 +25,8 @@ use crate::upstream::Connector;
 
 /// Idle HTTP/1 connections kept per key.
 const MAX_IDLE_PER_KEY: usize = 64;
+/// How long a pooled HTTP/1 connection may take to be ready before it is dropped.
+const POOLED_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
 /// Keys kept at most (destinations × sources); past it, connections are not kept idle.
 const MAX_KEYS: usize = 4096;
 
@@ -182,7 +184,11 @@ impl Upstream {
         let mut idle = self.pools.take_h1(&key);
         let mut sender = None;
         while let Some(mut s) = idle.pop() {
-            if !s.is_closed() && s.ready().await.is_ok() {
+            // A pooled connection is handed back only after its response ended, so a healthy one
+            // is ready at once; one that is not (an upstream that sent more than it was asked
+            // for, say) is dropped rather than waited on.
+            let ready = tokio::time::timeout(POOLED_READY_TIMEOUT, s.ready()).await;
+            if !s.is_closed() && matches!(ready, Ok(Ok(()))) {
                 sender = Some(s);
                 break;
             }
