@@ -168,3 +168,161 @@ fn a_hundred_reloads_under_load_switch_verdicts_and_fail_no_request() -> Result<
     );
     Ok(())
 }
+
+const SEQUENCE_POLICY: &str = "apiVersion: portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: seq}
+spec:
+  inbound:
+    default: deny
+    rules:
+      - {name: reads, action: allow, http: [{methods: [GET], paths: [\"/public/*\"]}]}
+      - {name: no-admin, action: deny, http: [{paths: [\"/admin/*\"]}]}
+";
+
+/// Runs the known sequence: 3 allowed GETs, 2 requests denied by a rule, 1 by the default.
+fn sequence(tb: &Testbed) -> Vec<String> {
+    let base = format!("http://{POD_V4}:8080");
+    [
+        "/public/a",
+        "/public/b",
+        "/public/c",
+        "/admin/x",
+        "/admin/y",
+        "/other",
+    ]
+    .iter()
+    .map(|p| {
+        tb.curl_args(
+            &tb.client,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{base}{p}"),
+            ],
+        )
+        .body
+    })
+    .collect()
+}
+
+/// The access log without the fields that vary run to run (time, ports, durations).
+fn stable(log: &[serde_json::Value]) -> Vec<String> {
+    log.iter()
+        .map(|l| {
+            let mut l = l.clone();
+            if let Some(o) = l.as_object_mut() {
+                o.remove("ts");
+                o.remove("duration_ms");
+                if let Some(src) = o.get("src").and_then(|s| s.as_str()) {
+                    let ip = src.rsplit_once(':').map_or(src, |(ip, _)| ip).to_string();
+                    o.insert("src".into(), ip.into());
+                }
+            }
+            l.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_and_access_log_match_a_known_sequence_exactly() -> Result<()> {
+    let tb = Testbed::start(TestbedOptions {
+        policy: SEQUENCE_POLICY.into(),
+        ..TestbedOptions::default()
+    })?;
+    assert_eq!(sequence(&tb), ["200", "200", "200", "403", "403", "403"]);
+    let log = tb.wait_access_log(6)?;
+    let want = [
+        (r#"/public/a"#, "allow", 200, Some("reads")),
+        (r#"/public/b"#, "allow", 200, Some("reads")),
+        (r#"/public/c"#, "allow", 200, Some("reads")),
+        (r#"/admin/x"#, "deny", 403, Some("no-admin")),
+        (r#"/admin/y"#, "deny", 403, Some("no-admin")),
+        (r#"/other"#, "deny", 403, None),
+    ];
+    let got = stable(&log);
+    for (line, (path, verdict, status, rule)) in got.iter().zip(want) {
+        let policy = rule.map_or(String::new(), |_| r#""policy":"seq","#.to_string());
+        let reason = match verdict {
+            "deny" if rule.is_some() => r#""reason":"deny rule matched the request","#,
+            "deny" => r#""reason":"no rule matched: default deny","#,
+            _ => "",
+        };
+        let expected = format!(
+            r#"{{"direction":"inbound","dst":"{POD_V4}:8080","host":"{POD_V4}","method":"GET","path":"{path}",{policy}"protocol":"http1",{reason}"rule":"{}","src":"10.77.1.2","status":{status},"verdict":"{verdict}"}}"#,
+            rule.unwrap_or("default")
+        );
+        // serde_json's Value orders keys alphabetically; compare as parsed JSON.
+        let a: serde_json::Value = serde_json::from_str(line)?;
+        let b: serde_json::Value = serde_json::from_str(&expected)?;
+        assert_eq!(a, b, "\n got: {line}\nwant: {expected}");
+    }
+    assert_eq!(got.len(), 6, "exactly one line per request: {got:#?}");
+    let metrics = tb.curl(&tb.pod, "http://127.0.0.1:15020/metrics").body;
+    for (line, n) in [
+        (
+            r#"portcullis_requests_total{direction="inbound",verdict="allow",policy="seq",rule="reads",status_class="2xx"}"#,
+            3,
+        ),
+        (
+            r#"portcullis_requests_total{direction="inbound",verdict="deny",policy="seq",rule="no-admin",status_class="4xx"}"#,
+            2,
+        ),
+        (
+            r#"portcullis_requests_total{direction="inbound",verdict="deny",policy="",rule="default",status_class="4xx"}"#,
+            1,
+        ),
+        (
+            r#"portcullis_connections_total{direction="inbound",verdict="allow"}"#,
+            6,
+        ),
+        (
+            r#"portcullis_protocol_detections_total{direction="inbound",protocol="http1"}"#,
+            6,
+        ),
+        (
+            r#"portcullis_request_duration_seconds_count{direction="inbound"}"#,
+            6,
+        ),
+        (r#"portcullis_connections_open{direction="inbound"}"#, 0),
+    ] {
+        assert!(
+            metrics.contains(&format!("{line} {n}\n")),
+            "{line} {n}\n{metrics}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn audit_mode_passes_what_enforce_would_deny_and_logs_audit_deny() -> Result<()> {
+    let tb = Testbed::start(TestbedOptions {
+        policy: SEQUENCE_POLICY.into(),
+        proxy_args: vec!["--mode".into(), "audit".into()],
+        ..TestbedOptions::default()
+    })?;
+    assert_eq!(
+        sequence(&tb),
+        ["200"; 6],
+        "audit mode lets everything through"
+    );
+    let received = tb.app_received();
+    assert!(
+        received.iter().any(|l| l == "GET /admin/x"),
+        "the app did receive it: {received:?}"
+    );
+    let log = tb.wait_access_log(6)?;
+    let audit: Vec<_> = log
+        .iter()
+        .filter(|l| l["verdict"] == "audit_deny")
+        .collect();
+    assert_eq!(audit.len(), 3, "{log:#?}");
+    assert!(audit.iter().all(|l| l["status"] == 200));
+    let metrics = tb.curl(&tb.pod, "http://127.0.0.1:15020/metrics").body;
+    assert!(metrics.contains(
+        "portcullis_requests_total{direction=\"inbound\",verdict=\"audit_deny\",policy=\"seq\",rule=\"no-admin\",status_class=\"2xx\"} 2\n"
+    ), "{metrics}");
+    Ok(())
+}
