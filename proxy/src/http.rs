@@ -220,6 +220,15 @@ impl HttpConn {
             }
             Err(e) => {
                 rec.reason = Some(e.to_string());
+                let kind = e.local().reason();
+                self.ctx
+                    .metrics
+                    .errors
+                    .get_or_create(&crate::metrics::ErrorLabels {
+                        direction: self.direction,
+                        reason: kind,
+                    })
+                    .inc();
                 local(e.local(), grpc)
             }
         };

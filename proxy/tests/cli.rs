@@ -218,4 +218,16 @@ fn run_refuses_an_invalid_policy_before_binding_anything() {
     assert!(!err.contains("bind"), "{err}");
     let o = bin().args(["run"]).output().expect("run");
     assert_eq!(o.status.code(), Some(2), "--policy is required");
+    // A missing source is an error, never an allow-all.
+    let o = bin()
+        .args(["run", "--admin-addr", "127.0.0.1:1", "--policy"])
+        .arg(d.0.join("missing.yaml"))
+        .output()
+        .expect("run");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("missing.yaml: No such file or directory"),
+        "{err}"
+    );
 }

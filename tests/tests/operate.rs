@@ -326,3 +326,84 @@ fn audit_mode_passes_what_enforce_would_deny_and_logs_audit_deny() -> Result<()>
     ), "{metrics}");
     Ok(())
 }
+
+#[test]
+fn sigterm_under_load_finishes_every_request_in_flight() -> Result<()> {
+    let policy = "apiVersion: portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: drain}
+spec:
+  inbound:
+    default: deny
+    rules:
+      - {name: app, action: allow, http: [{methods: [GET], paths: [\"/slow\", \"/ok\"]}]}
+";
+    let mut tb = Testbed::start(TestbedOptions {
+        policy: policy.into(),
+        drain_timeout: "20s".into(),
+        ..TestbedOptions::default()
+    })?;
+    tb.nginx(
+        Host::Pod,
+        "app",
+        "server { listen 8083; location / { return 200 \"ok\\n\"; } }",
+        8083,
+    )?;
+    let wrk = tb
+        .client
+        .command("wrk")
+        .args(["-t1", "-c4", "-d60s", &format!("http://{POD_V4}:8083/ok")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let wrk = Interrupt(Some(wrk));
+    // Twenty requests that take 1.5 s each are in flight when SIGTERM arrives.
+    let slow: Vec<Child> = (0..20)
+        .map(|_| {
+            tb.client
+                .command("curl")
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "15",
+                ])
+                .arg(format!("http://{POD_V4}:8080/slow?ms=1500"))
+                .stdout(Stdio::piped())
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&tb, "portcullis_connections_open{direction=\"inbound\"} ") < 24 {
+        if Instant::now() > deadline {
+            bail!("the slow requests never all showed as open");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // let the load run a while first
+    tb.proxy()?.signal(Signal::SIGTERM)?;
+    let mut codes = Vec::new();
+    for c in slow {
+        codes.push(String::from_utf8_lossy(&c.wait_with_output()?.stdout).into_owned());
+    }
+    assert_eq!(
+        codes,
+        vec!["200"; 20],
+        "every request in flight at SIGTERM completed"
+    );
+    let status = tb.proxy()?.wait_timeout(Duration::from_secs(20))?;
+    assert!(
+        status.success(),
+        "the proxy exits 0 after draining: {status:?}"
+    );
+    let summary = wrk.stop()?;
+    assert!(
+        summary.contains("requests in"),
+        "load ran during the drain: {summary}"
+    );
+    println!("wrk during the drain:\n{summary}");
+    Ok(())
+}
