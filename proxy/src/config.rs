@@ -24,6 +24,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// gracefully (HTTP/2 GOAWAY; HTTP/1 idle keep-alive is also cut by the header read timeout).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long HTTP/1 connections keep serving (answering with `Connection: close`) after a drain
+/// starts, before idle ones are closed.
+pub const HTTP1_DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// Where access log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {

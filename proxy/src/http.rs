@@ -53,6 +53,9 @@ struct HttpConn {
     dst: SocketAddr,
     http2: bool,
     upstream: Upstream,
+    /// Set when the drain starts: HTTP/1 responses then say `Connection: close`, so clients stop
+    /// reusing the connection before it is closed (no request races the close).
+    drain: Drain,
 }
 
 fn boxed(resp: Response<Incoming>) -> Response<Body> {
@@ -236,6 +239,18 @@ impl HttpConn {
         resp
     }
 
+    /// Marks HTTP/1 responses `Connection: close` once the drain has started.
+    fn closing(&self, mut resp: Response<Body>) -> Response<Body> {
+        if !self.http2
+            && self.drain.is_draining()
+            && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+        {
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
     /// Forwards an Upgrade or CONNECT request and, if the upstream agrees, joins the two
     /// upgraded connections.
     async fn switch_protocols(
@@ -302,10 +317,14 @@ pub async fn serve(
         dst,
         http2,
         upstream,
+        drain: drain.clone(),
     });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+        async move {
+            let resp = conn.clone().handle(req).await;
+            Ok::<_, Infallible>(conn.closing(resp))
+        }
     });
     let activity = idle::Activity::new();
     let io = TokioIo::new(idle::Tracked::new(io, activity.clone()));
@@ -313,7 +332,14 @@ pub async fn serve(
     // finishes what is in flight first.
     let stop = async {
         tokio::select! {
-            () = drain.started() => {}
+            () = drain.started() => {
+                // HTTP/2 clients learn from GOAWAY which streams were taken. HTTP/1 clients get
+                // `Connection: close` on every response for a grace period first, so a request
+                // sent on an idle keep-alive connection is answered rather than lost in the close.
+                if !http2 {
+                    tokio::time::sleep(crate::config::HTTP1_DRAIN_GRACE).await;
+                }
+            }
             () = activity.idle(crate::config::IDLE_TIMEOUT) => {}
         }
     };
