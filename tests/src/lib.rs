@@ -13,3 +13,23 @@ pub mod testbed;
 pub mod tools;
 
 pub use testbed::{Capture, Host, Testbed, TestbedOptions};
+
+use std::time::{Duration, Instant};
+
+/// Polls `ready` (every 10 ms) until it holds or `timeout` passes; the error says `what` was
+/// awaited. For things that are truly eventual (a reload, a counter); never to synchronise on
+/// something that can be awaited directly.
+pub fn eventually(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}

@@ -4,11 +4,11 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use portcullis_testbed::testbed::POD_V4;
-use portcullis_testbed::{Host, Testbed, TestbedOptions};
+use portcullis_testbed::{Host, Testbed, TestbedOptions, eventually};
 
 fn policy(x_allowed: bool) -> String {
     let x = if x_allowed {
@@ -112,13 +112,11 @@ fn a_hundred_reloads_under_load_switch_verdicts_and_fail_no_request() -> Result<
             tb.write_policy(BROKEN)?;
             tb.proxy()?.signal(Signal::SIGHUP)?;
             failures += 1;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while metric(&tb, "portcullis_policy_reloads_total{result=\"failure\"} ") < failures {
-                if Instant::now() > deadline {
-                    bail!("reload {i}: the broken policy was not reported");
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            eventually(
+                &format!("reload {i}: the broken policy reported"),
+                Duration::from_secs(5),
+                || metric(&tb, "portcullis_policy_reloads_total{result=\"failure\"} ") >= failures,
+            )?;
         } else {
             x_allowed = !x_allowed;
             tb.write_policy(&policy(x_allowed))?;
@@ -126,17 +124,11 @@ fn a_hundred_reloads_under_load_switch_verdicts_and_fail_no_request() -> Result<
             successes += 1;
         }
         let want = if x_allowed { "200" } else { "403" };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let got = status(&tb, "/x");
-            if got == want {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("reload {i}: /x answered {got}, expected {want}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        eventually(
+            &format!("reload {i}: /x answering {want}"),
+            Duration::from_secs(5),
+            || status(&tb, "/x") == want,
+        )?;
     }
     let took = started.elapsed();
     let summary = wrk.stop()?;
@@ -376,13 +368,11 @@ spec:
                 .spawn()
         })
         .collect::<std::io::Result<_>>()?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&tb, "portcullis_connections_open{direction=\"inbound\"} ") < 24 {
-        if Instant::now() > deadline {
-            bail!("the slow requests never all showed as open");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        "the slow requests and the load all open",
+        Duration::from_secs(5),
+        || metric(&tb, "portcullis_connections_open{direction=\"inbound\"} ") >= 24,
+    )?;
     std::thread::sleep(Duration::from_millis(300)); // let the load run a while first
     tb.proxy()?.signal(Signal::SIGTERM)?;
     let mut codes = Vec::new();
