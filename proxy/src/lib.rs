@@ -19,6 +19,7 @@ pub mod detect;
 pub mod drain;
 pub mod explain;
 pub mod http;
+pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod original_dst;

@@ -1,0 +1,179 @@
+//! Token validation against a real JWKS file and tokens signed with jsonwebtoken.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::json;
+
+use super::*;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn jwks_file(name: &str, keys: serde_json::Value) -> (PathBuf, Jwks) {
+    let path = std::env::temp_dir().join(format!(
+        "portcullis-jwks-{name}-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, keys.to_string()).expect("write");
+    let jwks = Jwks::load(&path).expect("load");
+    (path, jwks)
+}
+
+fn oct(kid: &str, alg: Option<&str>, secret: &[u8]) -> serde_json::Value {
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let mut key = json!({"kty": "oct", "kid": kid, "k": k});
+    if let Some(a) = alg {
+        key["alg"] = json!(a);
+    }
+    key
+}
+
+fn token(kid: Option<&str>, alg: Algorithm, secret: &[u8], claims: serde_json::Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(String::from);
+    encode(&header, &claims, &EncodingKey::from_secret(secret)).expect("sign")
+}
+
+#[test]
+fn valid_tokens_yield_their_claims() {
+    let (path, jwks) = jwks_file("valid", json!({"keys": [oct("k1", Some("HS256"), SECRET)]}));
+    let t = token(
+        Some("k1"),
+        Algorithm::HS256,
+        SECRET,
+        json!({"iss": "https://issuer.example", "sub": "u1", "aud": ["orders", "shop"],
+               "groups": ["dev", "admins"], "tier": "gold", "exp": now() + 60}),
+    );
+    let c = jwks.validate(&t).expect("valid");
+    assert_eq!(c.issuer.as_deref(), Some("https://issuer.example"));
+    assert_eq!(c.subject.as_deref(), Some("u1"));
+    assert_eq!(c.audiences, ["orders", "shop"]);
+    let groups = c
+        .claims
+        .iter()
+        .find(|(k, _)| k == "groups")
+        .map(|(_, v)| v.clone());
+    assert_eq!(groups, Some(vec!["dev".to_string(), "admins".to_string()]));
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn invalid_tokens_are_refused_with_a_reason() {
+    let (path, jwks) = jwks_file("invalid", json!({"keys": [oct("k1", None, SECRET)]}));
+    let exp = now() + 60;
+    let cases: Vec<(String, &str)> = vec![
+        (
+            token(
+                Some("k1"),
+                Algorithm::HS256,
+                b"another-secret-another-secret!!!",
+                json!({"exp": exp}),
+            ),
+            "InvalidSignature",
+        ),
+        (
+            token(
+                Some("k1"),
+                Algorithm::HS256,
+                SECRET,
+                json!({"exp": now() - LEEWAY_SECS - 60}),
+            ),
+            "ExpiredSignature",
+        ),
+        (
+            token(
+                Some("k1"),
+                Algorithm::HS256,
+                SECRET,
+                json!({"exp": exp, "nbf": now() + LEEWAY_SECS + 60}),
+            ),
+            "ImmatureSignature",
+        ),
+        (
+            token(
+                Some("k1"),
+                Algorithm::HS256,
+                SECRET,
+                json!({"sub": "no-exp"}),
+            ),
+            "exp",
+        ),
+        (
+            token(Some("nope"), Algorithm::HS256, SECRET, json!({"exp": exp})),
+            "unknown key id",
+        ),
+        (
+            token(None, Algorithm::HS256, SECRET, json!({"exp": exp})),
+            "unknown key id",
+        ),
+        (
+            token(Some("k1"), Algorithm::HS384, SECRET, json!({"exp": exp})),
+            "is not the key's",
+        ),
+        ("not.a.jwt".to_string(), "malformed"),
+    ];
+    for (t, want) in cases {
+        let e = jwks.validate(&t).expect_err(want).to_string();
+        assert!(e.contains(want), "{want}: {e}");
+        assert!(!e.contains(&t), "the token never appears in an error");
+    }
+    // Within the leeway is still valid.
+    let t = token(
+        Some("k1"),
+        Algorithm::HS256,
+        SECRET,
+        json!({"exp": now() - 5}),
+    );
+    assert!(jwks.validate(&t).is_ok());
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn key_rotation_by_file_and_bad_files_keep_the_old_keys() {
+    let (path, jwks) = jwks_file("rotate", json!({"keys": [oct("k1", None, SECRET)]}));
+    let t2 = token(
+        Some("k2"),
+        Algorithm::HS256,
+        SECRET,
+        json!({"exp": now() + 60}),
+    );
+    assert_eq!(jwks.validate(&t2).err(), Some(JwtError::UnknownKey));
+    std::fs::write(
+        &path,
+        json!({"keys": [oct("k2", None, SECRET)]}).to_string(),
+    )
+    .expect("write");
+    assert_eq!(jwks.reload(), Ok(true));
+    assert!(jwks.validate(&t2).is_ok());
+    assert_eq!(jwks.reload(), Ok(false), "unchanged file");
+    std::fs::write(&path, "{not json").expect("write");
+    assert!(jwks.reload().is_err());
+    assert!(jwks.validate(&t2).is_ok(), "the last good keys stay");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn bearer_header_parsing() {
+    let mut h = http::HeaderMap::new();
+    assert_eq!(bearer(&h), None);
+    h.insert(
+        "authorization",
+        http::HeaderValue::from_static("Bearer abc.def.ghi"),
+    );
+    assert_eq!(bearer(&h), Some("abc.def.ghi"));
+    h.insert("authorization", http::HeaderValue::from_static("bearer  x"));
+    assert_eq!(bearer(&h), Some("x"));
+    h.insert(
+        "authorization",
+        http::HeaderValue::from_static("Basic dXNlcg=="),
+    );
+    assert_eq!(bearer(&h), None);
+}
