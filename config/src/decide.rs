@@ -258,7 +258,7 @@ fn http_matches(h: &HttpRule, r: &Request<'_>) -> bool {
     true
 }
 
-fn direction(p: &CompiledPolicy, d: Direction) -> &DirectionRules {
+fn direction_rules(p: &CompiledPolicy, d: Direction) -> &DirectionRules {
     match d {
         Direction::Inbound => &p.inbound,
         Direction::Outbound => &p.outbound,
@@ -470,13 +470,22 @@ fn phase1<'p>(
 }
 
 impl CompiledPolicy {
+    /// Whether any rule of `direction` requires a JWT (so an invalid token is worth a 401).
+    pub fn uses_jwt(&self, direction: Direction) -> bool {
+        direction_rules(self, direction)
+            .rules
+            .iter()
+            .flat_map(|r| r.http.iter().flatten())
+            .any(|h| h.jwt.is_some())
+    }
+
     /// Phase 1: judges a connection with what is known when it opens.
     pub fn decide_connection(
         &self,
         c: &Connection<'_>,
         mut trace: Option<&mut Trace>,
     ) -> ConnDecision {
-        let rules = direction(self, c.direction);
+        let rules = direction_rules(self, c.direction);
         let s = phase1(rules, c, &mut trace);
         if let Some(r) = s.l4_deny {
             return ConnDecision::Final(by_rule(r, "connection-level deny rule matched"));
@@ -503,7 +512,7 @@ impl CompiledPolicy {
     /// The connection needed HTTP but is not HTTP (or is TLS we do not terminate): HTTP deny
     /// rules count as matching, HTTP allow rules never allow.
     pub fn decide_opaque(&self, c: &Connection<'_>, mut trace: Option<&mut Trace>) -> Decision {
-        let rules = direction(self, c.direction);
+        let rules = direction_rules(self, c.direction);
         let s = phase1(rules, c, &mut trace);
         if let Some(r) = s.l4_deny {
             return by_rule(r, "connection-level deny rule matched");
@@ -532,7 +541,7 @@ impl CompiledPolicy {
         r: &Request<'_>,
         mut trace: Option<&mut Trace>,
     ) -> Decision {
-        let rules = direction(self, c.direction);
+        let rules = direction_rules(self, c.direction);
         if trace.is_none() {
             return request_indexed(rules, c, r);
         }

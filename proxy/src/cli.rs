@@ -85,9 +85,12 @@ pub struct ExplainArgs {
     /// A request header `Name: value` (repeatable).
     #[arg(long = "header")]
     pub headers: Vec<String>,
-    /// A bearer token (validated only when a JWKS is configured).
+    /// A bearer token (validated against --jwks).
     #[arg(long)]
     pub jwt: Option<String>,
+    /// JWKS file to validate --jwt with.
+    #[arg(long)]
+    pub jwks: Option<PathBuf>,
     /// Workload facts.
     #[command(flatten)]
     pub workload: WorkloadArgs,
@@ -142,6 +145,10 @@ pub struct RunArgs {
     /// `enforce`, or `audit` (would-be denials are logged as audit_deny and let through).
     #[arg(long, value_enum, default_value_t = Mode::Enforce, env = "PORTCULLIS_MODE")]
     pub mode: Mode,
+    /// JWKS file whose keys validate `Authorization: Bearer` tokens for `jwt` matches (re-read
+    /// when it changes).
+    #[arg(long, env = "PORTCULLIS_JWKS")]
+    pub jwks: Option<PathBuf>,
     /// How often the policy source is re-read in case a change was not seen.
     #[arg(long, default_value = "2s", env = "PORTCULLIS_POLICY_POLL")]
     pub policy_poll: String,

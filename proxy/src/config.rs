@@ -62,8 +62,10 @@ pub struct ProxyConfig {
     pub audit: bool,
     /// Where reloads read the policy from (none in tests: never reloads).
     pub policy_source: Option<(PathBuf, WorkloadArgs)>,
-    /// How often the policy source is re-read.
+    /// How often the policy source (and the JWKS) is re-read.
     pub policy_poll: Duration,
+    /// JWKS file for bearer tokens.
+    pub jwks: Option<PathBuf>,
     /// Ports never sniffed for a protocol (server-first protocols).
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes when requests matter.
@@ -146,6 +148,7 @@ impl ProxyConfig {
             audit: args.mode == Mode::Audit,
             policy_source: Some((args.policy.clone(), args.workload.clone())),
             policy_poll: parse_duration("policy-poll", &args.policy_poll)?,
+            jwks: args.jwks.clone(),
             opaque_ports: parse_ports(&args.opaque_ports)?,
             detect_timeout: parse_duration("detect-timeout", &args.detect_timeout)?,
             original_dst_override: None,
@@ -168,6 +171,7 @@ impl ProxyConfig {
             audit: false,
             policy_source: None,
             policy_poll: Duration::from_secs(2),
+            jwks: None,
             opaque_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(1),
             original_dst_override: Some(upstream),

@@ -148,6 +148,8 @@ pub struct Context {
     pub policy: Arc<PolicyStore>,
     /// Audit mode: denials are logged as `audit_deny` and the traffic passes.
     pub audit: bool,
+    /// Keys for bearer tokens, when `--jwks` is set.
+    pub jwks: Option<Arc<crate::jwt::Jwks>>,
     /// Upstream HTTP connections shared across downstream connections.
     pub pools: Arc<crate::http::upstream::Pools>,
     /// Ports whose connections are never sniffed for a protocol.

@@ -126,16 +126,36 @@ pub fn run(args: &ExplainArgs) -> Report {
                 t.path,
                 host.as_deref().unwrap_or("none")
             ));
-            if args.jwt.is_some() {
-                notes.push("bearer token given but no JWKS is configured: it is not validated, jwt matches fail".into());
-            }
+            let claims = match (&args.jwt, &args.jwks) {
+                (None, _) => None,
+                (Some(_), None) => {
+                    notes.push("bearer token given without --jwks: it cannot be validated, jwt matches fail".into());
+                    None
+                }
+                (Some(token), Some(path)) => {
+                    match crate::jwt::Jwks::load(path).and_then(|k| k.validate(token)) {
+                        Ok(c) => {
+                            notes.push(format!(
+                                "token valid: iss {}, sub {}",
+                                c.issuer.as_deref().unwrap_or("none"),
+                                c.subject.as_deref().unwrap_or("none")
+                            ));
+                            Some(c)
+                        }
+                        Err(e) => {
+                            notes.push(format!("token invalid ({e}): jwt matches fail"));
+                            None
+                        }
+                    }
+                }
+            };
             trace.steps.clear();
             let req = Request {
                 method,
                 path: &t.path,
                 host: host.as_deref(),
                 headers: &headers,
-                jwt: None,
+                jwt: claims.as_ref(),
             };
             policy.decide_request(&conn, &req, Some(&mut trace))
         }

@@ -164,6 +164,15 @@ impl HttpConn {
         let conn = self
             .ctx
             .policy_connection(self.direction, self.src, self.dst, None);
+        // A bearer token counts only once validated; the token itself is never logged.
+        let (claims, token_error) = match (crate::jwt::bearer(req.headers()), &self.ctx.jwks) {
+            (Some(token), Some(keys)) => match keys.validate(token) {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(e)),
+            },
+            (Some(_), None) => (None, Some(crate::jwt::JwtError::UnknownKey)),
+            (None, _) => (None, None),
+        };
         let active = self.ctx.policy.current();
         let decision = active.loaded.policy.decide_request(
             &conn,
@@ -172,15 +181,22 @@ impl HttpConn {
                 path: &target.path,
                 host: host.as_deref(),
                 headers: &PolicyHeaders(req.headers()),
-                jwt: None,
+                jwt: claims.as_ref(),
             },
             None,
         );
         if decision.verdict == PolicyVerdict::Deny {
             rec.reason = Some(decision.reason.to_string());
+            let why = match &token_error {
+                Some(e) if active.loaded.policy.uses_jwt(conn.direction) => {
+                    rec.reason = Some(format!("{}; invalid token: {e}", decision.reason));
+                    Local::Unauthenticated
+                }
+                _ => Local::Denied,
+            };
             if !self.ctx.audit {
                 rec.verdict = Verdict::Deny;
-                let resp = local(Local::Denied, grpc);
+                let resp = local(why, grpc);
                 self.log(&mut rec, started, resp.status(), Some(&decision));
                 return resp;
             }

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use portcullis_config::LoadedPolicy;
 
+use crate::jwt::Jwks;
 use crate::reload::{self, PolicyStore};
 
 use crate::access_log::AccessLog;
@@ -35,6 +36,9 @@ pub enum ProxyError {
         /// Why.
         source: io::Error,
     },
+    /// The JWKS file could not be loaded.
+    #[error("{0}")]
+    Jwks(#[from] crate::jwt::JwtError),
     /// The access log could not be opened.
     #[error("access log: {0}")]
     AccessLog(io::Error),
@@ -44,6 +48,7 @@ pub enum ProxyError {
 #[derive(Debug)]
 pub struct Proxy {
     config: ProxyConfig,
+    jwks: Option<Arc<Jwks>>,
     metrics: Arc<Metrics>,
     policy: Arc<PolicyStore>,
     listeners: Vec<Listener>,
@@ -92,6 +97,10 @@ impl Proxy {
                 what: "admin",
                 source,
             })?;
+        let jwks = match &config.jwks {
+            Some(path) => Some(Arc::new(Jwks::load(path)?)),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let policy = Arc::new(PolicyStore::new(
             policy,
@@ -100,6 +109,7 @@ impl Proxy {
         ));
         Ok(Self {
             config,
+            jwks,
             metrics,
             policy,
             listeners,
@@ -151,6 +161,7 @@ impl Proxy {
             access_log,
             policy: self.policy.clone(),
             audit: self.config.audit,
+            jwks: self.jwks.clone(),
             pools: Arc::default(),
             opaque_ports: self.config.opaque_ports.clone(),
             detect_timeout: self.config.detect_timeout,
@@ -164,6 +175,7 @@ impl Proxy {
         });
         let watcher = tokio::spawn(reload::watch(
             self.policy.clone(),
+            self.jwks.clone(),
             self.config.policy_poll,
             drain.clone(),
         ));

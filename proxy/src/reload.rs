@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::WorkloadArgs;
 use crate::drain::Drain;
+use crate::jwt::Jwks;
 use crate::metrics::{Metrics, ReloadLabels};
 use crate::policy;
 
@@ -149,9 +150,18 @@ impl PolicyStore {
 
 /// Watches the policy source until the drain starts: directory events (debounced) and a
 /// periodic content-hash poll both lead to [`PolicyStore::reload`].
-pub async fn watch(store: Arc<PolicyStore>, poll: Duration, drain: Drain) {
+pub async fn watch(store: Arc<PolicyStore>, jwks: Option<Arc<Jwks>>, poll: Duration, drain: Drain) {
     let Some(path) = store.path().map(Path::to_path_buf) else {
         return;
+    };
+    let reload_keys = move || {
+        if let Some(j) = &jwks {
+            match j.reload() {
+                Ok(true) => tracing::info!("JWKS reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::error!("JWKS reload failed; keeping the last good keys: {e}"),
+            }
+        }
     };
     let dir = if path.is_dir() {
         path.clone()
@@ -183,6 +193,7 @@ pub async fn watch(store: Arc<PolicyStore>, poll: Duration, drain: Drain) {
             }
             _ = tick.tick() => {
                 store.reload_async().await;
+                reload_keys();
             }
         }
     }

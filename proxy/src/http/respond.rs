@@ -52,6 +52,8 @@ fn grpc(code: u8, message: &'static str) -> Response<Body> {
 pub enum Local {
     /// The policy denied it.
     Denied,
+    /// The policy denied it, and the bearer token it presented is invalid.
+    Unauthenticated,
     /// The request is malformed or rejected by normalization.
     BadRequest,
     /// The upstream could not be reached (refused, unreachable).
@@ -67,6 +69,7 @@ impl Local {
     pub fn reason(self) -> &'static str {
         match self {
             Local::Denied => "denied",
+            Local::Unauthenticated => "unauthenticated",
             Local::BadRequest => "bad_request",
             Local::Unavailable => "upstream_unavailable",
             Local::Timeout => "upstream_timeout",
@@ -80,6 +83,15 @@ pub fn local(why: Local, grpc_request: bool) -> Response<Body> {
     match (why, grpc_request) {
         (Local::Denied, false) => text(StatusCode::FORBIDDEN, "access denied\n"),
         (Local::Denied, true) => grpc(7, "access denied"),
+        (Local::Unauthenticated, false) => {
+            let mut r = text(StatusCode::UNAUTHORIZED, "invalid token\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+            r
+        }
+        (Local::Unauthenticated, true) => grpc(16, "invalid token"),
         (Local::BadRequest, false) => text(StatusCode::BAD_REQUEST, "bad request\n"),
         (Local::BadRequest, true) => grpc(13, "bad request"),
         (Local::Unavailable, false) => {

@@ -1,0 +1,174 @@
+//! Bearer tokens in the request path, in-process: a real JWKS file, tokens signed with
+//! jsonwebtoken, a real upstream.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use portcullis_config::LoadedPolicy;
+use portcullis_proxy::config::AccessLogTarget;
+use portcullis_proxy::connection::Direction;
+use portcullis_proxy::drain::Drain;
+use portcullis_proxy::{Proxy, ProxyConfig};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+const POLICY: &str = r#"
+apiVersion: portcullis.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: auth}
+spec:
+  inbound:
+    default: deny
+    rules:
+      - name: admins
+        action: allow
+        http: [{paths: ["/admin/*"], jwt: {issuer: "https://issuer.example", claims: {groups: admins}}}]
+"#;
+
+async fn upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                        b"upstream",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn token(claims: serde_json::Value) -> String {
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("k1".into());
+    encode(&h, &claims, &EncodingKey::from_secret(SECRET)).expect("sign")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_string(&mut out),
+    )
+    .await;
+    assert!(read.is_ok(), "no response to {path}");
+    out
+}
+
+#[tokio::test]
+async fn tokens_are_validated_and_invalid_ones_get_401() {
+    let dir = std::env::temp_dir().join(format!("portcullis-jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+    std::fs::write(
+        dir.join("jwks.json"),
+        json!({"keys": [{"kty": "oct", "kid": "k1", "k": k}]}).to_string(),
+    )
+    .expect("jwks");
+    let docs = portcullis_config::parse_str("p.yaml", POLICY).expect("parse");
+    let (policy, warnings) =
+        portcullis_config::compile::compile(&docs, &Default::default()).expect("compile");
+    let mut config = ProxyConfig::for_tests(upstream().await);
+    config.jwks = Some(dir.join("jwks.json"));
+    config.access_log = AccessLogTarget::File(dir.join("access.log"));
+    let proxy = Proxy::bind(
+        config,
+        LoadedPolicy {
+            policy,
+            warnings,
+            hash: "t".into(),
+        },
+    )
+    .expect("bind");
+    let addr = proxy.addrs(Direction::Inbound)[0];
+    let drain = Drain::new();
+    let d = drain.clone();
+    let task = tokio::spawn(async move { proxy.run(d).await.expect("run") });
+
+    let admin =
+        token(json!({"iss": "https://issuer.example", "groups": ["admins"], "exp": now() + 60}));
+    let user =
+        token(json!({"iss": "https://issuer.example", "groups": ["users"], "exp": now() + 60}));
+    let expired =
+        token(json!({"iss": "https://issuer.example", "groups": ["admins"], "exp": now() - 3600}));
+    let forged = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("k1".into());
+        encode(
+            &h,
+            &json!({"iss": "https://issuer.example", "groups": ["admins"], "exp": now() + 60}),
+            &EncodingKey::from_secret(b"not-the-secret-not-the-secret!!!"),
+        )
+        .expect("sign")
+    };
+    assert!(
+        get(addr, "/admin/x", Some(&admin))
+            .await
+            .ends_with("upstream")
+    );
+    assert!(
+        get(addr, "/admin/x", Some(&user))
+            .await
+            .starts_with("HTTP/1.1 403"),
+        "valid token, wrong claim"
+    );
+    assert!(
+        get(addr, "/admin/x", None)
+            .await
+            .starts_with("HTTP/1.1 403"),
+        "no token"
+    );
+    for bad in [&expired, &forged] {
+        let r = get(addr, "/admin/x", Some(bad)).await;
+        assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+        assert!(
+            r.contains("www-authenticate: Bearer error=\"invalid_token\""),
+            "{r}"
+        );
+    }
+    drain.start();
+    task.await.expect("proxy");
+    let log = std::fs::read_to_string(dir.join("access.log")).expect("log");
+    assert_eq!(log.lines().count(), 5, "{log}");
+    for t in [&admin, &user, &expired, &forged] {
+        assert!(!log.contains(t.as_str()), "the token never reaches the log");
+        let signature = t.rsplit('.').next().unwrap_or_default();
+        assert!(!log.contains(signature));
+    }
+    assert!(
+        log.contains("invalid token: ExpiredSignature") || log.contains("invalid token: Expired"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
