@@ -28,6 +28,25 @@ pub enum Command {
     Check(CheckArgs),
     /// Show how the policy decides one connection or request, step by step.
     Explain(ExplainArgs),
+    /// Create a throwaway CA and per-workload SPIFFE certificates for local trials.
+    DevCerts(DevCertsArgs),
+}
+
+/// Flags of `dev-certs`.
+#[derive(Debug, Clone, Args)]
+pub struct DevCertsArgs {
+    /// Output directory (ca.crt, ca.key, and one `<ns>-<sa>/` per workload).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// SPIFFE trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// How long the certificates are valid (`24h`, `30d`).
+    #[arg(long, default_value = "24h")]
+    pub validity: String,
+    /// Workloads as `namespace/serviceaccount`.
+    #[arg(required = true)]
+    pub workloads: Vec<String>,
 }
 
 /// What the policy needs to know about this workload (NetworkPolicy selection, named ports).

@@ -84,6 +84,22 @@ fn main() -> ExitCode {
             eprint!("{}", r.err);
             return ExitCode::from(r.code);
         }
+        Command::DevCerts(args) => {
+            portcullis_proxy::config::parse_duration("validity", &args.validity)
+                .map_err(anyhow::Error::from)
+                .and_then(|validity| {
+                    let dirs = portcullis_proxy::devcerts::write_dev_certs(
+                        &args.out,
+                        &args.trust_domain,
+                        &args.workloads,
+                        validity,
+                    )?;
+                    for d in dirs {
+                        println!("{}", d.display());
+                    }
+                    Ok(())
+                })
+        }
         Command::Explain(args) => {
             let r = portcullis_proxy::explain::run(&args);
             print!("{}", r.out);
