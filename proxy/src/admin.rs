@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::drain::Drain;
+use crate::identity::IdentityStore;
 use crate::metrics::Metrics;
 use crate::reload::PolicyStore;
 
@@ -31,6 +32,8 @@ pub struct AdminState {
     pub policy: Arc<PolicyStore>,
     /// Whether the proxy runs in audit mode.
     pub audit: bool,
+    /// The workload identity, when `--identity-dir` is set.
+    pub identity: Option<Arc<IdentityStore>>,
 }
 
 /// `GET /policy`: what is enforced right now.
@@ -92,6 +95,17 @@ pub fn respond(
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::GET, "/ready") if state.drain.is_draining() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        (&Method::GET, "/ready")
+            if state
+                .identity
+                .as_ref()
+                .is_some_and(|id| id.current().expired(std::time::SystemTime::now())) =>
+        {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity certificate expired\n",
+            )
         }
         (&Method::GET, "/ready") if state.ready.load(Ordering::Acquire) => {
             text(StatusCode::OK, "ready\n")

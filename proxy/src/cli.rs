@@ -164,6 +164,9 @@ pub struct RunArgs {
     /// `enforce`, or `audit` (would-be denials are logged as audit_deny and let through).
     #[arg(long, value_enum, default_value_t = Mode::Enforce, env = "PORTCULLIS_MODE")]
     pub mode: Mode,
+    /// Directory with the workload's `tls.crt`, `tls.key` and `ca.crt` (re-read on rotation).
+    #[arg(long, env = "PORTCULLIS_IDENTITY_DIR")]
+    pub identity_dir: Option<PathBuf>,
     /// JWKS file whose keys validate `Authorization: Bearer` tokens for `jwt` matches (re-read
     /// when it changes).
     #[arg(long, env = "PORTCULLIS_JWKS")]

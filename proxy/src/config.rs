@@ -66,6 +66,8 @@ pub struct ProxyConfig {
     pub policy_poll: Duration,
     /// JWKS file for bearer tokens.
     pub jwks: Option<PathBuf>,
+    /// Identity material directory.
+    pub identity_dir: Option<PathBuf>,
     /// Ports never sniffed for a protocol (server-first protocols).
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes when requests matter.
@@ -149,6 +151,7 @@ impl ProxyConfig {
             policy_source: Some((args.policy.clone(), args.workload.clone())),
             policy_poll: parse_duration("policy-poll", &args.policy_poll)?,
             jwks: args.jwks.clone(),
+            identity_dir: args.identity_dir.clone(),
             opaque_ports: parse_ports(&args.opaque_ports)?,
             detect_timeout: parse_duration("detect-timeout", &args.detect_timeout)?,
             original_dst_override: None,
@@ -172,6 +175,7 @@ impl ProxyConfig {
             policy_source: None,
             policy_poll: Duration::from_secs(2),
             jwks: None,
+            identity_dir: None,
             opaque_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(1),
             original_dst_override: Some(upstream),

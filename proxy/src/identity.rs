@@ -138,3 +138,51 @@ impl IdentityMaterial {
         now >= self.not_after
     }
 }
+
+/// The workload's identity material, swapped atomically when the files change (rotation)
+/// without touching open connections.
+#[derive(Debug)]
+pub struct IdentityStore {
+    dir: PathBuf,
+    current: arc_swap::ArcSwap<IdentityMaterial>,
+    seen: std::sync::Mutex<u64>,
+}
+
+fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in [CERT_FILE, KEY_FILE, CA_FILE] {
+        std::fs::read(dir.join(f)).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
+
+impl IdentityStore {
+    /// Loads the material; any problem is an error (the proxy does not start without it).
+    pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+        let material = IdentityMaterial::load(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            current: arc_swap::ArcSwap::from_pointee(material),
+            seen: std::sync::Mutex::new(fingerprint(dir)),
+        })
+    }
+
+    /// The current material.
+    pub fn current(&self) -> std::sync::Arc<IdentityMaterial> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the files if they changed; invalid new files keep the old material.
+    pub fn reload(&self) -> Result<bool, IdentityError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now = fingerprint(&self.dir);
+        if *seen == now {
+            return Ok(false);
+        }
+        let material = IdentityMaterial::load(&self.dir)?;
+        self.current.store(material.into());
+        *seen = now;
+        Ok(true)
+    }
+}

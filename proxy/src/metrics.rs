@@ -137,6 +137,8 @@ pub struct Metrics {
     pub open_fds: Gauge,
     /// `portcullis_protocol_detections_total`.
     pub detections: Family<DetectLabels, Counter>,
+    /// `portcullis_identity_expiry_timestamp_seconds` (0 without identity material).
+    pub identity_expiry: Gauge,
 }
 
 fn duration_buckets() -> Histogram {
@@ -230,6 +232,12 @@ impl Metrics {
             "Connections whose protocol was detected, by outcome",
             detections.clone(),
         );
+        let identity_expiry = Gauge::default();
+        registry.register(
+            "identity_expiry_timestamp_seconds",
+            "When the workload certificate expires (Unix time)",
+            identity_expiry.clone(),
+        );
         Self {
             registry,
             connections,
@@ -245,6 +253,7 @@ impl Metrics {
             rss,
             open_fds,
             detections,
+            identity_expiry,
         }
     }
 
@@ -256,6 +265,15 @@ impl Metrics {
                 hash: hash.to_string(),
             })
             .set(1);
+    }
+
+    /// Records when the workload certificate expires.
+    pub fn set_identity_expiry(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.identity_expiry
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
     fn sample_process(&self) {

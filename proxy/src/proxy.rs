@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use portcullis_config::LoadedPolicy;
 
+use crate::identity::IdentityStore;
 use crate::jwt::Jwks;
 use crate::reload::{self, PolicyStore};
 
@@ -36,6 +37,9 @@ pub enum ProxyError {
         /// Why.
         source: io::Error,
     },
+    /// The identity material could not be loaded.
+    #[error("{0}")]
+    Identity(#[from] crate::identity::IdentityError),
     /// The JWKS file could not be loaded.
     #[error("{0}")]
     Jwks(#[from] crate::jwt::JwtError),
@@ -49,6 +53,7 @@ pub enum ProxyError {
 pub struct Proxy {
     config: ProxyConfig,
     jwks: Option<Arc<Jwks>>,
+    identity: Option<Arc<IdentityStore>>,
     metrics: Arc<Metrics>,
     policy: Arc<PolicyStore>,
     listeners: Vec<Listener>,
@@ -101,7 +106,14 @@ impl Proxy {
             Some(path) => Some(Arc::new(Jwks::load(path)?)),
             None => None,
         };
+        let identity = match &config.identity_dir {
+            Some(dir) => Some(Arc::new(IdentityStore::load(dir)?)),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
+        if let Some(id) = &identity {
+            metrics.set_identity_expiry(id.current().not_after);
+        }
         let policy = Arc::new(PolicyStore::new(
             policy,
             config.policy_source.clone(),
@@ -110,6 +122,7 @@ impl Proxy {
         Ok(Self {
             config,
             jwks,
+            identity,
             metrics,
             policy,
             listeners,
@@ -172,10 +185,12 @@ impl Proxy {
             metrics,
             policy: self.policy.clone(),
             audit: self.config.audit,
+            identity: self.identity.clone(),
         });
         let watcher = tokio::spawn(reload::watch(
             self.policy.clone(),
             self.jwks.clone(),
+            self.identity.clone(),
             self.config.policy_poll,
             drain.clone(),
         ));

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::WorkloadArgs;
 use crate::drain::Drain;
+use crate::identity::IdentityStore;
 use crate::jwt::Jwks;
 use crate::metrics::{Metrics, ReloadLabels};
 use crate::policy;
@@ -150,16 +151,36 @@ impl PolicyStore {
 
 /// Watches the policy source until the drain starts: directory events (debounced) and a
 /// periodic content-hash poll both lead to [`PolicyStore::reload`].
-pub async fn watch(store: Arc<PolicyStore>, jwks: Option<Arc<Jwks>>, poll: Duration, drain: Drain) {
+pub async fn watch(
+    store: Arc<PolicyStore>,
+    jwks: Option<Arc<Jwks>>,
+    identity: Option<Arc<IdentityStore>>,
+    poll: Duration,
+    drain: Drain,
+) {
     let Some(path) = store.path().map(Path::to_path_buf) else {
         return;
     };
+    let metrics = store.metrics.clone();
     let reload_keys = move || {
         if let Some(j) = &jwks {
             match j.reload() {
                 Ok(true) => tracing::info!("JWKS reloaded"),
                 Ok(false) => {}
                 Err(e) => tracing::error!("JWKS reload failed; keeping the last good keys: {e}"),
+            }
+        }
+        if let Some(id) = &identity {
+            match id.reload() {
+                Ok(true) => {
+                    let current = id.current();
+                    metrics.set_identity_expiry(current.not_after);
+                    tracing::info!(identity = %current.spiffe_id, "identity material rotated");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!("identity reload failed; keeping the current material: {e}")
+                }
             }
         }
     };
