@@ -1,7 +1,6 @@
 //! Identity material under a running proxy: expiry shows on /ready and in metrics, rotation by
 //! rewriting the files is picked up, bad material is refused at start.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,18 +9,9 @@ use portcullis_proxy::cli::WorkloadArgs;
 use portcullis_proxy::devcerts::write_dev_certs;
 use portcullis_proxy::drain::Drain;
 use portcullis_proxy::{Proxy, ProxyConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-async fn get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await;
-    out
-}
+mod support;
+use support::{eventually, get};
 
 /// Writes fresh material valid for `validity` into `dir` (the identity directory).
 fn material(root: &Path, dir: &Path, validity: Duration) {
@@ -35,16 +25,6 @@ fn material(root: &Path, dir: &Path, validity: Duration) {
     for f in ["tls.crt", "tls.key", "ca.crt"] {
         std::fs::copy(made[0].join(f), dir.join(f)).expect("copy");
     }
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("never: {what}");
 }
 
 #[tokio::test]
@@ -70,26 +50,26 @@ async fn expiry_and_rotation_are_seen_without_a_restart() {
     let d = drain.clone();
     let task = tokio::spawn(async move { proxy.run(d).await.expect("run") });
 
-    assert!(get(admin, "/ready").await.ends_with("ready\n"));
+    assert!(get(admin, "/ready", None).await.ends_with("ready\n"));
     let expiry = |m: &str| -> i64 {
         m.lines()
             .find_map(|l| l.strip_prefix("portcullis_identity_expiry_timestamp_seconds "))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    let first = expiry(&get(admin, "/metrics").await);
+    let first = expiry(&get(admin, "/metrics", None).await);
     assert!(first > 0);
 
     // Rotate to material that expires in a second: the proxy picks it up and, once it has
     // expired, says so on /ready.
     material(&root, &dir, Duration::from_secs(1));
     eventually("the short-lived material rotated in", async || {
-        expiry(&get(admin, "/metrics").await) < first
+        expiry(&get(admin, "/metrics", None).await) < first
     })
     .await;
     eventually("/ready reports the expired certificate", async || {
-        get(admin, "/ready").await.contains("503")
-            && get(admin, "/ready")
+        get(admin, "/ready", None).await.contains("503")
+            && get(admin, "/ready", None)
                 .await
                 .ends_with("identity certificate expired\n")
     })
@@ -98,7 +78,7 @@ async fn expiry_and_rotation_are_seen_without_a_restart() {
     // Rotate to valid material again: ready again, no restart.
     material(&root, &dir, Duration::from_secs(3600));
     eventually("ready again after rotation", async || {
-        get(admin, "/ready").await.ends_with("ready\n")
+        get(admin, "/ready", None).await.ends_with("ready\n")
     })
     .await;
 

@@ -1,23 +1,19 @@
 //! Bearer tokens in the request path, in-process: a real JWKS file, tokens signed with
 //! jsonwebtoken, a real upstream.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use portcullis_config::LoadedPolicy;
 use portcullis_proxy::config::AccessLogTarget;
 use portcullis_proxy::connection::Direction;
 use portcullis_proxy::drain::Drain;
 use portcullis_proxy::{Proxy, ProxyConfig};
+
+mod support;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use support::{get, http_upstream};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const POLICY: &str = r#"
@@ -33,26 +29,6 @@ spec:
         http: [{paths: ["/admin/*"], jwt: {issuer: "https://issuer.example", claims: {groups: admins}}}]
 "#;
 
-async fn upstream() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        b"upstream",
-                    ))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 fn token(claims: serde_json::Value) -> String {
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("k1".into());
@@ -64,26 +40,6 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut out = String::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        s.read_to_string(&mut out),
-    )
-    .await;
-    assert!(read.is_ok(), "no response to {path}");
-    out
 }
 
 #[tokio::test]
@@ -99,7 +55,7 @@ async fn tokens_are_validated_and_invalid_ones_get_401() {
     let docs = portcullis_config::parse_str("p.yaml", POLICY).expect("parse");
     let (policy, warnings) =
         portcullis_config::compile::compile(&docs, &Default::default()).expect("compile");
-    let mut config = ProxyConfig::for_tests(upstream().await);
+    let mut config = ProxyConfig::for_tests(http_upstream().await);
     config.jwks = Some(dir.join("jwks.json"));
     config.access_log = AccessLogTarget::File(dir.join("access.log"));
     let proxy = Proxy::bind(

@@ -8,49 +8,15 @@ use portcullis_proxy::cli::WorkloadArgs;
 use portcullis_proxy::connection::Direction;
 use portcullis_proxy::drain::Drain;
 use portcullis_proxy::{Proxy, ProxyConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+
+mod support;
+use support::{eventually, get, http_upstream};
 
 fn policy(allow: bool) -> String {
     format!(
         "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: p}}\nspec:\n  inbound:\n    default: deny\n    rules:\n      - {{name: gate, action: {}, http: [{{paths: [\"/x\"]}}]}}\n",
         if allow { "allow" } else { "deny" }
     )
-}
-
-/// An HTTP/1 upstream answering 200 "upstream" to everything.
-async fn upstream() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"upstream")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-async fn get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await;
-    assert!(
-        read.is_ok(),
-        "GET {path}: no complete response within 10 s; got {out:?}"
-    );
-    out
 }
 
 struct Dir(PathBuf);
@@ -64,7 +30,7 @@ async fn start(audit: bool, dir: &Dir) -> (SocketAddr, SocketAddr, Drain) {
     let file = dir.0.join("policy.yaml");
     let loaded =
         portcullis_proxy::policy::load(&file, &WorkloadArgs::default()).expect("initial policy");
-    let mut config = ProxyConfig::for_tests(upstream().await);
+    let mut config = ProxyConfig::for_tests(http_upstream().await);
     config.audit = audit;
     config.policy_source = Some((file, WorkloadArgs::default()));
     config.policy_poll = Duration::from_millis(50);
@@ -83,30 +49,20 @@ fn temp_dir(name: &str) -> Dir {
     Dir(d)
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("never: {what}");
-}
-
 #[tokio::test]
 async fn rewritten_policies_take_effect_and_broken_ones_keep_the_last_good() {
     let dir = temp_dir("swap");
     std::fs::write(dir.0.join("policy.yaml"), policy(false)).expect("write");
     let (addr, admin, drain) = start(false, &dir).await;
-    assert!(get(addr, "/x").await.starts_with("HTTP/1.1 403"));
-    let hash_before = get(admin, "/policy").await;
+    assert!(get(addr, "/x", None).await.starts_with("HTTP/1.1 403"));
+    let hash_before = get(admin, "/policy", None).await;
 
     std::fs::write(dir.0.join("policy.yaml"), policy(true)).expect("write");
     eventually("the allow policy is active", async || {
-        get(addr, "/x").await.ends_with("upstream")
+        get(addr, "/x", None).await.ends_with("upstream")
     })
     .await;
-    let hash_after = get(admin, "/policy").await;
+    let hash_after = get(admin, "/policy", None).await;
     assert_ne!(
         hash_before.split("\"hash\"").nth(1),
         hash_after.split("\"hash\"").nth(1)
@@ -120,16 +76,16 @@ async fn rewritten_policies_take_effect_and_broken_ones_keep_the_last_good() {
     )
     .expect("write");
     eventually("the failure is counted", async || {
-        get(admin, "/metrics")
+        get(admin, "/metrics", None)
             .await
             .contains("portcullis_policy_reloads_total{result=\"failure\"} 1")
     })
     .await;
     assert!(
-        get(addr, "/x").await.ends_with("upstream"),
+        get(addr, "/x", None).await.ends_with("upstream"),
         "the last good policy still applies"
     );
-    let metrics = get(admin, "/metrics").await;
+    let metrics = get(admin, "/metrics", None).await;
     assert!(
         metrics.contains("portcullis_policy_reloads_total{result=\"success\"} 1"),
         "{metrics}"
@@ -151,16 +107,20 @@ async fn audit_mode_logs_would_be_denials_and_lets_traffic_pass() {
     std::fs::write(dir.0.join("policy.yaml"), policy(false)).expect("write");
     let (addr, admin, drain) = start(true, &dir).await;
     assert!(
-        get(addr, "/x").await.ends_with("upstream"),
+        get(addr, "/x", None).await.ends_with("upstream"),
         "audit mode passes denied traffic"
     );
-    assert!(get(addr, "/y").await.ends_with("upstream"));
-    let metrics = get(admin, "/metrics").await;
+    assert!(get(addr, "/y", None).await.ends_with("upstream"));
+    let metrics = get(admin, "/metrics", None).await;
     assert!(
         metrics.contains(r#"portcullis_requests_total{direction="inbound",verdict="audit_deny",policy="p",rule="gate",status_class="2xx"} 1"#),
         "{metrics}"
     );
     assert!(metrics.contains(r#"portcullis_requests_total{direction="inbound",verdict="audit_deny",policy="",rule="default",status_class="2xx"} 1"#));
-    assert!(get(admin, "/policy").await.contains("\"mode\":\"audit\""));
+    assert!(
+        get(admin, "/policy", None)
+            .await
+            .contains("\"mode\":\"audit\"")
+    );
     drain.start();
 }

@@ -1,0 +1,66 @@
+//! Helpers shared by the proxy's in-process integration tests: a real HTTP upstream, a raw
+//! HTTP/1 client, and a bounded wait. (Each test crate uses a subset.)
+#![allow(dead_code)] // every test file compiles this module but uses only some of it
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An HTTP/1 upstream answering 200 `upstream` to everything.
+pub(crate) async fn http_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                        b"upstream",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `GET path` on a fresh connection (`Connection: close`), with an optional bearer token;
+/// returns the raw response. Fails the test if no complete response arrives within 10 s.
+pub(crate) async fn get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "GET {path}: no complete response within 10 s; got {out:?}"
+    );
+    out
+}
+
+/// Polls `check` every 20 ms, failing the test after 6 s.
+pub(crate) async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never: {what}");
+}
