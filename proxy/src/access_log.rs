@@ -33,6 +33,10 @@ pub struct Record {
     pub dst: Option<SocketAddr>,
     /// `tcp`, `tls`, `http1`, `http2` or `grpc`.
     pub protocol: &'static str,
+    /// The peer's verified SPIFFE ID: the calling sidecar's (inbound mutual TLS) or the
+    /// destination sidecar's (outbound to `--mesh-cidrs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// TLS server name, when the connection opened with a ClientHello.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
@@ -86,6 +90,7 @@ impl Record {
             src,
             dst,
             protocol,
+            identity: None,
             sni: None,
             method: None,
             host: None,

@@ -167,6 +167,10 @@ pub struct RunArgs {
     /// Directory with the workload's `tls.crt`, `tls.key` and `ca.crt` (re-read on rotation).
     #[arg(long, env = "PORTCULLIS_IDENTITY_DIR")]
     pub identity_dir: Option<PathBuf>,
+    /// Where peer sidecars live: outbound connections to these CIDRs are wrapped in mutual
+    /// TLS with the workload certificate (needs --identity-dir). `10.0.0.0/8,fd00::/8`.
+    #[arg(long, default_value = "", env = "PORTCULLIS_MESH_CIDRS")]
+    pub mesh_cidrs: String,
     /// JWKS file whose keys validate `Authorization: Bearer` tokens for `jwt` matches (re-read
     /// when it changes).
     #[arg(long, env = "PORTCULLIS_JWKS")]

@@ -68,6 +68,8 @@ pub struct ProxyConfig {
     pub jwks: Option<PathBuf>,
     /// Identity material directory.
     pub identity_dir: Option<PathBuf>,
+    /// Destinations whose outbound connections are mutual TLS.
+    pub mesh_cidrs: Vec<ipnet::IpNet>,
     /// Ports never sniffed for a protocol (server-first protocols).
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes when requests matter.
@@ -93,6 +95,12 @@ pub enum ConfigError {
     /// A bad port list.
     #[error("--opaque-ports: invalid port or range {0:?}")]
     Port(String),
+    /// A bad CIDR list.
+    #[error("--mesh-cidrs: invalid CIDR {0:?} (expected e.g. 10.0.0.0/8)")]
+    Cidr(String),
+    /// Mutual TLS without a certificate.
+    #[error("--mesh-cidrs needs --identity-dir (the certificate to present to peer sidecars)")]
+    MeshWithoutIdentity,
     /// Both listeners on one port.
     #[error("--inbound-port and --outbound-port must differ (both {0})")]
     SamePorts(u16),
@@ -124,11 +132,29 @@ pub fn parse_ports(list: &str) -> Result<PortSet, ConfigError> {
     Ok(PortSet::new(ranges))
 }
 
+/// Parses `10.0.0.0/8, fd00::/8` (a bare address is a single host).
+pub fn parse_cidrs(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| ConfigError::Cidr(item.to_string()))
+        })
+        .collect()
+}
+
 impl ProxyConfig {
     /// Validates the flags of `run`.
     pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
         if args.inbound_port == args.outbound_port {
             return Err(ConfigError::SamePorts(args.inbound_port));
+        }
+        let mesh_cidrs = parse_cidrs(&args.mesh_cidrs)?;
+        if !mesh_cidrs.is_empty() && args.identity_dir.is_none() {
+            return Err(ConfigError::MeshWithoutIdentity);
         }
         let access_log = match args.access_log.as_str() {
             "-" | "" => AccessLogTarget::Stdout,
@@ -152,6 +178,7 @@ impl ProxyConfig {
             policy_poll: parse_duration("policy-poll", &args.policy_poll)?,
             jwks: args.jwks.clone(),
             identity_dir: args.identity_dir.clone(),
+            mesh_cidrs,
             opaque_ports: parse_ports(&args.opaque_ports)?,
             detect_timeout: parse_duration("detect-timeout", &args.detect_timeout)?,
             original_dst_override: None,
@@ -176,6 +203,7 @@ impl ProxyConfig {
             policy_poll: Duration::from_secs(2),
             jwks: None,
             identity_dir: None,
+            mesh_cidrs: Vec::new(),
             opaque_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(1),
             original_dst_override: Some(upstream),
@@ -200,5 +228,22 @@ mod tests {
         }
         assert!(parse_duration("x", "soon").is_err());
         assert!(parse_duration("x", "-1").is_err());
+    }
+
+    #[test]
+    fn mesh_cidrs_parse_and_refuse_garbage() {
+        let nets = parse_cidrs(" 10.0.0.0/8, fd00::/8,10.77.1.1 ,10.1.2.3/16").expect("valid");
+        let shown: Vec<String> = nets.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["10.0.0.0/8", "fd00::/8", "10.77.1.1/32", "10.1.0.0/16"]
+        );
+        assert!(parse_cidrs("").expect("empty").is_empty());
+        for bad in ["10.0.0.0/33", "mesh", "10.0.0/8"] {
+            assert!(
+                matches!(parse_cidrs(bad), Err(ConfigError::Cidr(s)) if s == bad),
+                "{bad}"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! One captured connection, end to end: original destination → loop guard → connect upstream →
-//! forward → one access log record and the metrics. Errors are classified here, in one place,
+//! One captured connection, end to end: original destination → loop guard → (inbound, with an
+//! identity) mutual TLS from a peer sidecar → connection policy → detection → HTTP or opaque
+//! forwarding → one access log record and the metrics. Errors are classified here, in one place,
 //! into a verdict, a metrics reason and the log's `reason`.
 
 use std::io;
@@ -16,17 +17,20 @@ use tokio::net::TcpStream;
 use bytes::{Bytes, BytesMut};
 use portcullis_config::matchers::PortSet;
 use portcullis_config::{ConnDecision, Decision};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::access_log::{AccessLog, Record};
 use crate::cli::CaptureMode;
 use crate::detect::{Detected, detect};
 use crate::drain::Drain;
 use crate::http;
+use crate::identity::IdentityStore;
 use crate::metrics::{ConnLabels, DirLabels, ErrorLabels, Metrics, Verdict};
+use crate::mtls::MtlsError;
 use crate::original_dst::original_dst;
 use crate::prefixed::Prefixed;
 use crate::reload::PolicyStore;
+use crate::stream::Stream;
 use crate::tcp;
 use crate::upstream::Connector;
 
@@ -99,6 +103,20 @@ pub enum ConnError {
     /// Writing to the upstream failed.
     #[error("upstream write: {0}")]
     UpstreamWrite(io::Error),
+    /// Mutual TLS towards a peer sidecar failed.
+    #[error("mTLS to {dst}: {source}")]
+    MeshConnect {
+        /// Destination.
+        dst: SocketAddr,
+        /// Why.
+        source: MtlsError,
+    },
+    /// A peer sidecar's mutual TLS was refused (untrusted or missing certificate, timeout).
+    #[error("{0}")]
+    PeerHandshake(MtlsError),
+    /// A peer sidecar spoke mutual TLS to a proxy that has no identity to answer with.
+    #[error("mTLS from a peer sidecar, but this proxy has no --identity-dir")]
+    MeshUnconfigured,
 }
 
 impl ConnError {
@@ -117,13 +135,20 @@ impl ConnError {
             ConnError::Connect { .. } => "connect_error",
             ConnError::ConnectTimeout(_) => "connect_timeout",
             ConnError::UpstreamWrite(_) => "upstream_write",
+            ConnError::MeshConnect { .. } => "mtls_connect",
+            ConnError::PeerHandshake(_) => "mtls_handshake",
+            ConnError::MeshUnconfigured => "mtls_unconfigured",
         }
     }
 
     /// Refusals are denials; failures to reach an admitted destination are not.
     pub fn verdict(&self) -> Verdict {
         match self {
-            ConnError::OriginalDst(_) | ConnError::Loop(_) | ConnError::Denied(_) => Verdict::Deny,
+            ConnError::OriginalDst(_)
+            | ConnError::Loop(_)
+            | ConnError::Denied(_)
+            | ConnError::PeerHandshake(_)
+            | ConnError::MeshUnconfigured => Verdict::Deny,
             _ => Verdict::Allow,
         }
     }
@@ -156,6 +181,8 @@ pub struct Context {
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes when requests matter.
     pub detect_timeout: Duration,
+    /// The workload identity: inbound mutual TLS from peer sidecars is terminated with it.
+    pub identity: Option<Arc<IdentityStore>>,
 }
 
 /// Whether `ip` is one of this host's (pod's) own addresses.
@@ -189,7 +216,6 @@ impl Context {
     }
 }
 
-/// Serves one accepted connection to completion.
 /// How an admitted connection is carried.
 enum Carry {
     /// Bytes both ways; `prefix` was already read from the client (detection).
@@ -203,7 +229,7 @@ const MAX_SNIFF: usize = 16 * 1024 + 2048;
 
 /// Reads until the protocol is known, the client stops, or `timeout` passes (server-first
 /// protocols send nothing: they are opaque).
-async fn sniff(client: &mut TcpStream, timeout: Duration) -> (Bytes, Detected) {
+async fn sniff<S: AsyncRead + Unpin>(client: &mut S, timeout: Duration) -> (Bytes, Detected) {
     let mut buf = BytesMut::with_capacity(4096);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -226,6 +252,7 @@ impl Context {
         direction: Direction,
         src: SocketAddr,
         dst: SocketAddr,
+        identity: Option<&'a str>,
         sni: Option<&'a str>,
     ) -> portcullis_config::Connection<'a> {
         portcullis_config::Connection {
@@ -235,8 +262,87 @@ impl Context {
                 Direction::Outbound => dst.ip(),
             },
             port: dst.port(),
-            identity: None,
+            identity,
             sni,
+        }
+    }
+
+    /// Reads the client's first bytes and counts what they are.
+    async fn sniff<S: AsyncRead + Unpin>(
+        &self,
+        direction: Direction,
+        client: &mut S,
+    ) -> (Bytes, Detected) {
+        let (prefix, detected) = sniff(client, self.detect_timeout).await;
+        let protocol = match &detected {
+            Detected::Http1 => "http1",
+            Detected::Http2 => "http2",
+            Detected::Tls { alpn, .. } if crate::mtls::is_mesh(alpn) => "mtls",
+            Detected::Tls { .. } => "tls",
+            Detected::Opaque | Detected::NeedMore => "opaque",
+        };
+        self.metrics
+            .detections
+            .get_or_create(&crate::metrics::DetectLabels {
+                direction,
+                protocol,
+            })
+            .inc();
+        (prefix, detected)
+    }
+
+    /// Inbound, when this proxy has an identity: a connection from a peer sidecar (its
+    /// ClientHello offers the mesh ALPN) is terminated here and its verified SPIFFE ID becomes
+    /// the peer identity. Anything else stays plain and unauthenticated; what was read to tell
+    /// the two apart is handed on so that it is not read twice.
+    async fn authenticate(
+        &self,
+        direction: Direction,
+        mut client: TcpStream,
+        record: &mut Record,
+    ) -> Result<Authenticated, ConnError> {
+        let plain = |client, sniffed| Authenticated {
+            stream: Stream::Plain(client),
+            identity: None,
+            sniffed,
+        };
+        let Some(store) = self
+            .identity
+            .as_ref()
+            .filter(|_| direction == Direction::Inbound)
+        else {
+            return Ok(plain(client, None));
+        };
+        let (prefix, detected) = self.sniff(direction, &mut client).await;
+        let Detected::Tls { alpn, .. } = &detected else {
+            return Ok(plain(client, Some((prefix, detected))));
+        };
+        if !crate::mtls::is_mesh(alpn) {
+            return Ok(plain(client, Some((prefix, detected))));
+        }
+        let tls = store.current().tls.clone();
+        let accepted = crate::mtls::accept(&tls, Prefixed::new(prefix, client)).await;
+        let (namespace, result) = match &accepted {
+            Ok((_, id)) => (
+                portcullis_config::matchers::spiffe_namespace(id).unwrap_or(""),
+                "success",
+            ),
+            Err(_) => ("", "failure"),
+        };
+        self.metrics.count_handshake(direction, result, namespace);
+        match accepted {
+            Ok((stream, id)) => {
+                record.identity = Some(id.clone());
+                Ok(Authenticated {
+                    stream: Stream::Mesh(Box::new(stream)),
+                    identity: Some(id),
+                    sniffed: None,
+                })
+            }
+            Err(e) => {
+                tracing::info!(src = %record.src, error = %e, "peer mTLS handshake refused");
+                Err(ConnError::PeerHandshake(e))
+            }
         }
     }
 
@@ -248,7 +354,7 @@ impl Context {
         direction: Direction,
         src: SocketAddr,
         dst: SocketAddr,
-        client: &mut TcpStream,
+        auth: &mut Authenticated,
         record: &mut Record,
     ) -> Result<Carry, ConnError> {
         let active = self.policy.current();
@@ -266,33 +372,26 @@ impl Context {
             }
             Ok(())
         };
-        let conn = self.policy_connection(direction, src, dst, None);
-        if let ConnDecision::Final(d) = policy.decide_connection(&conn, None) {
+        let identity = auth.identity.as_deref();
+        let sniffed = auth.sniffed.take();
+        let conn = self.policy_connection(direction, src, dst, identity, None);
+        let settled = match policy.decide_connection(&conn, None) {
+            ConnDecision::Final(d) => Some(d),
+            ConnDecision::NeedHttp if self.opaque_ports.contains(dst.port()) => {
+                Some(policy.decide_opaque(&conn, None))
+            }
+            ConnDecision::NeedHttp => None,
+        };
+        if let Some(d) = settled {
             apply(d, record)?;
             return Ok(Carry::Opaque {
-                prefix: Bytes::new(),
+                prefix: sniffed.map(|(p, _)| p).unwrap_or_default(),
             });
         }
-        if self.opaque_ports.contains(dst.port()) {
-            apply(policy.decide_opaque(&conn, None), record)?;
-            return Ok(Carry::Opaque {
-                prefix: Bytes::new(),
-            });
-        }
-        let (prefix, detected) = sniff(client, self.detect_timeout).await;
-        let protocol = match &detected {
-            Detected::Http1 => "http1",
-            Detected::Http2 => "http2",
-            Detected::Tls { .. } => "tls",
-            Detected::Opaque | Detected::NeedMore => "opaque",
+        let (prefix, detected) = match sniffed {
+            Some(s) => s,
+            None => self.sniff(direction, &mut auth.stream).await,
         };
-        self.metrics
-            .detections
-            .get_or_create(&crate::metrics::DetectLabels {
-                direction,
-                protocol,
-            })
-            .inc();
         match detected {
             Detected::Http1 => Ok(Carry::Http {
                 prefix,
@@ -302,10 +401,15 @@ impl Context {
                 prefix,
                 http2: true,
             }),
+            Detected::Tls { alpn, .. }
+                if direction == Direction::Inbound && crate::mtls::is_mesh(&alpn) =>
+            {
+                Err(ConnError::MeshUnconfigured)
+            }
             Detected::Tls { sni, .. } => {
                 record.protocol = "tls";
                 record.sni = sni.clone();
-                let conn = self.policy_connection(direction, src, dst, sni.as_deref());
+                let conn = self.policy_connection(direction, src, dst, identity, sni.as_deref());
                 let d = match policy.decide_connection(&conn, None) {
                     ConnDecision::Final(d) => d,
                     ConnDecision::NeedHttp => policy.decide_opaque(&conn, None),
@@ -321,11 +425,20 @@ impl Context {
     }
 }
 
+/// A client connection after the (optional) mutual TLS stage.
+struct Authenticated {
+    stream: Stream,
+    /// The peer sidecar's verified SPIFFE ID.
+    identity: Option<String>,
+    /// Bytes already read from a plain client, and what they looked like.
+    sniffed: Option<(Bytes, Detected)>,
+}
+
 /// Serves one accepted connection to completion.
 pub async fn serve(
     ctx: Arc<Context>,
     direction: Direction,
-    mut client: TcpStream,
+    client: TcpStream,
     src: SocketAddr,
     drain: Drain,
 ) {
@@ -340,32 +453,36 @@ pub async fn serve(
     let outcome = async {
         let dst = ctx.destination(&client)?;
         record.dst = Some(dst);
+        let mut auth = ctx.authenticate(direction, client, &mut record).await?;
         match ctx
-            .classify(direction, src, dst, &mut client, &mut record)
+            .classify(direction, src, dst, &mut auth, &mut record)
             .await?
         {
             Carry::Http { prefix, http2 } => {
                 http::serve(
                     ctx.clone(),
-                    direction,
-                    src,
-                    dst,
-                    Prefixed::new(prefix, client),
-                    http2,
+                    http::Downstream {
+                        direction,
+                        src,
+                        dst,
+                        identity: auth.identity,
+                        http2,
+                    },
+                    Prefixed::new(prefix, auth.stream),
                     drain,
                 )
                 .await;
                 Ok(None)
             }
             Carry::Opaque { prefix } => {
-                let mut upstream = ctx.connector.connect(direction, src, dst).await?;
+                let mut upstream = ctx.connector.connect(direction, src, dst).await?.stream;
                 if !prefix.is_empty() {
                     upstream
                         .write_all(&prefix)
                         .await
                         .map_err(ConnError::UpstreamWrite)?;
                 }
-                let mut t = tcp::forward(client, upstream).await;
+                let mut t = tcp::forward(auth.stream, upstream).await;
                 t.bytes_in += prefix.len() as u64;
                 Ok::<_, ConnError>(Some(t))
             }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 use crate::identity::{CA_FILE, CERT_FILE, KEY_FILE};
@@ -82,6 +83,15 @@ pub fn write_dev_certs(
             .push(DnType::CommonName, format!("{sa}.{ns}"));
         let id = format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}");
         params.subject_alt_names = vec![SanType::URI(id.try_into()?)];
+        // An X509-SVID: usable by either side of mutual TLS.
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.not_before = now - Duration::from_secs(60);
         params.not_after = now + validity;
         let cert = params.signed_by(&key, &issuer)?;

@@ -23,7 +23,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portcullis_config::normalize::{normalize_host, normalize_target};
 use portcullis_config::{Decision, Verdict as PolicyVerdict};
-use tokio::net::TcpStream;
 
 use self::headers::{PolicyHeaders, strip_hop_by_hop};
 use self::respond::{Local, is_grpc, local};
@@ -33,6 +32,7 @@ use crate::connection::{Context, Direction};
 use crate::drain::Drain;
 use crate::metrics::{RequestLabels, Verdict};
 use crate::prefixed::Prefixed;
+use crate::stream::Stream;
 
 /// The body type of every response the proxy returns.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -44,6 +44,21 @@ pub const MAX_HEADERS: usize = 100;
 /// Most concurrent HTTP/2 streams per client connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 
+/// Who is on the other end of a downstream HTTP connection, and where it was going.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    /// Which listener took it.
+    pub direction: Direction,
+    /// The client.
+    pub src: SocketAddr,
+    /// The original destination.
+    pub dst: SocketAddr,
+    /// The peer sidecar's verified SPIFFE ID (inbound mutual TLS).
+    pub identity: Option<String>,
+    /// HTTP/2 with prior knowledge, else HTTP/1.
+    pub http2: bool,
+}
+
 /// One downstream HTTP connection.
 #[derive(Debug)]
 struct HttpConn {
@@ -51,6 +66,7 @@ struct HttpConn {
     direction: Direction,
     src: SocketAddr,
     dst: SocketAddr,
+    identity: Option<String>,
     http2: bool,
     upstream: Upstream,
     /// Set when the drain starts: HTTP/1 responses then say `Connection: close`, so clients stop
@@ -124,6 +140,7 @@ impl HttpConn {
             Some(self.dst),
             self.protocol(grpc),
         );
+        rec.identity.clone_from(&self.identity);
         rec.method = Some(req.method().to_string());
         rec.request_id = req
             .headers()
@@ -161,9 +178,13 @@ impl HttpConn {
             });
         rec.path = Some(target.path.clone());
         rec.host = host.clone();
-        let conn = self
-            .ctx
-            .policy_connection(self.direction, self.src, self.dst, None);
+        let conn = self.ctx.policy_connection(
+            self.direction,
+            self.src,
+            self.dst,
+            self.identity.as_deref(),
+            None,
+        );
         // A bearer token counts only once validated; the token itself is never logged.
         let (claims, token_error) = match (crate::jwt::bearer(req.headers()), &self.ctx.jwks) {
             (Some(token), Some(keys)) => match keys.validate(token) {
@@ -309,16 +330,14 @@ fn status_class(s: StatusCode) -> &'static str {
 
 /// Serves one downstream HTTP connection until it closes or the drain asks it to (HTTP/2
 /// GOAWAY; HTTP/1 closes after the response in flight).
-#[allow(clippy::too_many_arguments)] // the connection's identity, spelled out once here
-pub async fn serve(
-    ctx: Arc<Context>,
-    direction: Direction,
-    src: SocketAddr,
-    dst: SocketAddr,
-    io: Prefixed<TcpStream>,
-    http2: bool,
-    drain: Drain,
-) {
+pub async fn serve(ctx: Arc<Context>, down: Downstream, io: Prefixed<Stream>, drain: Drain) {
+    let Downstream {
+        direction,
+        src,
+        dst,
+        identity,
+        http2,
+    } = down;
     let upstream = Upstream::new(
         ctx.pools.clone(),
         ctx.connector.clone(),
@@ -331,6 +350,7 @@ pub async fn serve(
         direction,
         src,
         dst,
+        identity,
         http2,
         upstream,
         drain: drain.clone(),

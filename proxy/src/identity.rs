@@ -45,6 +45,14 @@ pub enum IdentityError {
     /// The leaf has no `spiffe://` URI SAN.
     #[error("{0}: the certificate has no spiffe:// URI SAN")]
     NoSpiffeId(PathBuf),
+    /// The files parse but do not make a TLS identity (key does not match, unusable root).
+    #[error("{dir}: not a usable TLS identity: {message}")]
+    Tls {
+        /// The identity directory.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
 /// A workload's certificate, key and trust bundle.
@@ -60,6 +68,8 @@ pub struct IdentityMaterial {
     pub spiffe_id: String,
     /// When the leaf expires.
     pub not_after: SystemTime,
+    /// The mutual TLS configurations made from this material.
+    pub tls: crate::mtls::MeshTls,
 }
 
 fn read(path: PathBuf) -> Result<(PathBuf, Vec<u8>), IdentityError> {
@@ -124,12 +134,18 @@ impl IdentityMaterial {
             what: "private key",
         })?;
         let (spiffe_id, not_after) = inspect(&cert_path, &chain[0])?;
+        let tls =
+            crate::mtls::MeshTls::new(&chain, &key, &roots).map_err(|e| IdentityError::Tls {
+                dir: dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
         Ok(Self {
             chain,
             key,
             roots,
             spiffe_id,
             not_after,
+            tls,
         })
     }
 

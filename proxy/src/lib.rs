@@ -2,8 +2,10 @@
 //!
 //! A captured connection goes through a short chain of stages, each in its own module:
 //! [`listener`] (accept) → [`original_dst`] (where it was going) → loop guard and connection
-//! policy ([`connection`]) → [`detect`] (only when requests matter) → [`http`] (judge each
-//! request) or [`tcp`] (move bytes), connecting through [`upstream`] (the right source).
+//! policy ([`connection`]) → [`mtls`] (terminate a peer sidecar's TLS: the peer identity) →
+//! [`detect`] (only when requests matter) → [`http`] (judge each request) or [`tcp`] (move
+//! bytes), connecting through [`upstream`] (the right source; TLS towards `--mesh-cidrs`), all
+//! over one [`stream::Stream`] type. [`identity`] and [`jwt`] hold the credentials.
 //! Around it: [`admin`] (health, metrics, policy), [`metrics`], [`access_log`], [`drain`],
 //! [`reload`] (the active policy, swapped atomically on change).
 //! [`cli`] and [`config`] turn flags into a validated [`config::ProxyConfig`] once; [`policy`]
@@ -24,11 +26,13 @@ pub mod identity;
 pub mod jwt;
 pub mod listener;
 pub mod metrics;
+pub mod mtls;
 pub mod original_dst;
 pub mod policy;
 pub mod prefixed;
 pub mod proxy;
 pub mod reload;
+pub mod stream;
 pub mod tcp;
 pub mod upstream;
 

@@ -107,6 +107,20 @@ pub struct DetectLabels {
     pub protocol: &'static str,
 }
 
+/// `direction`, `result`, `peer_namespace` of a mutual TLS handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// Inbound (termination) or outbound (origination).
+    pub direction: Direction,
+    /// `success` or `failure`.
+    pub result: &'static str,
+    /// The peer's SPIFFE namespace (empty on failure; `other` past [`MAX_NAMESPACES`]).
+    pub peer_namespace: String,
+}
+
+/// Distinct peer namespaces given their own label value; later ones are counted as `other`.
+pub const MAX_NAMESPACES: usize = 256;
+
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -139,6 +153,9 @@ pub struct Metrics {
     pub detections: Family<DetectLabels, Counter>,
     /// `portcullis_identity_expiry_timestamp_seconds` (0 without identity material).
     pub identity_expiry: Gauge,
+    /// `portcullis_mtls_handshakes_total`.
+    pub handshakes: Family<HandshakeLabels, Counter>,
+    namespaces: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 fn duration_buckets() -> Histogram {
@@ -238,8 +255,16 @@ impl Metrics {
             "When the workload certificate expires (Unix time)",
             identity_expiry.clone(),
         );
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "mtls_handshakes",
+            "Mutual TLS handshakes between sidecars, by result and peer namespace",
+            handshakes.clone(),
+        );
         Self {
             registry,
+            handshakes,
+            namespaces: std::sync::Mutex::default(),
             connections,
             open,
             errors,
@@ -265,6 +290,29 @@ impl Metrics {
                 hash: hash.to_string(),
             })
             .set(1);
+    }
+
+    /// Counts one mutual TLS handshake; peer namespaces beyond [`MAX_NAMESPACES`] share the
+    /// label value `other`, so a flood of identities cannot grow the exposition.
+    pub fn count_handshake(&self, direction: Direction, result: &'static str, namespace: &str) {
+        let peer_namespace = {
+            let mut seen = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.contains(namespace) {
+                namespace.to_string()
+            } else if seen.len() < MAX_NAMESPACES {
+                seen.insert(namespace.to_string());
+                namespace.to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        self.handshakes
+            .get_or_create(&HandshakeLabels {
+                direction,
+                result,
+                peer_namespace,
+            })
+            .inc();
     }
 
     /// Records when the workload certificate expires.

@@ -22,7 +22,7 @@ use crate::connection::{Context, Direction};
 use crate::drain::Drain;
 use crate::listener::{self, Listener};
 use crate::metrics::Metrics;
-use crate::upstream::Connector;
+use crate::upstream::{Connector, Mesh};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +169,14 @@ impl Proxy {
                 capture: self.config.capture,
                 delivery_source: self.config.delivery_source,
                 timeout: self.config.connect_timeout,
+                mesh: match &self.identity {
+                    Some(identity) if !self.config.mesh_cidrs.is_empty() => Some(Mesh {
+                        cidrs: self.config.mesh_cidrs.clone(),
+                        identity: identity.clone(),
+                        metrics: metrics.clone(),
+                    }),
+                    _ => None,
+                },
             },
             metrics: metrics.clone(),
             access_log,
@@ -178,6 +186,7 @@ impl Proxy {
             pools: Arc::default(),
             opaque_ports: self.config.opaque_ports.clone(),
             detect_timeout: self.config.detect_timeout,
+            identity: self.identity.clone(),
         });
         let state = Arc::new(AdminState {
             ready: false.into(),

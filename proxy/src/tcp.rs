@@ -4,8 +4,8 @@
 
 use std::io;
 
+use crate::stream::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const BUF_SIZE: usize = 16 * 1024;
 
@@ -38,9 +38,9 @@ where
 }
 
 /// Copies between `client` and `upstream` until both directions have ended.
-pub async fn forward(client: TcpStream, upstream: TcpStream) -> Transfer {
-    let (cr, cw) = client.into_split();
-    let (ur, uw) = upstream.into_split();
+pub async fn forward(client: Stream, upstream: Stream) -> Transfer {
+    let (cr, cw) = client.into_halves();
+    let (ur, uw) = upstream.into_halves();
     let (mut bytes_in, mut bytes_out) = (0, 0);
     let result = tokio::try_join!(pipe(cr, uw, &mut bytes_in), pipe(ur, cw, &mut bytes_out));
     Transfer {

@@ -7,17 +7,43 @@
 //! - Inbound, TPROXY mode: IP_TRANSPARENT + the TPROXY mark, bound to the client's own IP (never
 //!   its port, which could clash with the client's 4-tuple), so the application sees the real
 //!   client. Connections from the pod itself fall back to the redirect-mode source.
+//! - Outbound to a destination in `--mesh-cidrs`: wrapped in mutual TLS ([`crate::mtls`]) with
+//!   the workload's current certificate, so the destination's sidecar learns who is calling.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use socket2::SockRef;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 
 use crate::cli::CaptureMode;
 use crate::config::TPROXY_MARK;
 use crate::connection::{ConnError, Direction};
+use crate::identity::IdentityStore;
+use crate::stream::Stream;
+
+/// Destinations that run a Portcullis sidecar, and the identity to show them.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    /// Where peer sidecars live.
+    pub cidrs: Vec<IpNet>,
+    /// This workload's certificate (rotated in place).
+    pub identity: Arc<IdentityStore>,
+    /// Where handshakes are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Mesh {
+    /// Whether connections to `ip` are wrapped in mutual TLS.
+    pub fn covers(&self, ip: IpAddr) -> bool {
+        let ip = portcullis_config::matchers::canonical(ip);
+        self.cidrs.iter().any(|n| n.contains(&ip))
+    }
+}
 
 /// How to connect to original destinations.
 #[derive(Debug, Clone)]
@@ -28,16 +54,32 @@ pub struct Connector {
     pub delivery_source: Option<(std::net::Ipv4Addr, std::net::Ipv6Addr)>,
     /// Connect timeout.
     pub timeout: Duration,
+    /// Mutual TLS towards peer sidecars, when `--mesh-cidrs` is set.
+    pub mesh: Option<Mesh>,
+}
+
+/// An open upstream connection.
+#[derive(Debug)]
+pub struct Connected {
+    /// The stream.
+    pub stream: Stream,
+    /// The destination sidecar's verified identity, when the connection is mutual TLS.
+    pub peer_identity: Option<String>,
 }
 
 impl Connector {
+    /// Whether a connection in `direction` to `dst` is originated as mutual TLS.
+    pub fn is_mesh(&self, direction: Direction, dst: SocketAddr) -> bool {
+        direction == Direction::Outbound && self.mesh.as_ref().is_some_and(|m| m.covers(dst.ip()))
+    }
+
     /// Connects to `dst` on behalf of `client`.
     pub async fn connect(
         &self,
         direction: Direction,
         client: SocketAddr,
         dst: SocketAddr,
-    ) -> Result<TcpStream, ConnError> {
+    ) -> Result<Connected, ConnError> {
         let socket = self
             .socket(direction, client, dst)
             .map_err(|source| ConnError::UpstreamSocket { dst, source })?;
@@ -46,7 +88,27 @@ impl Connector {
             .map_err(|_| ConnError::ConnectTimeout(dst))?
             .map_err(|source| ConnError::Connect { dst, source })?;
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        match &self.mesh {
+            Some(mesh) if self.is_mesh(direction, dst) => {
+                let tls = mesh.identity.current().tls.clone();
+                let result = crate::mtls::connect(&tls, stream, dst.ip()).await;
+                let namespace = match &result {
+                    Ok((_, id)) => portcullis_config::matchers::spiffe_namespace(id).unwrap_or(""),
+                    Err(_) => "",
+                };
+                let outcome = if result.is_ok() { "success" } else { "failure" };
+                mesh.metrics.count_handshake(direction, outcome, namespace);
+                let (s, id) = result.map_err(|source| ConnError::MeshConnect { dst, source })?;
+                Ok(Connected {
+                    stream: Stream::Mesh(Box::new(s)),
+                    peer_identity: Some(id),
+                })
+            }
+            _ => Ok(Connected {
+                stream: Stream::Plain(stream),
+                peer_identity: None,
+            }),
+        }
     }
 
     fn socket(

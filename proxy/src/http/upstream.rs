@@ -165,7 +165,8 @@ impl Upstream {
         let tcp = self
             .connector
             .connect(self.direction, self.client, self.dst)
-            .await?;
+            .await?
+            .stream;
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -229,7 +230,8 @@ impl Upstream {
                 let tcp = self
                     .connector
                     .connect(self.direction, self.client, self.dst)
-                    .await?;
+                    .await?
+                    .stream;
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .handshake(TokioIo::new(tcp))
                     .await?;
