@@ -475,7 +475,11 @@ pub async fn serve(
                 Ok(None)
             }
             Carry::Opaque { prefix } => {
-                let mut upstream = ctx.connector.connect(direction, src, dst).await?.stream;
+                let connected = ctx.connector.connect(direction, src, dst).await?;
+                if connected.peer_identity.is_some() {
+                    record.identity = connected.peer_identity;
+                }
+                let mut upstream = connected.stream;
                 if !prefix.is_empty() {
                     upstream
                         .write_all(&prefix)

@@ -36,7 +36,8 @@ fn write(path: PathBuf, text: &str) -> Result<(), DevCertError> {
 
 /// Writes `out/ca.crt`, `out/ca.key` and, per workload `ns/sa`, `out/<ns>-<sa>/{tls.crt,
 /// tls.key, ca.crt}` with the URI SAN `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`. Returns the
-/// workload directories.
+/// workload directories. A CA already in `out` is reused (so running it again re-issues
+/// certificates that the existing trust bundle accepts: a rotation).
 pub fn write_dev_certs(
     out: &Path,
     trust_domain: &str,
@@ -54,21 +55,35 @@ pub fn write_dev_certs(
         + (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default());
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(
-        DnType::CommonName,
-        format!("portcullis dev CA ({trust_domain})"),
-    );
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now - Duration::from_secs(60);
-    ca_params.not_after = now + validity;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let ca_pem = ca_cert.pem();
-    write(out.join(CA_FILE), &ca_pem)?;
-    write(out.join("ca.key"), &ca_key.serialize_pem())?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let (ca_pem, issuer) = match (
+        std::fs::read_to_string(out.join(CA_FILE)),
+        std::fs::read_to_string(out.join("ca.key")),
+    ) {
+        // An existing CA is reused: workloads are added or re-issued (rotated) under the same
+        // trust bundle.
+        (Ok(ca_pem), Ok(key_pem)) => {
+            let key = KeyPair::from_pem(&key_pem)?;
+            let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)?;
+            (ca_pem, issuer)
+        }
+        _ => {
+            let ca_key = KeyPair::generate()?;
+            let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+            ca_params.distinguished_name.push(
+                DnType::CommonName,
+                format!("portcullis dev CA ({trust_domain})"),
+            );
+            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            ca_params.not_before = now - Duration::from_secs(60);
+            ca_params.not_after = now + validity;
+            let ca_cert = ca_params.self_signed(&ca_key)?;
+            let ca_pem = ca_cert.pem();
+            write(out.join(CA_FILE), &ca_pem)?;
+            write(out.join("ca.key"), &ca_key.serialize_pem())?;
+            (ca_pem, Issuer::new(ca_params, ca_key))
+        }
+    };
 
     let mut dirs = Vec::new();
     for w in workloads {
@@ -146,6 +161,31 @@ mod tests {
             write_dev_certs(&out, "td", &["nope".into()], Duration::from_secs(60)),
             Err(DevCertError::Workload(_))
         ));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn a_second_run_reuses_the_ca_and_reissues() {
+        let out = std::env::temp_dir().join(format!("portcullis-reissue-{}", std::process::id()));
+        let day = Duration::from_secs(86_400);
+        let first = write_dev_certs(&out, "td", &["a/x".into()], day).expect("first");
+        let ca = std::fs::read(out.join(CA_FILE)).expect("ca");
+        let cert = std::fs::read(first[0].join(CERT_FILE)).expect("cert");
+        let second = write_dev_certs(&out, "td", &["a/x".into()], day).expect("second");
+        assert_eq!(std::fs::read(out.join(CA_FILE)).expect("ca"), ca);
+        assert_ne!(
+            std::fs::read(second[0].join(CERT_FILE)).expect("cert"),
+            cert
+        );
+        assert!(IdentityMaterial::load(&second[0]).is_ok());
+        // A key that does not match the certificate is refused with the directory named.
+        std::fs::write(
+            second[0].join(KEY_FILE),
+            KeyPair::generate().expect("key").serialize_pem(),
+        )
+        .expect("write");
+        let e = IdentityMaterial::load(&second[0]).expect_err("mismatched key");
+        assert!(matches!(e, IdentityError::Tls { .. }), "{e}");
         let _ = std::fs::remove_dir_all(&out);
     }
 }

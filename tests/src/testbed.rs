@@ -144,6 +144,7 @@ pub enum Host {
 #[derive(Debug)]
 pub struct Testbed {
     proxy: Option<Process>,
+    client_proxy: Option<Process>,
     extra: Vec<Process>,
     // Held so that the applications are stopped (by PID) when the testbed is dropped.
     _apps: Vec<Process>,
@@ -255,6 +256,7 @@ impl Testbed {
         )?;
         let mut tb = Self {
             proxy: None,
+            client_proxy: None,
             extra: Vec::new(),
             _apps: vec![pod_app, upstream_app],
             client,
@@ -375,55 +377,123 @@ impl Testbed {
 
     /// Starts the proxy as UID/GID 1337 in the pod and waits (bounded) for `/ready`.
     pub fn start_proxy(&mut self) -> Result<()> {
+        let mut args = vec![
+            "--capture".to_string(),
+            self.capture.flag().to_string(),
+            "--drain-timeout".to_string(),
+            self.drain_timeout.clone(),
+            "--policy".to_string(),
+            self.policy_path().to_str().context("path")?.to_string(),
+        ];
+        args.extend(self.proxy_args.iter().cloned());
+        let p = self.launch_proxy(Host::Pod, "proxy", &args)?;
+        self.proxy = Some(p);
+        Ok(())
+    }
+
+    /// Makes the client a second pod with its own sidecar: runs `portcullis-init` in the client
+    /// namespace and a proxy (UID/GID 1337, redirect mode) with `policy` and `args`; its access
+    /// log is [`Testbed::client_access_log`]. Replaces a client sidecar already running.
+    pub fn start_client_sidecar(&mut self, policy: &str, args: &[&str]) -> Result<()> {
+        if let Some(mut old) = self.client_proxy.take() {
+            old.signal(nix::sys::signal::Signal::SIGKILL)?;
+            old.wait_timeout(Duration::from_secs(5))?;
+        } else {
+            let bin = tools::binary("portcullis-init")?;
+            self.client.exec(bin.to_str().context("path")?, &[])?;
+        }
+        let policy_path = self.dir.0.join("client-policy.yaml");
+        std::fs::write(&policy_path, policy)?;
+        let mut all = vec![
+            "--policy".to_string(),
+            policy_path.to_str().context("path")?.to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let p = self.launch_proxy(Host::Client, "client-proxy", &all)?;
+        self.client_proxy = Some(p);
+        Ok(())
+    }
+
+    /// The client sidecar's access log, parsed.
+    pub fn client_access_log(&self) -> Result<Vec<Value>> {
+        let text = std::fs::read_to_string(self.dir.0.join("client-proxy.log")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("bad log line {l:?}")))
+            .collect()
+    }
+
+    /// Starts `portcullis-proxy run args…` as UID/GID 1337 in `host` (access log
+    /// `<name>.log`, diagnostics `<name>.stderr`) and waits (bounded) for `/ready`.
+    fn launch_proxy(&self, host: Host, name: &str, args: &[String]) -> Result<Process> {
         let bin = self.proxy_binary()?;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.access_log_path())?;
+        let log_path = if host == Host::Pod {
+            self.access_log_path()
+        } else {
+            self.dir.0.join(format!("{name}.log"))
+        };
+        let log = File::options().create(true).append(true).open(log_path)?;
+        let stderr_path = self.dir.0.join(format!("{name}.stderr"));
         let stderr = File::options()
             .create(true)
             .append(true)
-            .open(self.dir.0.join("proxy.stderr"))?;
-        let mut cmd = self.pod.command("setpriv");
+            .open(&stderr_path)?;
+        let ns = self.ns(host);
+        let mut cmd = ns.command("setpriv");
         cmd.args([
             &format!("--reuid={PROXY_ID}"),
             &format!("--regid={PROXY_ID}"),
             "--clear-groups",
         ]);
-        if self.capture == Capture::Tproxy {
+        if host == Host::Pod && self.capture == Capture::Tproxy {
             // IP_TRANSPARENT listeners and source-preserving upstream sockets need CAP_NET_ADMIN.
             cmd.args(["--inh-caps=+net_admin", "--ambient-caps=+net_admin"]);
         }
         cmd.arg(bin)
-            .args([
-                "run",
-                "--capture",
-                self.capture.flag(),
-                "--drain-timeout",
-                &self.drain_timeout,
-            ])
+            .arg("run")
             .args(["--access-log", "-"])
-            .arg("--policy")
-            .arg(self.policy_path())
-            .args(&self.proxy_args)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);
-        self.proxy = Some(Process::spawn("proxy", &mut cmd)?);
+        let mut p = Process::spawn(name, &mut cmd)?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let ready = self.curl(&self.pod, "http://127.0.0.1:15020/ready");
+            let ready = self.curl(ns, "http://127.0.0.1:15020/ready");
             if ready.exit == 0 && ready.body == "ready\n" {
-                return Ok(());
+                return Ok(p);
             }
-            if self.proxy.as_mut().is_some_and(Process::has_exited) || Instant::now() > deadline {
+            if p.has_exited() || Instant::now() > deadline {
                 bail!(
-                    "proxy did not become ready; stderr:\n{}",
-                    self.proxy_stderr()
+                    "{name} did not become ready; stderr:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Extra flags for the pod proxy's next start (for material made after the testbed is up).
+    pub fn set_proxy_args(&mut self, args: &[&str]) {
+        self.proxy_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Workload certificates from the real `portcullis-proxy dev-certs` in `<dir>/<name>/`
+    /// (a CA already there is reused, so running it again re-issues: a rotation). Returns the
+    /// directory; each workload `ns/sa` is in `<ns>-<sa>/`.
+    pub fn dev_certs(&self, name: &str, validity: &str, workloads: &[&str]) -> Result<PathBuf> {
+        let out = self.dir.0.join(name);
+        let bin = tools::binary("portcullis-proxy")?;
+        let o = Command::new(bin)
+            .arg("dev-certs")
+            .arg("--out")
+            .arg(&out)
+            .args(["--validity", validity])
+            .args(workloads)
+            .output()?;
+        if !o.status.success() {
+            bail!("dev-certs failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(out)
     }
 
     /// The running proxy.
