@@ -2,8 +2,12 @@
 //! client namespace, directly (an excluded port) and through the proxy (a captured port), in
 //! interleaved rounds (A B A B …) so that machine noise hits both alike. Prints medians and ratios.
 //!
+//! With `--mtls`, the client namespace becomes a second pod with its own sidecar and the
+//! comparison is between two sidecar-to-sidecar paths to the same nginx: plaintext (to the pod's
+//! second address, outside `--mesh-cidrs`) and mutual TLS (to the pod IP, inside it).
+//!
 //! Build in release first: `cargo build --release --workspace --bins`, then
-//! `target/release/l4-compare [--rounds N] [--seconds S]`.
+//! `target/release/l4-compare [--rounds N] [--seconds S] [--l7 | --mtls]`.
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
@@ -25,6 +29,9 @@ struct Args {
     /// Enforce a 50-rule HTTP policy, so every request is parsed and judged (L7 mode).
     #[arg(long)]
     l7: bool,
+    /// Compare plaintext and mutual TLS between two sidecars instead of direct vs proxied.
+    #[arg(long, conflicts_with = "l7")]
+    mtls: bool,
 }
 
 /// 50 inbound rules; only HTTP rules apply to the captured port, so requests are judged one by
@@ -84,21 +91,99 @@ fn nginx(tb: &Testbed, dir: &std::path::Path) -> Result<Process> {
     bail!("nginx did not start")
 }
 
-/// Requests per second reported by wrk.
-fn wrk(tb: &Testbed, port: u16, conns: u32, close: bool, seconds: u32) -> Result<f64> {
+/// What one wrk run measured.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50_us: f64,
+}
+
+/// Parses wrk's `50%  123.45us` (also ms, s).
+fn micros(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let (num, mul) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        return None;
+    };
+    num.trim().parse::<f64>().ok().map(|n| n * mul)
+}
+
+/// Requests per second and median latency reported by wrk against `host:port`.
+fn wrk(tb: &Testbed, host: &str, port: u16, conns: u32, close: bool, seconds: u32) -> Result<Run> {
     let mut cmd = tb.client.command("wrk");
-    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{seconds}s")]);
+    cmd.args([
+        "-t1",
+        "--latency",
+        &format!("-c{conns}"),
+        &format!("-d{seconds}s"),
+    ]);
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
-    cmd.arg(format!("http://{POD_V4}:{port}/"));
+    cmd.arg(format!("http://{host}:{port}/"));
     let out = cmd.output().context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk output: {text}"))
+        .with_context(|| format!("no Requests/sec in wrk output: {text}"))?;
+    let p50_us = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("50%"))
+        .and_then(micros)
+        .with_context(|| format!("no 50% latency in wrk output: {text}"))?;
+    if text.contains("Non-2xx") {
+        bail!("wrk saw failed requests: {text}");
+    }
+    if let Some(errors) = text.lines().find(|l| l.contains("Socket errors")) {
+        eprintln!("note: {host}:{port} c={conns}: {}", errors.trim());
+    }
+    Ok(Run { rps, p50_us })
 }
+
+/// Two sidecars: the pod's with `shop/server`, the client's with `a/client` and the pod IP as
+/// its mesh. The pod's second address (10.77.2.1) is routed from the client over the same link
+/// and stays plaintext.
+fn mtls_testbed() -> Result<Testbed> {
+    let mut tb = Testbed::start(TestbedOptions {
+        capture: Capture::Redirect,
+        proxy: false,
+        ..TestbedOptions::default()
+    })?;
+    let certs = tb.dev_certs("certs", "24h", &["a/client", "shop/server"])?;
+    let server = certs.join("shop-server");
+    tb.set_proxy_args(&["--identity-dir", server.to_str().context("path")?]);
+    tb.start_proxy()?;
+    let client = certs.join("a-client");
+    tb.start_client_sidecar(
+        portcullis_testbed::testbed::OPEN_POLICY,
+        &[
+            "--identity-dir",
+            client.to_str().context("path")?,
+            "--mesh-cidrs",
+            &format!("{POD_V4}/32"),
+        ],
+    )?;
+    tb.client.ip(&[
+        "route",
+        "add",
+        &format!("{PLAIN_V4}/32"),
+        "via",
+        POD_V4,
+        "dev",
+        "eth0",
+    ])?;
+    Ok(tb)
+}
+
+/// The pod's second address, reached plaintext in `--mtls` mode.
+const PLAIN_V4: &str = portcullis_testbed::testbed::POD_UPLINK_V4;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -107,6 +192,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.mtls {
+        return mtls(&args);
+    }
     let mut options = TestbedOptions {
         capture: Capture::Redirect,
         init_args: Some(vec!["--exclude-inbound-ports".into(), DIRECT.to_string()]),
@@ -143,11 +231,54 @@ fn main() -> Result<()> {
     ] {
         let (mut direct, mut proxied) = (Vec::new(), Vec::new());
         for _ in 0..args.rounds {
-            direct.push(wrk(&tb, DIRECT, conns, close, args.seconds)?);
-            proxied.push(wrk(&tb, CAPTURED, conns, close, args.seconds)?);
+            direct.push(wrk(&tb, POD_V4, DIRECT, conns, close, args.seconds)?.rps);
+            proxied.push(wrk(&tb, POD_V4, CAPTURED, conns, close, args.seconds)?.rps);
         }
         let (d, p) = (median(direct), median(proxied));
         println!("| {name} | {d:.0} | {p:.0} | {:.2} |", p / d);
+    }
+    Ok(())
+}
+
+fn mtls(args: &Args) -> Result<()> {
+    let tb = mtls_testbed()?;
+    let dir = tb.dir().to_path_buf();
+    let _nginx = nginx(&tb, &dir)?;
+    println!("mode: two sidecars, plaintext vs mutual TLS between them (L4, open policy)");
+    println!(
+        "| scenario | plaintext req/s | mTLS req/s | mTLS/plaintext | plaintext p50 | mTLS p50 | p50 mTLS/plaintext |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, conns, close) in [
+        (
+            "new connection per request (Connection: close), c=50",
+            50,
+            true,
+        ),
+        ("keep-alive, c=50", 50, false),
+        ("keep-alive, c=1", 1, false),
+    ] {
+        let (mut plain, mut tls) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            plain.push(wrk(&tb, PLAIN_V4, CAPTURED, conns, close, args.seconds)?);
+            tls.push(wrk(&tb, POD_V4, CAPTURED, conns, close, args.seconds)?);
+        }
+        let rps = |v: &[Run]| median(v.iter().map(|r| r.rps).collect());
+        let p50 = |v: &[Run]| median(v.iter().map(|r| r.p50_us).collect());
+        let (pr, tr, pl, tl) = (rps(&plain), rps(&tls), p50(&plain), p50(&tls));
+        println!(
+            "| {name} | {pr:.0} | {tr:.0} | {:.2} | {pl:.0} µs | {tl:.0} µs | {:.2} |",
+            tr / pr,
+            tl / pl
+        );
+    }
+    let log = std::fs::read_to_string(tb.access_log_path())?;
+    let mtls_records = log
+        .lines()
+        .filter(|l| l.contains("spiffe://cluster.local/ns/a/sa/client"))
+        .count();
+    if mtls_records == 0 {
+        bail!("the pod's sidecar saw no mTLS peer: the comparison is not what it claims");
     }
     Ok(())
 }
