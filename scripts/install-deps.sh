@@ -30,3 +30,11 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# Kubernetes schema validation (manifests, patched pods): from PyPI, works offline once installed.
+if ! have kubernetes-validate; then
+  echo "installing: kubernetes-validate (pip)"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore kubernetes-validate \
+    || python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+have kubernetes-validate || { echo "kubernetes-validate is not on PATH after installing it" >&2; exit 1; }

@@ -1,0 +1,187 @@
+//! Flags of `portcullis-injector`, validated once into [`InjectConfig`] (what goes into pods)
+//! and the server settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// `portcullis-injector` flags (each also read from `PORTCULLIS_INJECTOR_<FLAG>`).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "portcullis-injector",
+    version,
+    about = "Portcullis sidecar injector (Kubernetes mutating admission webhook)"
+)]
+pub struct Args {
+    /// HTTPS listen address.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8443",
+        env = "PORTCULLIS_INJECTOR_LISTEN"
+    )]
+    pub listen: SocketAddr,
+    /// Serving certificate chain (PEM); re-read when it changes.
+    #[arg(long, env = "PORTCULLIS_INJECTOR_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// Serving private key (PEM); re-read when it changes.
+    #[arg(long, env = "PORTCULLIS_INJECTOR_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// How often the certificate files are checked for changes (seconds).
+    #[arg(long, default_value_t = 5, env = "PORTCULLIS_INJECTOR_CERT_POLL")]
+    pub cert_poll: u64,
+    /// Image of the sidecar.
+    #[arg(
+        long,
+        default_value = "portcullis/proxy:dev",
+        env = "PORTCULLIS_INJECTOR_PROXY_IMAGE"
+    )]
+    pub proxy_image: String,
+    /// Image of the init container.
+    #[arg(
+        long,
+        default_value = "portcullis/init:dev",
+        env = "PORTCULLIS_INJECTOR_INIT_IMAGE"
+    )]
+    pub init_image: String,
+    /// Inject the proxy as a regular container, for clusters older than 1.29 (no native
+    /// sidecars). Init containers of the pod then run before any proxy exists.
+    #[arg(long, env = "PORTCULLIS_INJECTOR_LEGACY_SIDECAR")]
+    pub legacy_sidecar: bool,
+    /// Default for `portcullis.dev/mode`.
+    #[arg(long, default_value = "enforce", value_parser = ["enforce", "audit"], env = "PORTCULLIS_INJECTOR_MODE")]
+    pub mode: String,
+    /// Default for `portcullis.dev/capture`.
+    #[arg(long, default_value = "redirect", value_parser = ["redirect", "tproxy"], env = "PORTCULLIS_INJECTOR_CAPTURE")]
+    pub capture: String,
+    /// Default for `portcullis.dev/policy` (ConfigMap name in the pod's namespace).
+    #[arg(
+        long,
+        default_value = "portcullis-policy",
+        env = "PORTCULLIS_INJECTOR_POLICY"
+    )]
+    pub policy: String,
+    /// Default for `portcullis.dev/exclude-inbound-ports`.
+    #[arg(
+        long,
+        default_value = "",
+        env = "PORTCULLIS_INJECTOR_EXCLUDE_INBOUND_PORTS"
+    )]
+    pub exclude_inbound_ports: String,
+    /// Default for `portcullis.dev/exclude-outbound-ports`.
+    #[arg(
+        long,
+        default_value = "",
+        env = "PORTCULLIS_INJECTOR_EXCLUDE_OUTBOUND_PORTS"
+    )]
+    pub exclude_outbound_ports: String,
+    /// Default for `portcullis.dev/exclude-outbound-cidrs`.
+    #[arg(
+        long,
+        default_value = "",
+        env = "PORTCULLIS_INJECTOR_EXCLUDE_OUTBOUND_CIDRS"
+    )]
+    pub exclude_outbound_cidrs: String,
+    /// Default for `portcullis.dev/opaque-ports`.
+    #[arg(long, default_value = "", env = "PORTCULLIS_INJECTOR_OPAQUE_PORTS")]
+    pub opaque_ports: String,
+    /// Namespaces never injected.
+    #[arg(
+        long,
+        default_value = "kube-system,kube-public,kube-node-lease,portcullis-system",
+        value_delimiter = ',',
+        env = "PORTCULLIS_INJECTOR_SYSTEM_NAMESPACES"
+    )]
+    pub system_namespaces: Vec<String>,
+    /// Proxy CPU request.
+    #[arg(
+        long,
+        default_value = "50m",
+        env = "PORTCULLIS_INJECTOR_PROXY_CPU_REQUEST"
+    )]
+    pub proxy_cpu_request: String,
+    /// Proxy memory request.
+    #[arg(
+        long,
+        default_value = "32Mi",
+        env = "PORTCULLIS_INJECTOR_PROXY_MEMORY_REQUEST"
+    )]
+    pub proxy_memory_request: String,
+    /// Proxy CPU limit (empty: none).
+    #[arg(long, default_value = "", env = "PORTCULLIS_INJECTOR_PROXY_CPU_LIMIT")]
+    pub proxy_cpu_limit: String,
+    /// Proxy memory limit (empty: none).
+    #[arg(
+        long,
+        default_value = "256Mi",
+        env = "PORTCULLIS_INJECTOR_PROXY_MEMORY_LIMIT"
+    )]
+    pub proxy_memory_limit: String,
+}
+
+/// What the injector puts into pods.
+#[derive(Debug, Clone)]
+pub struct InjectConfig {
+    /// Written as `portcullis.dev/injected`.
+    pub version: String,
+    /// Sidecar image.
+    pub proxy_image: String,
+    /// Init image.
+    pub init_image: String,
+    /// Native sidecar (init container with `restartPolicy: Always`), else a regular container.
+    pub native_sidecar: bool,
+    /// Default mode.
+    pub mode: String,
+    /// Default capture.
+    pub capture: String,
+    /// Default policy ConfigMap.
+    pub policy_configmap: String,
+    /// Default inbound exclusions.
+    pub exclude_inbound_ports: String,
+    /// Default outbound port exclusions.
+    pub exclude_outbound_ports: String,
+    /// Default outbound CIDR exclusions.
+    pub exclude_outbound_cidrs: String,
+    /// Default opaque ports.
+    pub opaque_ports: String,
+    /// Never injected.
+    pub system_namespaces: Vec<String>,
+    /// Proxy resources (empty = unset).
+    pub proxy_cpu_request: String,
+    /// Proxy resources.
+    pub proxy_memory_request: String,
+    /// Proxy resources.
+    pub proxy_cpu_limit: String,
+    /// Proxy resources.
+    pub proxy_memory_limit: String,
+}
+
+impl InjectConfig {
+    /// From the flags.
+    pub fn from_args(a: &Args) -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            proxy_image: a.proxy_image.clone(),
+            init_image: a.init_image.clone(),
+            native_sidecar: !a.legacy_sidecar,
+            mode: a.mode.clone(),
+            capture: a.capture.clone(),
+            policy_configmap: a.policy.clone(),
+            exclude_inbound_ports: a.exclude_inbound_ports.clone(),
+            exclude_outbound_ports: a.exclude_outbound_ports.clone(),
+            exclude_outbound_cidrs: a.exclude_outbound_cidrs.clone(),
+            opaque_ports: a.opaque_ports.clone(),
+            system_namespaces: a.system_namespaces.clone(),
+            proxy_cpu_request: a.proxy_cpu_request.clone(),
+            proxy_memory_request: a.proxy_memory_request.clone(),
+            proxy_cpu_limit: a.proxy_cpu_limit.clone(),
+            proxy_memory_limit: a.proxy_memory_limit.clone(),
+        }
+    }
+
+    /// The defaults, as the flags give them (tests and examples).
+    pub fn defaults() -> Self {
+        let a = Args::parse_from(["portcullis-injector", "--tls-cert", "c", "--tls-key", "k"]);
+        Self::from_args(&a)
+    }
+}
