@@ -1,4 +1,5 @@
-//! The admin server: `/live`, `/ready`, `/metrics`, and `POST /shutdown` (loopback only).
+//! The admin server: `/live`, `/ready`, `/metrics`, `/policy`, `POST /shutdown` (loopback
+//! only), and `/app-health/…` (application probes run on the kubelet's behalf).
 //! It keeps answering while the proxy drains, so that `/ready` can say 503.
 
 use std::convert::Infallible;
@@ -34,6 +35,8 @@ pub struct AdminState {
     pub audit: bool,
     /// The workload identity, when `--identity-dir` is set.
     pub identity: Option<Arc<IdentityStore>>,
+    /// Kubelet probes the injector moved to the admin port.
+    pub app_probes: Option<Arc<crate::app_probes::AppProbes>>,
 }
 
 /// `GET /policy`: what is enforced right now.
@@ -151,8 +154,20 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = respond(&state, peer, req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(resp) }
+                let state = state.clone();
+                async move {
+                    let path = req.uri().path();
+                    if req.method() == Method::GET
+                        && path.starts_with("/app-health/")
+                        && let Some(probes) = &state.app_probes
+                        && let Some((status, body)) = probes.run(path).await
+                    {
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        *resp.status_mut() = status;
+                        return Ok::<_, Infallible>(resp);
+                    }
+                    Ok::<_, Infallible>(respond(&state, peer, req.method(), path))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

@@ -167,6 +167,13 @@ pub struct RunArgs {
     /// Directory with the workload's `tls.crt`, `tls.key` and `ca.crt` (re-read on rotation).
     #[arg(long, env = "PORTCULLIS_IDENTITY_DIR")]
     pub identity_dir: Option<PathBuf>,
+    /// Application probes to run for the kubelet on `/app-health/…` (JSON, written by the
+    /// injector): `{"/app-health/app/readyz": {"httpGet": {"path": "/h", "port": 8080}}}`.
+    #[arg(long, default_value = "", env = "PORTCULLIS_APP_PROBES")]
+    pub app_probes: String,
+    /// The pod IP, where application probes are sent (loopback when unset).
+    #[arg(long, env = "PORTCULLIS_POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
     /// Where peer sidecars live: outbound connections to these CIDRs are wrapped in mutual
     /// TLS with the workload certificate (needs --identity-dir). `10.0.0.0/8,fd00::/8`.
     #[arg(long, default_value = "", env = "PORTCULLIS_MESH_CIDRS")]

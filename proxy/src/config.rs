@@ -70,6 +70,10 @@ pub struct ProxyConfig {
     pub identity_dir: Option<PathBuf>,
     /// Destinations whose outbound connections are mutual TLS.
     pub mesh_cidrs: Vec<ipnet::IpNet>,
+    /// Kubelet probes to run on `/app-health/…`.
+    pub app_probes: std::collections::HashMap<String, crate::app_probes::AppProbe>,
+    /// The pod IP, for application probes.
+    pub pod_ip: Option<IpAddr>,
     /// Ports never sniffed for a protocol (server-first protocols).
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes when requests matter.
@@ -95,6 +99,9 @@ pub enum ConfigError {
     /// A bad port list.
     #[error("--opaque-ports: invalid port or range {0:?}")]
     Port(String),
+    /// Unreadable application probes.
+    #[error("--app-probes: {0}")]
+    AppProbes(String),
     /// A bad CIDR list.
     #[error("--mesh-cidrs: invalid CIDR {0:?} (expected e.g. 10.0.0.0/8)")]
     Cidr(String),
@@ -153,6 +160,8 @@ impl ProxyConfig {
             return Err(ConfigError::SamePorts(args.inbound_port));
         }
         let mesh_cidrs = parse_cidrs(&args.mesh_cidrs)?;
+        let app_probes = crate::app_probes::parse(&args.app_probes)
+            .map_err(|e| ConfigError::AppProbes(e.to_string()))?;
         if !mesh_cidrs.is_empty() && args.identity_dir.is_none() {
             return Err(ConfigError::MeshWithoutIdentity);
         }
@@ -179,6 +188,8 @@ impl ProxyConfig {
             jwks: args.jwks.clone(),
             identity_dir: args.identity_dir.clone(),
             mesh_cidrs,
+            app_probes,
+            pod_ip: args.pod_ip,
             opaque_ports: parse_ports(&args.opaque_ports)?,
             detect_timeout: parse_duration("detect-timeout", &args.detect_timeout)?,
             original_dst_override: None,
@@ -204,6 +215,8 @@ impl ProxyConfig {
             jwks: None,
             identity_dir: None,
             mesh_cidrs: Vec::new(),
+            app_probes: Default::default(),
+            pod_ip: None,
             opaque_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(1),
             original_dst_override: Some(upstream),

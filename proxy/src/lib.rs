@@ -6,13 +6,14 @@
 //! [`detect`] (only when requests matter) → [`http`] (judge each request) or [`tcp`] (move
 //! bytes), connecting through [`upstream`] (the right source; TLS towards `--mesh-cidrs`), all
 //! over one [`stream::Stream`] type. [`identity`] and [`jwt`] hold the credentials.
-//! Around it: [`admin`] (health, metrics, policy), [`metrics`], [`access_log`], [`drain`],
+//! Around it: [`admin`] (health, metrics, policy, [`app_probes`] for the kubelet), [`metrics`], [`access_log`], [`drain`],
 //! [`reload`] (the active policy, swapped atomically on change).
 //! [`cli`] and [`config`] turn flags into a validated [`config::ProxyConfig`] once; [`policy`]
 //! loads the policy, also for the [`check`] and [`explain`] subcommands.
 
 pub mod access_log;
 pub mod admin;
+pub mod app_probes;
 pub mod check;
 pub mod cli;
 pub mod config;

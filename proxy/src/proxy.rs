@@ -195,6 +195,16 @@ impl Proxy {
             policy: self.policy.clone(),
             audit: self.config.audit,
             identity: self.identity.clone(),
+            app_probes: (!self.config.app_probes.is_empty()).then(|| {
+                Arc::new(crate::app_probes::AppProbes {
+                    probes: self.config.app_probes.clone(),
+                    target: self
+                        .config
+                        .pod_ip
+                        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                    connector: ctx.connector.clone(),
+                })
+            }),
         });
         let watcher = tokio::spawn(reload::watch(
             self.policy.clone(),
