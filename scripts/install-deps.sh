@@ -16,6 +16,10 @@ have nginx     || need+=(nginx-light)
 have socat     || need+=(socat)
 have openssl   || need+=(openssl)
 have nghttp    || need+=(nghttp2-client)
+# The compose testbed: the Docker engine, docker-compose, and debootstrap for the local base image.
+have dockerd        || need+=(docker.io)
+have docker-compose || need+=(docker-compose)
+have debootstrap    || need+=(debootstrap)
 # Real gRPC and WebSocket peers come from Debian, run with Debian's interpreter.
 /usr/bin/python3 -c 'import grpc' 2>/dev/null       || need+=(python3-grpcio)
 /usr/bin/python3 -c 'import websockets' 2>/dev/null || need+=(python3-websockets)

@@ -167,14 +167,18 @@ fn has_net_admin() -> bool {
 }
 
 fn families(mode: Ipv6Mode, flavour: &Flavour) -> Result<Vec<Family>, ApplyError> {
-    let kernel_v6 = Path::new("/proc/net/if_inet6").exists();
+    // IPv6 can be compiled in yet disabled in this network namespace (Docker does so on
+    // networks without IPv6): then `::6` cannot be added to lo, and there is no IPv6 to capture.
+    let disabled_here = std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+        .is_ok_and(|v| v.trim() == "1");
+    let kernel_v6 = Path::new("/proc/net/if_inet6").exists() && !disabled_here;
     let tool_v6 = find_on_path(&flavour.tool(Family::V6, "restore")).is_some();
     match mode {
         Ipv6Mode::Off => Ok(vec![Family::V4]),
         Ipv6Mode::Auto if kernel_v6 && tool_v6 => Ok(Family::ALL.to_vec()),
         Ipv6Mode::Auto => Ok(vec![Family::V4]),
         Ipv6Mode::On if !kernel_v6 => Err(ApplyError::Ipv6Unavailable(
-            "the kernel has IPv6 disabled".into(),
+            "IPv6 is disabled in this network namespace".into(),
         )),
         Ipv6Mode::On if !tool_v6 => Err(ApplyError::Ipv6Unavailable(format!(
             "{} is not installed",
