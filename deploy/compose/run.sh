@@ -33,6 +33,10 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 ../docker/build.sh "${PORTCULLIS_PROFILE:-debug}"
+for image in proxy injector; do
+  docker run --rm "portcullis/$image:dev" --version >/dev/null \
+    || { echo "portcullis/$image:dev does not run" >&2; exit 1; }
+done
 docker-compose -p "$project" down -v --remove-orphans >/dev/null 2>&1 || true
 docker-compose -p "$project" up -d
 dc_exec() { docker-compose -p "$project" exec -T "$@"; }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// `portcullis-injector` flags (each also read from `PORTCULLIS_INJECTOR_<FLAG>`).
+/// `portcullis-injector` flags (each also read from `PORTCULLIS_<FLAG>`, as CONTRACT.md says).
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "portcullis-injector",
@@ -18,103 +18,103 @@ pub struct Args {
     #[arg(
         long,
         default_value = "0.0.0.0:8443",
-        env = "PORTCULLIS_INJECTOR_LISTEN"
+        env = "PORTCULLIS_LISTEN"
     )]
     pub listen: SocketAddr,
     /// Serving certificate chain (PEM); re-read when it changes.
-    #[arg(long, env = "PORTCULLIS_INJECTOR_TLS_CERT")]
+    #[arg(long, env = "PORTCULLIS_TLS_CERT")]
     pub tls_cert: PathBuf,
     /// Serving private key (PEM); re-read when it changes.
-    #[arg(long, env = "PORTCULLIS_INJECTOR_TLS_KEY")]
+    #[arg(long, env = "PORTCULLIS_TLS_KEY")]
     pub tls_key: PathBuf,
     /// How often the certificate files are checked for changes (seconds).
-    #[arg(long, default_value_t = 5, env = "PORTCULLIS_INJECTOR_CERT_POLL")]
+    #[arg(long, default_value_t = 5, env = "PORTCULLIS_CERT_POLL")]
     pub cert_poll: u64,
     /// Image of the sidecar.
     #[arg(
         long,
         default_value = "portcullis/proxy:dev",
-        env = "PORTCULLIS_INJECTOR_PROXY_IMAGE"
+        env = "PORTCULLIS_PROXY_IMAGE"
     )]
     pub proxy_image: String,
     /// Image of the init container.
     #[arg(
         long,
         default_value = "portcullis/init:dev",
-        env = "PORTCULLIS_INJECTOR_INIT_IMAGE"
+        env = "PORTCULLIS_INIT_IMAGE"
     )]
     pub init_image: String,
     /// Inject the proxy as a regular container, for clusters older than 1.29 (no native
     /// sidecars). Init containers of the pod then run before any proxy exists.
-    #[arg(long, env = "PORTCULLIS_INJECTOR_LEGACY_SIDECAR")]
+    #[arg(long, env = "PORTCULLIS_LEGACY_SIDECAR")]
     pub legacy_sidecar: bool,
     /// Default for `portcullis.dev/mode`.
-    #[arg(long, default_value = "enforce", value_parser = ["enforce", "audit"], env = "PORTCULLIS_INJECTOR_MODE")]
+    #[arg(long, default_value = "enforce", value_parser = ["enforce", "audit"], env = "PORTCULLIS_MODE")]
     pub mode: String,
     /// Default for `portcullis.dev/capture`.
-    #[arg(long, default_value = "redirect", value_parser = ["redirect", "tproxy"], env = "PORTCULLIS_INJECTOR_CAPTURE")]
+    #[arg(long, default_value = "redirect", value_parser = ["redirect", "tproxy"], env = "PORTCULLIS_CAPTURE")]
     pub capture: String,
     /// Default for `portcullis.dev/policy` (ConfigMap name in the pod's namespace).
     #[arg(
         long,
         default_value = "portcullis-policy",
-        env = "PORTCULLIS_INJECTOR_POLICY"
+        env = "PORTCULLIS_POLICY"
     )]
     pub policy: String,
     /// Default for `portcullis.dev/exclude-inbound-ports`.
     #[arg(
         long,
         default_value = "",
-        env = "PORTCULLIS_INJECTOR_EXCLUDE_INBOUND_PORTS"
+        env = "PORTCULLIS_EXCLUDE_INBOUND_PORTS"
     )]
     pub exclude_inbound_ports: String,
     /// Default for `portcullis.dev/exclude-outbound-ports`.
     #[arg(
         long,
         default_value = "",
-        env = "PORTCULLIS_INJECTOR_EXCLUDE_OUTBOUND_PORTS"
+        env = "PORTCULLIS_EXCLUDE_OUTBOUND_PORTS"
     )]
     pub exclude_outbound_ports: String,
     /// Default for `portcullis.dev/exclude-outbound-cidrs`.
     #[arg(
         long,
         default_value = "",
-        env = "PORTCULLIS_INJECTOR_EXCLUDE_OUTBOUND_CIDRS"
+        env = "PORTCULLIS_EXCLUDE_OUTBOUND_CIDRS"
     )]
     pub exclude_outbound_cidrs: String,
     /// Default for `portcullis.dev/opaque-ports`.
-    #[arg(long, default_value = "", env = "PORTCULLIS_INJECTOR_OPAQUE_PORTS")]
+    #[arg(long, default_value = "", env = "PORTCULLIS_OPAQUE_PORTS")]
     pub opaque_ports: String,
     /// Namespaces never injected.
     #[arg(
         long,
         default_value = "kube-system,kube-public,kube-node-lease,portcullis-system",
         value_delimiter = ',',
-        env = "PORTCULLIS_INJECTOR_SYSTEM_NAMESPACES"
+        env = "PORTCULLIS_SYSTEM_NAMESPACES"
     )]
     pub system_namespaces: Vec<String>,
     /// Proxy CPU request.
     #[arg(
         long,
         default_value = "50m",
-        env = "PORTCULLIS_INJECTOR_PROXY_CPU_REQUEST"
+        env = "PORTCULLIS_PROXY_CPU_REQUEST"
     )]
     pub proxy_cpu_request: String,
     /// Proxy memory request.
     #[arg(
         long,
         default_value = "32Mi",
-        env = "PORTCULLIS_INJECTOR_PROXY_MEMORY_REQUEST"
+        env = "PORTCULLIS_PROXY_MEMORY_REQUEST"
     )]
     pub proxy_memory_request: String,
     /// Proxy CPU limit (empty: none).
-    #[arg(long, default_value = "", env = "PORTCULLIS_INJECTOR_PROXY_CPU_LIMIT")]
+    #[arg(long, default_value = "", env = "PORTCULLIS_PROXY_CPU_LIMIT")]
     pub proxy_cpu_limit: String,
     /// Proxy memory limit (empty: none).
     #[arg(
         long,
         default_value = "256Mi",
-        env = "PORTCULLIS_INJECTOR_PROXY_MEMORY_LIMIT"
+        env = "PORTCULLIS_PROXY_MEMORY_LIMIT"
     )]
     pub proxy_memory_limit: String,
 }
