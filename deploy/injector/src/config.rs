@@ -15,11 +15,7 @@ use clap::Parser;
 )]
 pub struct Args {
     /// HTTPS listen address.
-    #[arg(
-        long,
-        default_value = "0.0.0.0:8443",
-        env = "PORTCULLIS_LISTEN"
-    )]
+    #[arg(long, default_value = "0.0.0.0:8443", env = "PORTCULLIS_LISTEN")]
     pub listen: SocketAddr,
     /// Serving certificate chain (PEM); re-read when it changes.
     #[arg(long, env = "PORTCULLIS_TLS_CERT")]
@@ -55,32 +51,16 @@ pub struct Args {
     #[arg(long, default_value = "redirect", value_parser = ["redirect", "tproxy"], env = "PORTCULLIS_CAPTURE")]
     pub capture: String,
     /// Default for `portcullis.dev/policy` (ConfigMap name in the pod's namespace).
-    #[arg(
-        long,
-        default_value = "portcullis-policy",
-        env = "PORTCULLIS_POLICY"
-    )]
+    #[arg(long, default_value = "portcullis-policy", env = "PORTCULLIS_POLICY")]
     pub policy: String,
     /// Default for `portcullis.dev/exclude-inbound-ports`.
-    #[arg(
-        long,
-        default_value = "",
-        env = "PORTCULLIS_EXCLUDE_INBOUND_PORTS"
-    )]
+    #[arg(long, default_value = "", env = "PORTCULLIS_EXCLUDE_INBOUND_PORTS")]
     pub exclude_inbound_ports: String,
     /// Default for `portcullis.dev/exclude-outbound-ports`.
-    #[arg(
-        long,
-        default_value = "",
-        env = "PORTCULLIS_EXCLUDE_OUTBOUND_PORTS"
-    )]
+    #[arg(long, default_value = "", env = "PORTCULLIS_EXCLUDE_OUTBOUND_PORTS")]
     pub exclude_outbound_ports: String,
     /// Default for `portcullis.dev/exclude-outbound-cidrs`.
-    #[arg(
-        long,
-        default_value = "",
-        env = "PORTCULLIS_EXCLUDE_OUTBOUND_CIDRS"
-    )]
+    #[arg(long, default_value = "", env = "PORTCULLIS_EXCLUDE_OUTBOUND_CIDRS")]
     pub exclude_outbound_cidrs: String,
     /// Default for `portcullis.dev/opaque-ports`.
     #[arg(long, default_value = "", env = "PORTCULLIS_OPAQUE_PORTS")]
@@ -94,28 +74,16 @@ pub struct Args {
     )]
     pub system_namespaces: Vec<String>,
     /// Proxy CPU request.
-    #[arg(
-        long,
-        default_value = "50m",
-        env = "PORTCULLIS_PROXY_CPU_REQUEST"
-    )]
+    #[arg(long, default_value = "50m", env = "PORTCULLIS_PROXY_CPU_REQUEST")]
     pub proxy_cpu_request: String,
     /// Proxy memory request.
-    #[arg(
-        long,
-        default_value = "32Mi",
-        env = "PORTCULLIS_PROXY_MEMORY_REQUEST"
-    )]
+    #[arg(long, default_value = "32Mi", env = "PORTCULLIS_PROXY_MEMORY_REQUEST")]
     pub proxy_memory_request: String,
     /// Proxy CPU limit (empty: none).
     #[arg(long, default_value = "", env = "PORTCULLIS_PROXY_CPU_LIMIT")]
     pub proxy_cpu_limit: String,
     /// Proxy memory limit (empty: none).
-    #[arg(
-        long,
-        default_value = "256Mi",
-        env = "PORTCULLIS_PROXY_MEMORY_LIMIT"
-    )]
+    #[arg(long, default_value = "256Mi", env = "PORTCULLIS_PROXY_MEMORY_LIMIT")]
     pub proxy_memory_limit: String,
 }
 
