@@ -167,6 +167,9 @@ pub struct RunArgs {
     /// Directory with the workload's `tls.crt`, `tls.key` and `ca.crt` (re-read on rotation).
     #[arg(long, env = "PORTCULLIS_IDENTITY_DIR")]
     pub identity_dir: Option<PathBuf>,
+    /// Runtime worker threads (0: one per CPU the process may run on).
+    #[arg(long, default_value_t = 0, env = "PORTCULLIS_WORKER_THREADS")]
+    pub worker_threads: usize,
     /// Application probes to run for the kubelet on `/app-health/…` (JSON, written by the
     /// injector): `{"/app-health/app/readyz": {"httpGet": {"path": "/h", "port": 8080}}}`.
     #[arg(long, default_value = "", env = "PORTCULLIS_APP_PROBES")]

@@ -44,6 +44,18 @@ async fn signals(
     Ok(())
 }
 
+/// Every connection costs a descriptor (two when forwarded): lift the soft limit to the hard
+/// one, as proxies do, rather than failing at the default 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+    }
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let config = ProxyConfig::from_args(&args)?;
@@ -53,7 +65,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     tracing::info!(hash = %policy.hash, documents = policy.policy.documents.len(), "policy loaded");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    raise_fd_limit();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if args.worker_threads > 0 {
+        builder.worker_threads(args.worker_threads);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("building the runtime")?;
