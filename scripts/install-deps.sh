@@ -16,6 +16,9 @@ have nginx     || need+=(nginx-light)
 have socat     || need+=(socat)
 have openssl   || need+=(openssl)
 have nghttp    || need+=(nghttp2-client)
+# Peers and tools of the load harness (benches/).
+have haproxy   || need+=(haproxy)
+have iperf3    || need+=(iperf3)
 # The compose testbed: the Docker engine, docker-compose, and debootstrap for the local base image.
 have dockerd        || need+=(docker.io)
 have docker-compose || need+=(docker-compose)
