@@ -66,8 +66,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!(hash = %policy.hash, documents = policy.policy.documents.len(), "policy loaded");
     raise_fd_limit();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if args.worker_threads > 0 {
+    // One worker: a current-thread runtime does the same work without cross-thread wake-ups
+    // and work-stealing bookkeeping.
+    let mut builder = if args.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if args.worker_threads > 1 {
         builder.worker_threads(args.worker_threads);
     }
     let runtime = builder

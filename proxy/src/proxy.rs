@@ -154,7 +154,6 @@ impl Proxy {
     pub async fn run(self, drain: Drain) -> Result<(), ProxyError> {
         let metrics = self.metrics.clone();
         let (access_log, writer) = AccessLog::start(&self.config.access_log, metrics.clone())
-            .await
             .map_err(ProxyError::AccessLog)?;
         let own_ports = self
             .listeners
@@ -230,7 +229,7 @@ impl Proxy {
         }
         drop(ctx);
         if let Some(writer) = writer {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+            let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
         }
         admin.abort();
         watcher.abort();

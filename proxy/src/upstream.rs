@@ -133,6 +133,7 @@ impl Connector {
                 SocketAddr::V6(_) => sock.set_ip_transparent_v6(true)?,
             }
             sock.set_mark(TPROXY_MARK)?;
+            defer_port(&socket);
             socket.bind(SocketAddr::new(client.ip(), 0))?;
             return Ok(socket);
         }
@@ -141,6 +142,7 @@ impl Connector {
                 SocketAddr::V4(_) => IpAddr::V4(v4),
                 SocketAddr::V6(_) => IpAddr::V6(v6),
             };
+            defer_port(&socket);
             socket.bind(SocketAddr::new(ip, 0)).map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -150,4 +152,16 @@ impl Connector {
         }
         Ok(socket)
     }
+}
+
+/// Binding to an address with port 0 makes the kernel pick a port at `bind`, unique for that
+/// address alone — under a high connection rate that search is slow and ports run out while
+/// TIME_WAIT holds them. IP_BIND_ADDRESS_NO_PORT defers the choice to `connect`, where the
+/// whole 4-tuple only has to be unique. (IPv4 only in the kernel; harmless elsewhere.)
+fn defer_port(socket: &TcpSocket) {
+    let _ = nix::sys::socket::setsockopt(
+        socket,
+        nix::sys::socket::sockopt::IpBindAddressNoPort,
+        &true,
+    );
 }

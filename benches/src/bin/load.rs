@@ -55,6 +55,15 @@ struct Args {
     /// Smoke run: 1 round of 1 s, 500 idle connections.
     #[arg(long)]
     quick: bool,
+    /// Portcullis runtime workers (1 = current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    proxy_workers: usize,
+    /// Only these targets (comma list of names), e.g. for profiling one path.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Only loads whose name contains this text.
+    #[arg(long)]
+    load: Option<String>,
     /// Where report.md and results.csv go.
     #[arg(long, default_value = "target/load-report")]
     out: PathBuf,
@@ -382,9 +391,19 @@ fn main() -> Result<()> {
         ]),
         policy: policy(),
         // The access log stays on (to a file), as deployed.
-        proxy_args: vec!["--worker-threads".into(), "1".into()],
+        proxy_args: vec!["--worker-threads".into(), args.proxy_workers.to_string()],
         ..TestbedOptions::default()
     })?;
+    // Connection-per-request runs leave tens of thousands of TIME_WAIT sockets; without reuse
+    // and a wide port range, whichever target runs after another pays for its predecessor.
+    for ns in [&tb.client, &tb.pod] {
+        for (key, value) in [
+            ("net.ipv4.tcp_tw_reuse", "1"),
+            ("net.ipv4.ip_local_port_range", "1024 65535"),
+        ] {
+            ns.exec("sysctl", &["-qw", &format!("{key}={value}")])?;
+        }
+    }
     let dir = tb.dir().to_path_buf();
     let proxy = tb.proxy()?.pid();
     let pin = Command::new("taskset")
@@ -468,8 +487,18 @@ fn main() -> Result<()> {
     let started = Instant::now();
     for round in 0..args.rounds {
         for (name, tool, targets) in &loads {
+            if args
+                .load
+                .as_ref()
+                .is_some_and(|f| !name.contains(f.as_str()))
+            {
+                continue;
+            }
             let l = results.load(name);
             for t in targets {
+                if !args.only.is_empty() && !args.only.iter().any(|o| o == t.name) {
+                    continue;
+                }
                 let ti = results.target(t.name);
                 let before = t.cpu.as_ref().map(|(p, c)| cpu_ticks(p, *c));
                 let mut s = run_tool(&tb, *tool, t.port, args.seconds)?;

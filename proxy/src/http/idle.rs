@@ -10,49 +10,44 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
-/// When bytes last moved, as milliseconds since the tracker was made.
-#[derive(Debug, Clone)]
+/// Whether bytes moved: every read or write bumps a counter (no clock read on the data path);
+/// the idle check samples it.
+#[derive(Debug, Clone, Default)]
 pub struct Activity {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
+    moves: Arc<AtomicU64>,
 }
 
-impl Default for Activity {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// How many samples make up one idle timeout.
+const SAMPLES: u32 = 8;
 
 impl Activity {
     /// Starts tracking now.
     pub fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
+        Self::default()
     }
 
     fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.moves.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How long nothing has moved.
-    pub fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-
-    /// Resolves once nothing has moved for `timeout`.
+    /// Resolves once nothing has moved for `timeout` (to within `timeout / 8`).
     pub async fn idle(&self, timeout: Duration) {
+        let step = timeout / SAMPLES;
+        let mut last = self.moves.load(Ordering::Relaxed);
+        let mut quiet = 0;
         loop {
-            let idle = self.idle_for();
-            if idle >= timeout {
-                return;
+            tokio::time::sleep(step).await;
+            let now = self.moves.load(Ordering::Relaxed);
+            if now == last {
+                quiet += 1;
+                if quiet >= SAMPLES {
+                    return;
+                }
+            } else {
+                last = now;
+                quiet = 0;
             }
-            tokio::time::sleep(timeout - idle).await;
         }
     }
 }
@@ -98,10 +93,49 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         }
         r
     }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn movement_postpones_idleness_and_silence_ends_it() {
+        let a = Activity::new();
+        let t0 = tokio::time::Instant::now();
+        let busy = a.clone();
+        tokio::spawn(async move {
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                busy.touch();
+            }
+        });
+        a.idle(Duration::from_secs(40)).await;
+        let waited = t0.elapsed();
+        // Last movement at 60 s; idle 40 s later, give or take one sample (5 s).
+        assert!(
+            waited >= Duration::from_secs(95) && waited <= Duration::from_secs(110),
+            "{waited:?}"
+        );
     }
 }
