@@ -16,6 +16,8 @@ use crate::config::AccessLogTarget;
 use crate::connection::Direction;
 use crate::metrics::{Metrics, Verdict};
 
+mod json;
+
 /// Unwritten bytes held at most before new lines are dropped.
 pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
 /// How often the writer thread writes what has accumulated.
@@ -24,8 +26,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// One decision, as logged.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
-    /// RFC 3339 time the connection opened.
-    pub ts: String,
+    /// When the connection opened (RFC 3339, milliseconds, in the log).
+    #[serde(serialize_with = "serialize_ts")]
+    pub ts: SystemTime,
     /// `inbound` or `outbound`.
     pub direction: Direction,
     /// The connecting peer.
@@ -87,7 +90,7 @@ impl Record {
         protocol: &'static str,
     ) -> Self {
         Self {
-            ts: timestamp(SystemTime::now()),
+            ts: SystemTime::now(),
             direction,
             src,
             dst,
@@ -108,6 +111,10 @@ impl Record {
             request_id: None,
         }
     }
+}
+
+fn serialize_ts<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&timestamp(*t))
 }
 
 /// Formats a time as the log's `ts`.
@@ -194,12 +201,7 @@ impl AccessLog {
             self.metrics.access_log_dropped.inc();
             return;
         }
-        let before = buf.len();
-        if serde_json::to_writer(&mut *buf, record).is_ok() {
-            buf.push(b'\n');
-        } else {
-            buf.truncate(before);
-        }
+        json::write_line(&mut buf, record);
     }
 }
 

@@ -205,7 +205,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "1s", env = "PORTCULLIS_DETECT_TIMEOUT")]
     pub detect_timeout: String,
     /// Where access log lines go: a file path, or `-` for stdout.
-    #[arg(long, default_value = "-", env = "PORTCULLIS_ACCESS_LOG")]
+    #[arg(
+        long,
+        default_value = "-",
+        env = "PORTCULLIS_ACCESS_LOG",
+        overrides_with = "access_log"
+    )]
     pub access_log: String,
     /// Diagnostics log format (stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PORTCULLIS_LOG_FORMAT")]

@@ -58,6 +58,9 @@ struct Args {
     /// Portcullis runtime workers (1 = current-thread runtime).
     #[arg(long, default_value_t = 1)]
     proxy_workers: usize,
+    /// Extra flags for Portcullis (repeatable), e.g. `--proxy-arg=--access-log=off`.
+    #[arg(long, allow_hyphen_values = true)]
+    proxy_arg: Vec<String>,
     /// Only these targets (comma list of names), e.g. for profiling one path.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -391,7 +394,11 @@ fn main() -> Result<()> {
         ]),
         policy: policy(),
         // The access log stays on (to a file), as deployed.
-        proxy_args: vec!["--worker-threads".into(), args.proxy_workers.to_string()],
+        proxy_args: [
+            vec!["--worker-threads".into(), args.proxy_workers.to_string()],
+            args.proxy_arg.clone(),
+        ]
+        .concat(),
         ..TestbedOptions::default()
     })?;
     // Connection-per-request runs leave tens of thousands of TIME_WAIT sockets; without reuse
