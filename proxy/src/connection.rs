@@ -230,7 +230,8 @@ const MAX_SNIFF: usize = 16 * 1024 + 2048;
 /// Reads until the protocol is known, the client stops, or `timeout` passes (server-first
 /// protocols send nothing: they are opaque).
 async fn sniff<S: AsyncRead + Unpin>(client: &mut S, timeout: Duration) -> (Bytes, Detected) {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Most request heads and ClientHellos fit; the buffer grows when they do not.
+    let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match detect(&buf) {
