@@ -192,6 +192,8 @@ fn rs256_and_es256_tokens_allow_deny_and_401() -> Result<()> {
     );
 
     // Tokens never reach the access log.
+    // The access log is written in batches: wait for every line, then read the raw text.
+    tb.wait_access_log(16)?;
     let log = std::fs::read_to_string(tb.access_log_path())?;
     assert_eq!(log.lines().count(), 16, "{log}");
     assert!(!log.contains("eyJ"), "a token leaked into the log: {log}");
