@@ -337,6 +337,9 @@ fn run_tool(tb: &Testbed, tool: Tool, port: u16, seconds: u32) -> Result<Sample>
         .output()
         .context("running the load tool (scripts/install-deps.sh)")?;
     let text = String::from_utf8_lossy(&out.stdout);
+    if let Some(errors) = text.lines().find(|l| l.contains("Socket errors")) {
+        eprintln!("note: port {port}: {}", errors.trim());
+    }
     let parsed = match tool {
         Tool::Wrk { .. } => parse_wrk(&text),
         Tool::H2load => parse_h2load(&text),
