@@ -404,12 +404,16 @@ fn main() -> Result<()> {
         .concat(),
         ..TestbedOptions::default()
     })?;
-    // Connection-per-request runs leave tens of thousands of TIME_WAIT sockets; without reuse
-    // and a wide port range, whichever target runs after another pays for its predecessor.
+    // Connection-per-request runs leave tens of thousands of TIME_WAIT sockets. One client
+    // address makes it worse than life: every captured port is REDIRECTed to the same local
+    // 15006, so a run through Portcullis leaves TIME_WAITs on exactly the 4-tuples the next
+    // Portcullis run will use, and its SYNs stall on them. Reuse, a wide port range and a small
+    // TIME_WAIT table (the kernel then drops the oldest) keep one run from taxing the next.
     for ns in [&tb.client, &tb.pod] {
         for (key, value) in [
             ("net.ipv4.tcp_tw_reuse", "1"),
             ("net.ipv4.ip_local_port_range", "1024 65535"),
+            ("net.ipv4.tcp_max_tw_buckets", "4096"),
         ] {
             ns.exec("sysctl", &["-qw", &format!("{key}={value}")])?;
         }
