@@ -61,10 +61,10 @@ pub struct Record {
     pub verdict: Verdict,
     /// The deciding policy (absent for a default).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
+    pub policy: Option<Arc<str>>,
     /// The deciding rule, or `default`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
     /// Why, when it was not a plain allow (a denial or a failure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

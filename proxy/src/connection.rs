@@ -362,8 +362,8 @@ impl Context {
         let policy = &active.loaded.policy;
         let audit = self.audit;
         let apply = |d: Decision, record: &mut Record| {
-            record.policy = d.policy.as_deref().map(str::to_string);
-            record.rule = Some(d.rule.to_string());
+            record.policy.clone_from(&d.policy);
+            record.rule = Some(d.rule.clone());
             if d.verdict == portcullis_config::Verdict::Deny {
                 if !audit {
                     return Err(ConnError::Denied(d));

@@ -34,6 +34,10 @@ use crate::metrics::{RequestLabels, Verdict};
 use crate::prefixed::Prefixed;
 use crate::stream::Stream;
 
+/// Label values for requests without a deciding policy or rule (allocated once).
+static NO_POLICY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+static NO_RULE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("none"));
+
 /// The body type of every response the proxy returns.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -109,8 +113,8 @@ impl HttpConn {
     ) {
         rec.status = Some(status.as_u16());
         if let Some(d) = decision {
-            rec.policy = d.policy.as_deref().map(str::to_string);
-            rec.rule = Some(d.rule.to_string());
+            rec.policy.clone_from(&d.policy);
+            rec.rule = Some(d.rule.clone());
         }
         rec.duration_ms = started.elapsed().as_millis() as u64;
         let m = &self.ctx.metrics;
@@ -118,8 +122,8 @@ impl HttpConn {
             .get_or_create(&RequestLabels {
                 direction: self.direction,
                 verdict: rec.verdict,
-                policy: rec.policy.clone().unwrap_or_default(),
-                rule: rec.rule.clone().unwrap_or_else(|| "none".into()),
+                policy: rec.policy.clone().unwrap_or_else(|| NO_POLICY.clone()),
+                rule: rec.rule.clone().unwrap_or_else(|| NO_RULE.clone()),
                 status_class: status_class(status),
             })
             .inc();

@@ -77,9 +77,9 @@ pub struct RequestLabels {
     /// Allow or deny.
     pub verdict: Verdict,
     /// Deciding policy, empty for a default.
-    pub policy: String,
+    pub policy: std::sync::Arc<str>,
     /// Deciding rule or `default` (`none` when no decision was made, e.g. a 400).
-    pub rule: String,
+    pub rule: std::sync::Arc<str>,
     /// `2xx` … `5xx`.
     pub status_class: &'static str,
 }

@@ -130,12 +130,12 @@ pub(super) fn write_line(out: &mut Vec<u8>, r: &Record) {
     }
     out.extend_from_slice(b",\"protocol\":");
     string(out, r.protocol);
-    let opt = |out: &mut Vec<u8>, key: &[u8], v: &Option<String>| {
+    fn opt<S: AsRef<str>>(out: &mut Vec<u8>, key: &[u8], v: &Option<S>) {
         if let Some(v) = v {
             out.extend_from_slice(key);
-            string(out, v);
+            string(out, v.as_ref());
         }
-    };
+    }
     opt(out, b",\"identity\":", &r.identity);
     opt(out, b",\"sni\":", &r.sni);
     opt(out, b",\"method\":", &r.method);
@@ -169,6 +169,8 @@ pub(super) fn write_line(out: &mut Vec<u8>, r: &Record) {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use std::sync::Arc;
 
     use proptest::prelude::*;
 
@@ -225,17 +227,20 @@ mod tests {
                     Direction::Outbound
                 };
                 let mut r = Record::new(dir, src, Some(src), "http1");
+                let (policy, rule);
                 (
                     r.identity,
                     r.sni,
                     r.method,
                     r.host,
                     r.path,
-                    r.policy,
-                    r.rule,
+                    policy,
+                    rule,
                     r.reason,
                     r.request_id,
                 ) = b;
+                r.policy = policy.map(Arc::<str>::from);
+                r.rule = rule.map(Arc::<str>::from);
                 let (status, verdict, dur, bytes, ms) = c;
                 r.status = status;
                 r.verdict = [Verdict::Allow, Verdict::Deny, Verdict::AuditDeny][verdict as usize];
