@@ -230,7 +230,21 @@ impl HttpConn {
 
         let switching = !self.http2 && is_switching(&req);
         strip_hop_by_hop(req.headers_mut(), switching);
-        if req.method() != Method::CONNECT {
+        // The common case: the request already says exactly what was judged (an HTTP/1
+        // origin-form target, or an HTTP/2 one with scheme and authority) — no rebuild.
+        let unchanged = {
+            let u = req.uri();
+            let same_target = target.query.as_deref() == u.query()
+                && target.path == u.path()
+                && u.path_and_query().is_some();
+            same_target
+                && if self.http2 {
+                    u.scheme().is_some() && u.authority().is_some()
+                } else {
+                    u.scheme().is_none() && u.authority().is_none()
+                }
+        };
+        if req.method() != Method::CONNECT && !unchanged {
             let authority = host.clone().unwrap_or_else(|| self.dst.to_string());
             let uri = if self.http2 {
                 Uri::builder()
