@@ -187,6 +187,14 @@ pub fn is_mesh(alpn: &[String]) -> bool {
     alpn.iter().any(|p| p == MESH_ALPN_STR)
 }
 
+/// The SPIFFE ID of the peer's leaf certificate (verified by the handshake).
+fn peer_id(certs: Option<&[CertificateDer<'static>]>) -> Result<String, MtlsError> {
+    certs
+        .and_then(|c| c.first())
+        .and_then(spiffe_id)
+        .ok_or(MtlsError::NoPeerIdentity)
+}
+
 /// Terminates a sidecar's TLS on an accepted connection (whose ClientHello was already read
 /// into `io`'s prefix); returns the stream and the peer's SPIFFE ID.
 pub async fn accept(
@@ -198,13 +206,7 @@ pub async fn accept(
         .await
         .map_err(|_| MtlsError::Timeout)?
         .map_err(MtlsError::Handshake)?;
-    let id = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(spiffe_id)
-        .ok_or(MtlsError::NoPeerIdentity)?;
+    let id = peer_id(stream.get_ref().1.peer_certificates())?;
     Ok((tokio_rustls::TlsStream::Server(stream), id))
 }
 
@@ -224,12 +226,6 @@ pub async fn connect(
     .await
     .map_err(|_| MtlsError::Timeout)?
     .map_err(MtlsError::Handshake)?;
-    let id = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(spiffe_id)
-        .ok_or(MtlsError::NoPeerIdentity)?;
+    let id = peer_id(stream.get_ref().1.peer_certificates())?;
     Ok((tokio_rustls::TlsStream::Client(stream), id))
 }

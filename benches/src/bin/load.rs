@@ -184,30 +184,24 @@ fn start_peers(tb: &Testbed, dir: &Path) -> Result<Peers> {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
     };
-    let mut procs = Vec::new();
-    let mut cmd = tb.pod.command("bash");
-    cmd.args([
-        "-c",
-        &format!("ulimit -n 20000; exec nginx -c {upstream} -g 'daemon off;'"),
-    ]);
-    quiet(&mut cmd);
-    procs.push(Process::spawn("upstream nginx", &mut cmd)?);
-    let mut cmd = tb.pod.command("bash");
-    cmd.args([
-        "-c",
-        &format!("ulimit -n 20000; exec taskset -c 1 nginx -c {nginx_proxy} -g 'daemon off;'"),
-    ]);
-    quiet(&mut cmd);
-    let np = Process::spawn("nginx proxy_pass", &mut cmd)?;
+    // Each under a raised open-file limit, stopped by PID with the harness.
+    let daemon = |name: &str, line: String| -> Result<Process> {
+        let mut cmd = tb.pod.command("bash");
+        cmd.args(["-c", &format!("ulimit -n 20000; exec {line}")]);
+        quiet(&mut cmd);
+        Process::spawn(name, &mut cmd)
+    };
+    let mut procs = vec![daemon(
+        "upstream nginx",
+        format!("nginx -c {upstream} -g 'daemon off;'"),
+    )?];
+    let np = daemon(
+        "nginx proxy_pass",
+        format!("taskset -c 1 nginx -c {nginx_proxy} -g 'daemon off;'"),
+    )?;
     let nginx_proxy = np.pid();
     procs.push(np);
-    let mut cmd = tb.pod.command("bash");
-    cmd.args([
-        "-c",
-        &format!("ulimit -n 20000; exec taskset -c 1 haproxy -db -f {haproxy}"),
-    ]);
-    quiet(&mut cmd);
-    let hp = Process::spawn("haproxy", &mut cmd)?;
+    let hp = daemon("haproxy", format!("taskset -c 1 haproxy -db -f {haproxy}"))?;
     let haproxy = hp.pid();
     procs.push(hp);
     for port in [IPERF_CAPTURED, IPERF_DIRECT] {
