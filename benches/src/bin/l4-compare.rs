@@ -11,6 +11,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
+use portcullis_benches::load::parse_wrk;
 use portcullis_testbed::process::Process;
 use portcullis_testbed::testbed::POD_V4;
 use portcullis_testbed::{Capture, Testbed, TestbedOptions};
@@ -98,21 +99,6 @@ struct Run {
     p50_us: f64,
 }
 
-/// Parses wrk's `50%  123.45us` (also ms, s).
-fn micros(v: &str) -> Option<f64> {
-    let v = v.trim();
-    let (num, mul) = if let Some(n) = v.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix("ms") {
-        (n, 1e3)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1e6)
-    } else {
-        return None;
-    };
-    num.trim().parse::<f64>().ok().map(|n| n * mul)
-}
-
 /// Requests per second and median latency reported by wrk against `host:port`.
 fn wrk(tb: &Testbed, host: &str, port: u16, conns: u32, close: bool, seconds: u32) -> Result<Run> {
     let mut cmd = tb.client.command("wrk");
@@ -128,23 +114,17 @@ fn wrk(tb: &Testbed, host: &str, port: u16, conns: u32, close: bool, seconds: u3
     cmd.arg(format!("http://{host}:{port}/"));
     let out = cmd.output().context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk output: {text}"))?;
-    let p50_us = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("50%"))
-        .and_then(micros)
-        .with_context(|| format!("no 50% latency in wrk output: {text}"))?;
-    if text.contains("Non-2xx") {
-        bail!("wrk saw failed requests: {text}");
-    }
     if let Some(errors) = text.lines().find(|l| l.contains("Socket errors")) {
         eprintln!("note: {host}:{port} c={conns}: {}", errors.trim());
     }
-    Ok(Run { rps, p50_us })
+    let s = parse_wrk(&text).map_err(anyhow::Error::msg)?;
+    let p50_us = s
+        .p50_us
+        .with_context(|| format!("no 50% latency in wrk output: {text}"))?;
+    Ok(Run {
+        rps: s.rate,
+        p50_us,
+    })
 }
 
 /// Two sidecars: the pod's with `shop/server`, the client's with `a/client` and the pod IP as
@@ -185,9 +165,8 @@ fn mtls_testbed() -> Result<Testbed> {
 /// The pod's second address, reached plaintext in `--mtls` mode.
 const PLAIN_V4: &str = portcullis_testbed::testbed::POD_UPLINK_V4;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+fn median(v: Vec<f64>) -> f64 {
+    portcullis_benches::load::median(v).unwrap_or(0.0)
 }
 
 fn main() -> Result<()> {
