@@ -41,7 +41,10 @@ fi
 # Kubernetes schema validation (manifests, patched pods): from PyPI, works offline once installed.
 if ! have kubernetes-validate; then
   echo "installing: kubernetes-validate (pip)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore kubernetes-validate \
-    || python3 -m pip install -q --break-system-packages kubernetes-validate
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages kubernetes-validate
 fi
 have kubernetes-validate || { echo "kubernetes-validate is not on PATH after installing it" >&2; exit 1; }
