@@ -92,6 +92,17 @@ fn nginx(tb: &Testbed, dir: &std::path::Path) -> Result<Process> {
     bail!("nginx did not start")
 }
 
+/// (name, connections, `Connection: close`) of every comparison.
+const SCENARIOS: [(&str, u32, bool); 3] = [
+    (
+        "new connection per request (Connection: close), c=50",
+        50,
+        true,
+    ),
+    ("keep-alive, c=50", 50, false),
+    ("keep-alive, c=1", 1, false),
+];
+
 /// What one wrk run measured.
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -199,15 +210,7 @@ fn main() -> Result<()> {
     let _nginx = nginx(&tb, &dir)?;
     println!("| scenario | direct req/s | via proxy req/s | proxy/direct |");
     println!("|---|---:|---:|---:|");
-    for (name, conns, close) in [
-        (
-            "new connection per request (Connection: close), c=50",
-            50,
-            true,
-        ),
-        ("keep-alive, c=50", 50, false),
-        ("keep-alive, c=1", 1, false),
-    ] {
+    for (name, conns, close) in SCENARIOS {
         let (mut direct, mut proxied) = (Vec::new(), Vec::new());
         for _ in 0..args.rounds {
             direct.push(wrk(&tb, POD_V4, DIRECT, conns, close, args.seconds)?.rps);
@@ -228,15 +231,7 @@ fn mtls(args: &Args) -> Result<()> {
         "| scenario | plaintext req/s | mTLS req/s | mTLS/plaintext | plaintext p50 | mTLS p50 | p50 mTLS/plaintext |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (name, conns, close) in [
-        (
-            "new connection per request (Connection: close), c=50",
-            50,
-            true,
-        ),
-        ("keep-alive, c=50", 50, false),
-        ("keep-alive, c=1", 1, false),
-    ] {
+    for (name, conns, close) in SCENARIOS {
         let (mut plain, mut tls) = (Vec::new(), Vec::new());
         for _ in 0..args.rounds {
             plain.push(wrk(&tb, PLAIN_V4, CAPTURED, conns, close, args.seconds)?);
