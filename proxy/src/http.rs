@@ -6,6 +6,7 @@
 
 pub mod headers;
 pub mod idle;
+pub mod relay;
 pub mod respond;
 pub mod upstream;
 
@@ -61,6 +62,27 @@ pub struct Downstream {
     pub identity: Option<String>,
     /// HTTP/2 with prior knowledge, else HTTP/1.
     pub http2: bool,
+}
+
+/// What one request asks for, as the policy reads it.
+struct Ask<'a> {
+    method: &'a str,
+    /// The request target as sent.
+    target: &'a str,
+    /// The normalized host.
+    host: Option<String>,
+    headers: &'a dyn portcullis_config::decide::Headers,
+    bearer: Option<&'a str>,
+}
+
+/// What becomes of one request.
+enum Judged {
+    /// Rejected by normalization (answered 400); the record says why.
+    Reject,
+    /// Denied, answered locally.
+    Deny(Local, Decision),
+    /// Forwarded (allowed, or denied in audit mode), under the normalized target.
+    Forward(Decision, portcullis_config::normalize::Target),
 }
 
 /// One downstream HTTP connection.
@@ -135,9 +157,20 @@ impl HttpConn {
         self.ctx.access_log.log(rec);
     }
 
-    async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
-        let started = Instant::now();
-        let grpc = is_grpc(req.headers());
+    /// Counts a request the proxy answered itself because the upstream failed.
+    fn count_error(&self, why: Local) {
+        self.ctx
+            .metrics
+            .errors
+            .get_or_create(&crate::metrics::ErrorLabels {
+                direction: self.direction,
+                reason: why.reason(),
+            })
+            .inc();
+    }
+
+    /// A fresh access-log record for one request.
+    fn record(&self, method: &str, request_id: Option<&str>, grpc: bool) -> Record {
         let mut rec = Record::new(
             self.direction,
             self.src,
@@ -145,43 +178,25 @@ impl HttpConn {
             self.protocol(grpc),
         );
         rec.identity.clone_from(&self.identity);
-        rec.method = Some(req.method().to_string());
-        rec.request_id = req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let reject = |this: &Self, rec: &mut Record, why: String| {
-            rec.verdict = Verdict::Deny;
-            rec.reason = Some(why);
-            let resp = local(Local::BadRequest, grpc);
-            this.log(rec, started, resp.status(), None);
-            resp
-        };
-        // Framing ambiguities never get here: hyper rejects duplicate Content-Length, obs-fold
-        // and non-chunked Transfer-Encoding with 400, and for Content-Length with
-        // Transfer-Encoding it uses chunked framing, drops Content-Length and closes the
-        // connection after the response (RFC 9112 6.1), so nothing can be smuggled behind it.
-        let h = req.headers();
-        let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let target = match normalize_target(raw) {
+        rec.method = Some(method.to_string());
+        rec.request_id = request_id.map(str::to_string);
+        rec
+    }
+
+    /// Normalizes and judges one request, filling in `rec`. Both the HTTP/1 relay and the
+    /// hyper server ask here, so every request meets the same checks.
+    fn judge(&self, rec: &mut Record, ask: Ask<'_>) -> Judged {
+        let target = match normalize_target(ask.target) {
             Ok(t) => t,
             Err(e) => {
-                rec.path = Some(raw.to_string());
-                return reject(&self, &mut rec, format!("rejected by normalization: {e}"));
+                rec.path = Some(ask.target.to_string());
+                rec.verdict = Verdict::Deny;
+                rec.reason = Some(format!("rejected by normalization: {e}"));
+                return Judged::Reject;
             }
         };
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| normalize_host(a.as_str()))
-            .or_else(|| {
-                h.get(header::HOST)
-                    .and_then(|v| v.to_str().ok())
-                    .map(normalize_host)
-            });
         rec.path = Some(target.path.clone());
-        rec.host = host.clone();
+        rec.host.clone_from(&ask.host);
         let conn = self.ctx.policy_connection(
             self.direction,
             self.src,
@@ -190,7 +205,7 @@ impl HttpConn {
             None,
         );
         // A bearer token counts only once validated; the token itself is never logged.
-        let (claims, token_error) = match (crate::jwt::bearer(req.headers()), &self.ctx.jwks) {
+        let (claims, token_error) = match (ask.bearer, &self.ctx.jwks) {
             (Some(token), Some(keys)) => match keys.validate(token) {
                 Ok(c) => (Some(c), None),
                 Err(e) => (None, Some(e)),
@@ -202,10 +217,10 @@ impl HttpConn {
         let decision = active.loaded.policy.decide_request(
             &conn,
             &portcullis_config::Request {
-                method: req.method().as_str(),
+                method: ask.method,
                 path: &target.path,
-                host: host.as_deref(),
-                headers: &PolicyHeaders(req.headers()),
+                host: ask.host.as_deref(),
+                headers: ask.headers,
                 jwt: claims.as_ref(),
             },
             None,
@@ -221,12 +236,67 @@ impl HttpConn {
             };
             if !self.ctx.audit {
                 rec.verdict = Verdict::Deny;
+                return Judged::Deny(why, decision);
+            }
+            rec.verdict = Verdict::AuditDeny;
+        }
+        Judged::Forward(decision, target)
+    }
+
+    async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let grpc = is_grpc(req.headers());
+        let mut rec = self.record(
+            req.method().as_str(),
+            req.headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            grpc,
+        );
+        // Framing ambiguities never get here: hyper rejects duplicate Content-Length, obs-fold
+        // and non-chunked Transfer-Encoding with 400, and for Content-Length with
+        // Transfer-Encoding it uses chunked framing, drops Content-Length and closes the
+        // connection after the response (RFC 9112 6.1), so nothing can be smuggled behind it.
+        let h = req.headers();
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| normalize_host(a.as_str()))
+            .or_else(|| {
+                h.get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(normalize_host)
+            });
+        let judged = self.judge(
+            &mut rec,
+            Ask {
+                method: req.method().as_str(),
+                target: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                host: host.clone(),
+                headers: &PolicyHeaders(h),
+                bearer: crate::jwt::bearer(h),
+            },
+        );
+        let (decision, target) = match judged {
+            Judged::Reject => {
+                let resp = local(Local::BadRequest, grpc);
+                self.log(&mut rec, started, resp.status(), None);
+                return resp;
+            }
+            Judged::Deny(why, decision) => {
                 let resp = local(why, grpc);
                 self.log(&mut rec, started, resp.status(), Some(&decision));
                 return resp;
             }
-            rec.verdict = Verdict::AuditDeny;
-        }
+            Judged::Forward(decision, target) => (decision, target),
+        };
+        let reject = |this: &Self, rec: &mut Record, why: String| {
+            rec.verdict = Verdict::Deny;
+            rec.reason = Some(why);
+            let resp = local(Local::BadRequest, grpc);
+            this.log(rec, started, resp.status(), None);
+            resp
+        };
 
         let switching = !self.http2 && is_switching(&req);
         strip_hop_by_hop(req.headers_mut(), switching);
@@ -278,15 +348,7 @@ impl HttpConn {
             }
             Err(e) => {
                 rec.reason = Some(e.to_string());
-                let kind = e.local().reason();
-                self.ctx
-                    .metrics
-                    .errors
-                    .get_or_create(&crate::metrics::ErrorLabels {
-                        direction: self.direction,
-                        reason: kind,
-                    })
-                    .inc();
+                self.count_error(e.local());
                 local(e.local(), grpc)
             }
         };
@@ -347,7 +409,8 @@ fn status_class(s: StatusCode) -> &'static str {
 }
 
 /// Serves one downstream HTTP connection until it closes or the drain asks it to (HTTP/2
-/// GOAWAY; HTTP/1 closes after the response in flight).
+/// GOAWAY; HTTP/1 closes after the response in flight). HTTP/1.1 goes through the relay, which
+/// hands anything it does not carry itself to the hyper server.
 pub async fn serve(ctx: Arc<Context>, down: Downstream, io: Prefixed<Stream>, drain: Drain) {
     let Downstream {
         direction,
@@ -373,6 +436,18 @@ pub async fn serve(ctx: Arc<Context>, down: Downstream, io: Prefixed<Stream>, dr
         upstream,
         drain: drain.clone(),
     });
+    if http2 {
+        return serve_hyper(conn, io, drain).await;
+    }
+    let (prefix, stream) = io.into_parts();
+    if let relay::End::Handover(rest, stream) = relay::serve(conn.clone(), prefix, stream).await {
+        serve_hyper(conn, Prefixed::new(rest, stream), drain).await;
+    }
+}
+
+/// Serves a connection with hyper (HTTP/2, and HTTP/1 requests the relay does not carry).
+async fn serve_hyper(conn: Arc<HttpConn>, io: Prefixed<Stream>, drain: Drain) {
+    let (http2, src) = (conn.http2, conn.src);
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         async move {

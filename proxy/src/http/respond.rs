@@ -78,29 +78,103 @@ impl Local {
     }
 }
 
+/// Status and body of the plain-text response for `why`.
+pub(super) fn plain(why: Local) -> (StatusCode, &'static str) {
+    match why {
+        Local::Denied => (StatusCode::FORBIDDEN, "access denied\n"),
+        Local::Unauthenticated => (StatusCode::UNAUTHORIZED, "invalid token\n"),
+        Local::BadRequest => (StatusCode::BAD_REQUEST, "bad request\n"),
+        Local::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable\n"),
+        Local::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream timeout\n"),
+        Local::BadGateway => (StatusCode::BAD_GATEWAY, "bad gateway\n"),
+    }
+}
+
+const INVALID_TOKEN: &str = "Bearer error=\"invalid_token\"";
+
 /// The response for `why`, in gRPC form when the request was gRPC.
 pub fn local(why: Local, grpc_request: bool) -> Response<Body> {
-    match (why, grpc_request) {
-        (Local::Denied, false) => text(StatusCode::FORBIDDEN, "access denied\n"),
-        (Local::Denied, true) => grpc(7, "access denied"),
-        (Local::Unauthenticated, false) => {
-            let mut r = text(StatusCode::UNAUTHORIZED, "invalid token\n");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    if grpc_request {
+        return match why {
+            Local::Denied => grpc(7, "access denied"),
+            Local::Unauthenticated => grpc(16, "invalid token"),
+            Local::BadRequest => grpc(13, "bad request"),
+            Local::Unavailable => grpc(14, "upstream unavailable"),
+            Local::Timeout => grpc(4, "upstream timeout"),
+            Local::BadGateway => grpc(14, "bad gateway"),
+        };
+    }
+    let (status, body) = plain(why);
+    let mut r = text(status, body);
+    if why == Local::Unauthenticated {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(INVALID_TOKEN),
+        );
+    }
+    r
+}
+
+/// The same response as HTTP/1.1 bytes, for the relay; `close` adds `Connection: close`.
+pub fn h1_bytes(why: Local, close: bool) -> Vec<u8> {
+    let (status, body) = plain(why);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    if why == Local::Unauthenticated {
+        out.push_str("www-authenticate: ");
+        out.push_str(INVALID_TOKEN);
+        out.push_str("\r\n");
+    }
+    if close {
+        out.push_str("connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_bytes_say_what_the_server_says() {
+        for why in [
+            Local::Denied,
+            Local::Unauthenticated,
+            Local::BadRequest,
+            Local::Unavailable,
+            Local::Timeout,
+            Local::BadGateway,
+        ] {
+            let bytes = h1_bytes(why, true);
+            let mut headers = [httparse::EMPTY_HEADER; 8];
+            let mut parsed = httparse::Response::new(&mut headers);
+            let len = match parsed.parse(&bytes) {
+                Ok(httparse::Status::Complete(n)) => n,
+                other => panic!("{why:?}: {other:?}"),
+            };
+            let served = local(why, false);
+            assert_eq!(parsed.code, Some(served.status().as_u16()));
+            for (name, value) in served.headers() {
+                let got = parsed.headers.iter().find(|h| h.name == name.as_str());
+                assert_eq!(
+                    got.map(|h| h.value),
+                    Some(value.as_bytes()),
+                    "{why:?} {name}"
+                );
+            }
+            assert!(
+                parsed
+                    .headers
+                    .iter()
+                    .any(|h| h.name == "connection" && h.value == b"close")
             );
-            r
+            assert_eq!(&bytes[len..], plain(why).1.as_bytes());
         }
-        (Local::Unauthenticated, true) => grpc(16, "invalid token"),
-        (Local::BadRequest, false) => text(StatusCode::BAD_REQUEST, "bad request\n"),
-        (Local::BadRequest, true) => grpc(13, "bad request"),
-        (Local::Unavailable, false) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable\n")
-        }
-        (Local::Unavailable, true) => grpc(14, "upstream unavailable"),
-        (Local::Timeout, false) => text(StatusCode::GATEWAY_TIMEOUT, "upstream timeout\n"),
-        (Local::Timeout, true) => grpc(4, "upstream timeout"),
-        (Local::BadGateway, false) => text(StatusCode::BAD_GATEWAY, "bad gateway\n"),
-        (Local::BadGateway, true) => grpc(14, "bad gateway"),
     }
 }

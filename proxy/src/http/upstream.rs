@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use super::respond::Local;
 use crate::cli::CaptureMode;
 use crate::connection::{ConnError, Direction};
+use crate::stream::Stream;
 use crate::upstream::Connector;
 
 /// Idle HTTP/1 connections kept per key.
@@ -59,6 +60,8 @@ type Key = (Direction, Option<IpAddr>, SocketAddr);
 #[derive(Debug, Default)]
 pub struct Pools {
     h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Incoming>>>>,
+    /// Idle connections of the HTTP/1 relay, between exchanges.
+    raw: Mutex<HashMap<Key, Vec<Stream>>>,
     h2: Mutex<HashMap<Key, http2::SendRequest<Incoming>>>,
 }
 
@@ -79,6 +82,28 @@ impl Pools {
         }
     }
 
+    fn take_raw(&self, key: &Key) -> Option<Stream> {
+        let mut map = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = map.get_mut(key)?;
+        while let Some(mut s) = idle.pop() {
+            if is_quiet(&mut s) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put_raw(&self, key: Key, stream: Stream) {
+        let mut map = self.raw.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_KEYS && !map.contains_key(&key) {
+            return;
+        }
+        let idle = map.entry(key).or_default();
+        if idle.len() < MAX_IDLE_PER_KEY {
+            idle.push(stream);
+        }
+    }
+
     fn give_back_h1(&self, key: Key, mut rest: Vec<http1::SendRequest<Incoming>>) {
         if rest.is_empty() {
             return;
@@ -88,6 +113,16 @@ impl Pools {
         idle.append(&mut rest);
         idle.truncate(MAX_IDLE_PER_KEY);
     }
+}
+
+/// Whether an idle connection is still open and has nothing unread: one read attempt that must
+/// find nothing (no syscall when the runtime already knows the socket is not readable).
+fn is_quiet(stream: &mut Stream) -> bool {
+    use tokio::io::AsyncRead;
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
 }
 
 /// A response body that hands its HTTP/1 connection back to the pool once read to the end.
@@ -152,6 +187,25 @@ impl Upstream {
             client,
             dst,
         }
+    }
+
+    /// An idle relay connection to the destination, if one is kept.
+    pub fn take_raw(&self) -> Option<Stream> {
+        self.pools.take_raw(&self.key())
+    }
+
+    /// Keeps a relay connection whose last exchange ended cleanly, for the next request.
+    pub fn put_raw(&self, stream: Stream) {
+        self.pools.put_raw(self.key(), stream);
+    }
+
+    /// A new connection to the destination.
+    pub async fn connect(&self) -> Result<Stream, ConnError> {
+        Ok(self
+            .connector
+            .connect(self.direction, self.client, self.dst)
+            .await?
+            .stream)
     }
 
     fn key(&self) -> Key {
