@@ -454,13 +454,12 @@ pub async fn serve(
     let outcome = async {
         let dst = ctx.destination(&client)?;
         record.dst = Some(dst);
-        let mut auth = ctx.authenticate(direction, client, &mut record).await?;
-        match ctx
-            .classify(direction, src, dst, &mut auth, &mut record)
-            .await?
-        {
+        // The handshake's and the connect's state are boxed: they live only while they run, not
+        // for the life of every connection.
+        let mut auth = Box::pin(ctx.authenticate(direction, client, &mut record)).await?;
+        match Box::pin(ctx.classify(direction, src, dst, &mut auth, &mut record)).await? {
             Carry::Http { prefix, http2 } => {
-                http::serve(
+                Box::pin(http::serve(
                     ctx.clone(),
                     http::Downstream {
                         direction,
@@ -471,12 +470,12 @@ pub async fn serve(
                     },
                     Prefixed::new(prefix, auth.stream),
                     drain,
-                )
+                ))
                 .await;
                 Ok(None)
             }
             Carry::Opaque { prefix } => {
-                let connected = ctx.connector.connect(direction, src, dst).await?;
+                let connected = Box::pin(ctx.connector.connect(direction, src, dst)).await?;
                 if connected.peer_identity.is_some() {
                     record.identity = connected.peer_identity;
                 }
@@ -487,7 +486,7 @@ pub async fn serve(
                         .await
                         .map_err(ConnError::UpstreamWrite)?;
                 }
-                let mut t = tcp::forward(auth.stream, upstream).await;
+                let mut t = Box::pin(tcp::forward(auth.stream, upstream)).await;
                 t.bytes_in += prefix.len() as u64;
                 Ok::<_, ConnError>(Some(t))
             }

@@ -436,12 +436,15 @@ pub async fn serve(ctx: Arc<Context>, down: Downstream, io: Prefixed<Stream>, dr
         upstream,
         drain: drain.clone(),
     });
+    // Boxed: a connection carries the state of only the server it uses.
     if http2 {
-        return serve_hyper(conn, io, drain).await;
+        return Box::pin(serve_hyper(conn, io, drain)).await;
     }
     let (prefix, stream) = io.into_parts();
-    if let relay::End::Handover(rest, stream) = relay::serve(conn.clone(), prefix, stream).await {
-        serve_hyper(conn, Prefixed::new(rest, stream), drain).await;
+    if let relay::End::Handover(rest, stream) =
+        Box::pin(relay::serve(conn.clone(), prefix, stream)).await
+    {
+        Box::pin(serve_hyper(conn, Prefixed::new(rest, stream), drain)).await;
     }
 }
 

@@ -151,7 +151,7 @@ pub(super) async fn serve(conn: Arc<HttpConn>, prefix: Bytes, down: Stream) -> E
     let mut r = Relay {
         conn,
         down,
-        buf: prefix.to_vec(),
+        buf: Vec::from(prefix),
         upbuf: Vec::new(),
         out: Vec::new(),
         head_deadline: None,
@@ -192,7 +192,9 @@ impl Relay {
                     }
                 }
                 Step::Forward(f) => {
-                    if !self.forward(*f).await {
+                    // Boxed: the exchange's state exists only while a request is in flight, not
+                    // in every idle connection.
+                    if !Box::pin(self.forward(*f)).await {
                         return false;
                     }
                 }

@@ -156,7 +156,9 @@ mod tests {
 
     use super::*;
 
-    fn end_of(input: &[u8]) -> Result<Option<usize>, ChunkError> {
+    type End = Result<Option<usize>, ChunkError>;
+
+    fn end_of(input: &[u8]) -> End {
         let mut s = Scanner::new();
         let n = s.feed(input)?;
         Ok(s.is_done().then_some(n))
@@ -164,7 +166,7 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: &[(&[u8], Result<Option<usize>, ChunkError>)] = &[
+        let cases: &[(&[u8], End)] = &[
             (b"0\r\n\r\n", Ok(Some(5))),
             (b"0\r\n\r\nGET / HTTP/1.1", Ok(Some(5))),
             (b"5\r\nhello\r\n0\r\n\r\n", Ok(Some(15))),

@@ -55,7 +55,7 @@ fn value<'b>(h: &Header<'b>) -> Option<&'b str> {
     std::str::from_utf8(h.value).ok()
 }
 
-fn tokens<'a>(v: &'a [u8]) -> impl Iterator<Item = &'a str> {
+fn tokens(v: &[u8]) -> impl Iterator<Item = &str> {
     std::str::from_utf8(v)
         .unwrap_or("")
         .split(',')
