@@ -384,6 +384,25 @@ async fn broken_upstream_framing_is_a_502() {
 }
 
 #[tokio::test]
+async fn an_unrequested_protocol_switch_is_a_502() {
+    static SCRIPT: [Act; 1] = [Act::Answer(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nraw bytes",
+    )];
+    let up = scripted(&SCRIPT).await;
+    let (addr, drain) = start(up.addr).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let r = exchange(
+        &mut c,
+        "GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n",
+        "gateway\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 502"), "{r}");
+    assert!(!r.contains("raw bytes") && !r.contains("101"), "{r}");
+    drain.start();
+}
+
+#[tokio::test]
 async fn head_responses_have_no_body_to_wait_for() {
     static SCRIPT: [Act; 2] = [
         Act::Answer("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),

@@ -37,6 +37,35 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Largest request body the relay buffers whole; larger ones go to the hyper server (streamed).
 pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
+/// Spare buffers kept per thread, so that a connection going idle and waking up again does not
+/// cost a round trip through the allocator; bounded, so that idle memory stays small.
+const MAX_SPARE: usize = 32;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer from the spares (or a new, empty one).
+fn take_buffer(b: &mut Vec<u8>) {
+    if b.capacity() == 0 {
+        *b = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
+    }
+}
+
+/// Gives `b`'s allocation back to the spares.
+fn give_buffer(b: &mut Vec<u8>) {
+    let mut b = std::mem::take(b);
+    if b.capacity() == 0 || b.capacity() > 4 * READ_CHUNK {
+        return;
+    }
+    b.clear();
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < MAX_SPARE {
+            spare.push(b);
+        }
+    });
+}
+
 /// Request headers as the policy engine reads them (case-insensitive, repeats joined by `,`).
 struct RawHeaders<'a>(&'a [httparse::Header<'a>]);
 
@@ -290,13 +319,14 @@ impl Relay {
     async fn read_down(&mut self) -> bool {
         if self.buf.is_empty() {
             // Between requests nothing is held but the socket.
-            self.buf = Vec::new();
-            self.upbuf = Vec::new();
-            self.out = Vec::new();
+            give_buffer(&mut self.buf);
+            give_buffer(&mut self.upbuf);
+            give_buffer(&mut self.out);
             if !self.next_request().await {
                 return false;
             }
         }
+        take_buffer(&mut self.buf);
         self.buf.reserve(READ_CHUNK);
         let deadline = match self.head_deadline {
             Some(d) => d,
@@ -409,6 +439,7 @@ impl Relay {
         head: &ResponseHead,
         close: bool,
     ) -> Result<bool, Failure> {
+        take_buffer(&mut self.out);
         let raw = &self.upbuf[..head.len];
         self.out.clear();
         if head.verbatim && !close {
@@ -500,6 +531,10 @@ async fn read_head(
 ) -> Result<ResponseHead, Failure> {
     loop {
         if let Some(head) = head::parse_response(upbuf, head_request)? {
+            if head.status == 101 {
+                // Nothing the relay sends asks for a protocol switch.
+                return Err(ResponseError::Malformed("unrequested protocol switch").into());
+            }
             return Ok(head);
         }
         if upbuf.len() >= MAX_HEADER_BYTES {
@@ -513,6 +548,7 @@ async fn read_head(
 
 /// One read from the upstream, bounded by the idle timeout.
 async fn read_up(up: &mut Stream, upbuf: &mut Vec<u8>) -> Result<usize, Failure> {
+    take_buffer(upbuf);
     upbuf.reserve(READ_CHUNK);
     match timeout(IDLE_TIMEOUT, up.read_buf(upbuf)).await {
         Ok(r) => Ok(r?),

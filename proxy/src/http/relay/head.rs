@@ -320,10 +320,15 @@ pub fn forward_response(out: &mut Vec<u8>, raw: &[u8], close: bool) {
     let mut resp = httparse::Response::new(&mut headers);
     // Only called with a head `parse_response` accepted.
     let _ = resp.parse(raw);
-    let status = resp.code.unwrap_or(502);
+    let status = resp.code.unwrap_or(502).min(999);
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
-    out.push(b' ');
+    // httparse accepts exactly three digits.
+    out.extend_from_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let te = resp
