@@ -559,3 +559,55 @@ async fn read_up(up: &mut Stream, upbuf: &mut Vec<u8>) -> Result<usize, Failure>
 fn local_status(why: Local) -> StatusCode {
     super::respond::plain(why).0
 }
+
+#[cfg(test)]
+mod tests {
+    use portcullis_config::decide::Headers as _;
+
+    use super::*;
+
+    #[test]
+    fn policy_headers_are_case_insensitive_and_repeats_are_joined() {
+        let raw = [
+            httparse::Header {
+                name: "X-Tenant",
+                value: b"a",
+            },
+            httparse::Header {
+                name: "x-other",
+                value: b"z",
+            },
+            httparse::Header {
+                name: "x-tenant",
+                value: b"b",
+            },
+        ];
+        let h = RawHeaders(&raw);
+        assert_eq!(h.get("x-tenant").as_deref(), Some("a,b"));
+        assert_eq!(h.get("x-other").as_deref(), Some("z"));
+        assert_eq!(h.get("x-missing"), None);
+    }
+
+    #[test]
+    fn spare_buffers_are_reused_and_bounded() {
+        let mut a = Vec::with_capacity(READ_CHUNK);
+        a.extend_from_slice(b"leftover");
+        let ptr = a.as_ptr();
+        give_buffer(&mut a);
+        assert_eq!(a.capacity(), 0, "the connection keeps nothing");
+        let mut b = Vec::new();
+        take_buffer(&mut b);
+        assert_eq!(
+            (b.as_ptr(), b.len()),
+            (ptr, 0),
+            "the same allocation, emptied"
+        );
+        for _ in 0..MAX_SPARE * 2 {
+            give_buffer(&mut Vec::with_capacity(READ_CHUNK));
+        }
+        assert_eq!(SPARE.with_borrow(Vec::len), MAX_SPARE);
+        let mut huge = Vec::with_capacity(8 * READ_CHUNK);
+        give_buffer(&mut huge);
+        assert_eq!(SPARE.with_borrow(Vec::len), MAX_SPARE);
+    }
+}
