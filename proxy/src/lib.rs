@@ -14,6 +14,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app_probes;
+pub mod buffers;
 pub mod check;
 pub mod cli;
 pub mod config;

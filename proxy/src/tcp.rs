@@ -1,13 +1,11 @@
-//! Opaque TCP forwarding: both directions copied concurrently through one fixed buffer each,
-//! with half-close carried across (EOF on one side shuts down writing on the other) and the
-//! first error ending both directions.
+//! Opaque TCP forwarding: both directions copied concurrently, each through a buffer it holds
+//! only while bytes are in flight ([`crate::buffers`]), with half-close carried across (EOF on
+//! one side shuts down writing on the other) and the first error ending both directions.
 
 use std::io;
 
 use crate::stream::Stream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-const BUF_SIZE: usize = 16 * 1024;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Bytes moved by a forwarded connection, and how it ended.
 #[derive(Debug)]
@@ -25,14 +23,15 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = Vec::new();
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = crate::buffers::read(&mut from, &mut buf).await?;
         if n == 0 {
             // Half-close: pass the EOF on and keep the other direction open.
             return to.shutdown().await;
         }
-        to.write_all(&buf[..n]).await?;
+        to.write_all(&buf).await?;
+        crate::buffers::give(&mut buf);
         *count += n as u64;
     }
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use portcullis_config::Decision;
 use portcullis_config::normalize::normalize_host;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
 use self::chunked::{ChunkError, Scanner};
@@ -28,43 +28,13 @@ use super::respond::{Local, h1_bytes};
 use super::upstream::Upstream;
 use super::{Ask, HttpConn, Judged, MAX_HEADER_BYTES, MAX_HEADERS};
 use crate::access_log::Record;
+use crate::buffers;
 use crate::config::{HEADER_READ_TIMEOUT, HTTP1_DRAIN_GRACE, IDLE_TIMEOUT};
 use crate::connection::ConnError;
 use crate::stream::Stream;
 
-/// Bytes read at a time.
-const READ_CHUNK: usize = 16 * 1024;
 /// Largest request body the relay buffers whole; larger ones go to the hyper server (streamed).
 pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
-
-/// Spare buffers kept per thread, so that a connection going idle and waking up again does not
-/// cost a round trip through the allocator; bounded, so that idle memory stays small.
-const MAX_SPARE: usize = 32;
-
-thread_local! {
-    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A buffer from the spares (or a new, empty one).
-fn take_buffer(b: &mut Vec<u8>) {
-    if b.capacity() == 0 {
-        *b = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
-    }
-}
-
-/// Gives `b`'s allocation back to the spares.
-fn give_buffer(b: &mut Vec<u8>) {
-    let mut b = std::mem::take(b);
-    if b.capacity() == 0 || b.capacity() > 4 * READ_CHUNK {
-        return;
-    }
-    b.clear();
-    SPARE.with_borrow_mut(|spare| {
-        if spare.len() < MAX_SPARE {
-            spare.push(b);
-        }
-    });
-}
 
 /// Request headers as the policy engine reads them (case-insensitive, repeats joined by `,`).
 struct RawHeaders<'a>(&'a [httparse::Header<'a>]);
@@ -315,49 +285,49 @@ impl Relay {
     }
 
     /// Reads more of the client's request; `false` when the connection should end (closed,
-    /// idle too long, draining, or a head that takes too long).
+    /// idle past the header read timeout — as the hyper server does for keep-alive connections
+    /// — or past the drain's grace period, or a head that takes too long).
     async fn read_down(&mut self) -> bool {
-        if self.buf.is_empty() {
+        let idle = self.buf.is_empty();
+        if idle {
             // Between requests nothing is held but the socket.
-            give_buffer(&mut self.buf);
-            give_buffer(&mut self.upbuf);
-            give_buffer(&mut self.out);
-            if !self.next_request().await {
-                return false;
-            }
+            buffers::give(&mut self.buf);
+            buffers::give(&mut self.upbuf);
+            buffers::give(&mut self.out);
         }
-        take_buffer(&mut self.buf);
-        self.buf.reserve(READ_CHUNK);
-        let deadline = match self.head_deadline {
-            Some(d) => d,
-            None => tokio::time::Instant::now() + HEADER_READ_TIMEOUT,
+        let Relay {
+            conn,
+            down,
+            buf,
+            head_deadline,
+            ..
+        } = self;
+        let read = buffers::read(down, buf);
+        let n = if idle {
+            let drained = async {
+                conn.drain.started().await;
+                tokio::time::sleep(HTTP1_DRAIN_GRACE).await;
+            };
+            tokio::select! {
+                r = read => r,
+                () = tokio::time::sleep(HEADER_READ_TIMEOUT) => return false,
+                () = drained => return false,
+            }
+        } else {
+            let deadline = head_deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + HEADER_READ_TIMEOUT);
+            match tokio::time::timeout_at(*deadline, read).await {
+                Ok(r) => r,
+                Err(_) => return false,
+            }
         };
-        match tokio::time::timeout_at(deadline, self.down.read_buf(&mut self.buf)).await {
-            Ok(Ok(n)) if n > 0 => {
-                self.head_deadline
+        match n {
+            Ok(n) if n > 0 => {
+                head_deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + HEADER_READ_TIMEOUT);
                 true
             }
             _ => false,
-        }
-    }
-
-    /// Waits for the client's next request; `false` if it stays idle past the header read
-    /// timeout (as the hyper server does for keep-alive connections) or past the drain's grace
-    /// period.
-    async fn next_request(&self) -> bool {
-        let drained = async {
-            self.conn.drain.started().await;
-            tokio::time::sleep(HTTP1_DRAIN_GRACE).await;
-        };
-        match &self.down {
-            Stream::Plain(tcp) => tokio::select! {
-                r = tcp.readable() => r.is_ok(),
-                () = tokio::time::sleep(HEADER_READ_TIMEOUT) => false,
-                () = drained => false,
-            },
-            // TLS may hold decrypted bytes already: read at once.
-            Stream::Mesh(_) => true,
         }
     }
 
@@ -439,7 +409,7 @@ impl Relay {
         head: &ResponseHead,
         close: bool,
     ) -> Result<bool, Failure> {
-        take_buffer(&mut self.out);
+        buffers::take(&mut self.out);
         let raw = &self.upbuf[..head.len];
         self.out.clear();
         if head.verbatim && !close {
@@ -548,9 +518,7 @@ async fn read_head(
 
 /// One read from the upstream, bounded by the idle timeout.
 async fn read_up(up: &mut Stream, upbuf: &mut Vec<u8>) -> Result<usize, Failure> {
-    take_buffer(upbuf);
-    upbuf.reserve(READ_CHUNK);
-    match timeout(IDLE_TIMEOUT, up.read_buf(upbuf)).await {
+    match timeout(IDLE_TIMEOUT, buffers::read(up, upbuf)).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(Failure::Timeout),
     }
@@ -586,28 +554,5 @@ mod tests {
         assert_eq!(h.get("x-tenant").as_deref(), Some("a,b"));
         assert_eq!(h.get("x-other").as_deref(), Some("z"));
         assert_eq!(h.get("x-missing"), None);
-    }
-
-    #[test]
-    fn spare_buffers_are_reused_and_bounded() {
-        let mut a = Vec::with_capacity(READ_CHUNK);
-        a.extend_from_slice(b"leftover");
-        let ptr = a.as_ptr();
-        give_buffer(&mut a);
-        assert_eq!(a.capacity(), 0, "the connection keeps nothing");
-        let mut b = Vec::new();
-        take_buffer(&mut b);
-        assert_eq!(
-            (b.as_ptr(), b.len()),
-            (ptr, 0),
-            "the same allocation, emptied"
-        );
-        for _ in 0..MAX_SPARE * 2 {
-            give_buffer(&mut Vec::with_capacity(READ_CHUNK));
-        }
-        assert_eq!(SPARE.with_borrow(Vec::len), MAX_SPARE);
-        let mut huge = Vec::with_capacity(8 * READ_CHUNK);
-        give_buffer(&mut huge);
-        assert_eq!(SPARE.with_borrow(Vec::len), MAX_SPARE);
     }
 }
