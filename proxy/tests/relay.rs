@@ -403,6 +403,45 @@ async fn an_unrequested_protocol_switch_is_a_502() {
 }
 
 #[tokio::test]
+async fn an_early_answer_to_an_unread_body_still_reaches_the_client() {
+    // The upstream answers 413 as soon as it sees the head and closes without reading the
+    // body; the proxy may fail to write the rest, but the client gets the 413.
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let up = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut b = [0u8; 1];
+                    if s.read_exact(&mut b).await.is_err() {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig\n")
+                    .await;
+            });
+        }
+    });
+    let (addr, drain) = start(up).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let body = "y".repeat(60 * 1024);
+    let r = exchange(
+        &mut c,
+        &format!(
+            "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        "big\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    drain.start();
+}
+
+#[tokio::test]
 async fn head_responses_have_no_body_to_wait_for() {
     static SCRIPT: [Act; 2] = [
         Act::Answer("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),

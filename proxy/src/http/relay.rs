@@ -480,11 +480,16 @@ async fn exchange(
             None => (upstream.connect().await?, false),
         };
         upbuf.clear();
-        let result = async {
-            up.write_all(request).await?;
-            read_head(&mut up, upbuf, head_request).await
-        }
-        .await;
+        // An upstream may answer before it has read the whole request (413, say) and close:
+        // what it answered is still read and relayed, on a connection not reused.
+        let wrote = up.write_all(request).await;
+        let result = match read_head(&mut up, upbuf, head_request).await {
+            Ok(mut head) => {
+                head.reusable &= wrote.is_ok();
+                Ok(head)
+            }
+            Err(e) => Err(wrote.err().map_or(e, Failure::Io)),
+        };
         match result {
             Ok(head) => return Ok((up, head)),
             Err(e) if reused && idempotent && upbuf.is_empty() && e.is_stale() => pooled = false,
