@@ -92,6 +92,8 @@ fn demo() -> Result<()> {
             &tb.client,
             &format!("http://{POD_V4}:8081/"),
         );
+        // The proxy writes its log in batches (every 50 ms): read it before the kill below.
+        let logged = tb.wait_access_log(4)?;
         if capture == Capture::Redirect {
             tb.kill_proxy()?;
             show(
@@ -102,7 +104,7 @@ fn demo() -> Result<()> {
             );
         }
         println!("  access log (one JSON line per connection, written by the proxy):");
-        for line in tb.wait_access_log(4)? {
+        for line in logged {
             println!("    {line}");
         }
         println!();
