@@ -1,6 +1,8 @@
 //! In-process tests of HTTP enforcement: the proxy on loopback with an injected original
 //! destination, a real hyper upstream (HTTP/1.1 and h2c) and real hyper clients.
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +14,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portcullis_config::LoadedPolicy;
 use portcullis_proxy::connection::Direction;
 use portcullis_proxy::drain::Drain;
 use portcullis_proxy::{Proxy, ProxyConfig};
@@ -106,15 +107,8 @@ struct Running {
 }
 
 async fn start(upstream: SocketAddr) -> Running {
-    let docs = portcullis_config::parse_str("p.yaml", POLICY).expect("parse");
-    let (policy, warnings) =
-        portcullis_config::compile::compile(&docs, &Default::default()).expect("compile");
-    let policy = LoadedPolicy {
-        policy,
-        warnings,
-        hash: "t".into(),
-    };
-    let proxy = Proxy::bind(ProxyConfig::for_tests(upstream), policy).expect("bind");
+    let proxy =
+        Proxy::bind(ProxyConfig::for_tests(upstream), support::loaded(POLICY)).expect("bind");
     let r = Running {
         addr: proxy.addrs(Direction::Inbound)[0],
         admin: proxy.admin_addr().expect("admin"),

@@ -5,7 +5,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use portcullis_config::LoadedPolicy;
 use portcullis_proxy::config::AccessLogTarget;
 use portcullis_proxy::connection::Direction;
 use portcullis_proxy::drain::Drain;
@@ -52,21 +51,10 @@ async fn tokens_are_validated_and_invalid_ones_get_401() {
         json!({"keys": [{"kty": "oct", "kid": "k1", "k": k}]}).to_string(),
     )
     .expect("jwks");
-    let docs = portcullis_config::parse_str("p.yaml", POLICY).expect("parse");
-    let (policy, warnings) =
-        portcullis_config::compile::compile(&docs, &Default::default()).expect("compile");
     let mut config = ProxyConfig::for_tests(http_upstream().await);
     config.jwks = Some(dir.join("jwks.json"));
     config.access_log = AccessLogTarget::File(dir.join("access.log"));
-    let proxy = Proxy::bind(
-        config,
-        LoadedPolicy {
-            policy,
-            warnings,
-            hash: "t".into(),
-        },
-    )
-    .expect("bind");
+    let proxy = Proxy::bind(config, support::loaded(POLICY)).expect("bind");
     let addr = proxy.addrs(Direction::Inbound)[0];
     let drain = Drain::new();
     let d = drain.clone();

@@ -33,14 +33,7 @@ fn compiled(spec: &str) -> LoadedPolicy {
     let yaml = format!(
         "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: mesh}}\n{spec}"
     );
-    let docs = portcullis_config::parse_str("p.yaml", &yaml).expect("parse");
-    let (policy, warnings) =
-        portcullis_config::compile::compile(&docs, &Default::default()).expect("compile");
-    LoadedPolicy {
-        policy,
-        warnings,
-        hash: "t".into(),
-    }
+    support::loaded(&yaml)
 }
 
 struct Sidecar {

@@ -3,11 +3,12 @@
 //! informational responses, upstream connection reuse and its stale-connection retry, pipelined
 //! requests, and requests the relay hands to the full server.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portcullis_config::LoadedPolicy;
 use portcullis_proxy::connection::Direction;
 use portcullis_proxy::drain::Drain;
 use portcullis_proxy::{Proxy, ProxyConfig};
@@ -117,15 +118,8 @@ async fn scripted(script: &'static [Act]) -> Upstream {
 }
 
 async fn start(upstream: SocketAddr) -> (SocketAddr, Drain) {
-    let docs = portcullis_config::parse_str("p.yaml", POLICY).expect("parse");
-    let (policy, warnings) =
-        portcullis_config::compile::compile(&docs, &Default::default()).expect("compile");
-    let policy = LoadedPolicy {
-        policy,
-        warnings,
-        hash: "t".into(),
-    };
-    let proxy = Proxy::bind(ProxyConfig::for_tests(upstream), policy).expect("bind");
+    let proxy =
+        Proxy::bind(ProxyConfig::for_tests(upstream), support::loaded(POLICY)).expect("bind");
     let addr = proxy.addrs(Direction::Inbound)[0];
     let drain = Drain::new();
     let d = drain.clone();

@@ -60,24 +60,28 @@ pub struct PolicyHeaders<'a>(pub &'a HeaderMap);
 
 impl portcullis_config::decide::Headers for PolicyHeaders<'_> {
     fn get(&self, lower_name: &str) -> Option<Cow<'_, str>> {
-        let mut values = self
-            .0
-            .get_all(lower_name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()));
-        let first = values.next()?;
-        match values.next() {
-            None => Some(first),
-            Some(second) => {
-                let mut joined = format!("{first},{second}");
-                for v in values {
-                    joined.push(',');
-                    joined.push_str(&v);
-                }
-                Some(Cow::Owned(joined))
-            }
-        }
+        join(
+            self.0
+                .get_all(lower_name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes())),
+        )
     }
+}
+
+/// The values of one header as the policy engine sees them: the only value as it is, repeated
+/// values joined with `,`; `None` when there are none.
+pub fn join<'a>(mut values: impl Iterator<Item = Cow<'a, str>>) -> Option<Cow<'a, str>> {
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(first);
+    };
+    let mut joined = format!("{first},{second}");
+    for v in values {
+        joined.push(',');
+        joined.push_str(&v);
+    }
+    Some(Cow::Owned(joined))
 }
 
 #[cfg(test)]

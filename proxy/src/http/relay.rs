@@ -41,21 +41,12 @@ struct RawHeaders<'a>(&'a [httparse::Header<'a>]);
 
 impl portcullis_config::decide::Headers for RawHeaders<'_> {
     fn get(&self, lower_name: &str) -> Option<Cow<'_, str>> {
-        let mut values = self
-            .0
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(lower_name))
-            .map(|h| String::from_utf8_lossy(h.value));
-        let first = values.next()?;
-        let Some(second) = values.next() else {
-            return Some(first);
-        };
-        let mut joined = format!("{first},{second}");
-        for v in values {
-            joined.push(',');
-            joined.push_str(&v);
-        }
-        Some(Cow::Owned(joined))
+        super::headers::join(
+            self.0
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(lower_name))
+                .map(|h| String::from_utf8_lossy(h.value)),
+        )
     }
 }
 

@@ -1,5 +1,5 @@
-//! Helpers shared by the proxy's in-process integration tests: a real HTTP upstream, a raw
-//! HTTP/1 client, and a bounded wait. (Each test crate uses a subset.)
+//! Helpers shared by the proxy's in-process integration tests: a compiled policy, a real HTTP
+//! upstream, a raw HTTP/1 client, and a bounded wait. (Each test crate uses a subset.)
 #![allow(dead_code)] // every test file compiles this module but uses only some of it
 
 use std::convert::Infallible;
@@ -11,6 +11,18 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// `yaml` parsed and compiled, as the proxy loads it.
+pub(crate) fn loaded(yaml: &str) -> portcullis_config::LoadedPolicy {
+    let docs = portcullis_config::parse_str("p.yaml", yaml).expect("parse");
+    let (policy, warnings) =
+        portcullis_config::compile::compile(&docs, &Default::default()).expect("compile");
+    portcullis_config::LoadedPolicy {
+        policy,
+        warnings,
+        hash: "t".into(),
+    }
+}
 
 /// An HTTP/1 upstream answering 200 `upstream` to everything.
 pub(crate) async fn http_upstream() -> SocketAddr {
