@@ -174,7 +174,11 @@ fn claims(mut raw: HashMap<String, Value>) -> JwtClaims {
 
 /// The token of an `Authorization: Bearer` header, if there is one.
 pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token(headers.get(http::header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The token in an `Authorization` header value, if its scheme is `Bearer`.
+pub fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

@@ -127,6 +127,14 @@ async fn start(upstream: SocketAddr) -> (SocketAddr, Drain) {
     (addr, drain)
 }
 
+/// The proxy in front of an upstream playing `script`, and a client connection to the proxy.
+async fn through(script: &'static [Act]) -> (Upstream, TcpStream, Drain) {
+    let up = scripted(script).await;
+    let (addr, drain) = start(up.addr).await;
+    let client = TcpStream::connect(addr).await.expect("connect");
+    (up, client, drain)
+}
+
 /// Sends `request` on `s` and reads until `until` is in what came back (or 5 s pass).
 async fn exchange(s: &mut TcpStream, request: &str, until: &str) -> String {
     s.write_all(request.as_bytes()).await.expect("write");
@@ -166,9 +174,7 @@ async fn chunked_responses_keep_their_framing_and_the_connection() {
         ),
         Act::Answer(OK),
     ];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (up, mut c, drain) = through(&SCRIPT).await;
     let first = exchange(
         &mut c,
         "GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -200,9 +206,7 @@ async fn chunked_responses_keep_their_framing_and_the_connection() {
 #[tokio::test]
 async fn a_close_delimited_response_closes_the_client_connection() {
     static SCRIPT: [Act; 1] = [Act::AnswerClose("HTTP/1.1 200 OK\r\n\r\nuntil the end")];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (_up, mut c, drain) = through(&SCRIPT).await;
     let r = exchange(
         &mut c,
         "GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -220,9 +224,7 @@ async fn an_upstream_close_is_not_passed_on_to_the_client() {
     static SCRIPT: [Act; 1] = [Act::AnswerClose(
         "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
     )];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (up, mut c, drain) = through(&SCRIPT).await;
     for path in ["/public/a", "/public/b"] {
         let r = exchange(
             &mut c,
@@ -246,9 +248,7 @@ async fn a_stale_pooled_connection_is_retried_only_for_idempotent_requests() {
     // Every upstream connection answers once, then closes on the next request unanswered
     // (as a server whose keep-alive timer fired just as the request arrived).
     static SCRIPT: [Act; 2] = [Act::Answer(OK), Act::Close];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (up, mut c, drain) = through(&SCRIPT).await;
     let get = "GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n";
     assert!(exchange(&mut c, get, "ok").await.ends_with("ok"));
     let again = exchange(&mut c, get, "ok").await;
@@ -278,9 +278,7 @@ async fn informational_responses_go_through_before_the_final_one() {
         "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
          HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     )];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (_up, mut c, drain) = through(&SCRIPT).await;
     let r = exchange(
         &mut c,
         "GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -302,9 +300,7 @@ async fn pipelined_requests_are_judged_and_answered_in_order() {
         Act::Answer("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"),
         Act::Answer("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo"),
     ];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (up, mut c, drain) = through(&SCRIPT).await;
     let r = exchange(
         &mut c,
         "GET /public/./a/../one HTTP/1.1\r\nHost: a\r\n\r\n\
@@ -330,9 +326,7 @@ async fn pipelined_requests_are_judged_and_answered_in_order() {
 #[tokio::test]
 async fn framing_headers_survive_being_named_in_connection() {
     static SCRIPT: [Act; 2] = [Act::Answer(OK), Act::Answer(OK)];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (up, mut c, drain) = through(&SCRIPT).await;
     // Were Content-Length dropped, the body would reach the upstream as a second request.
     let hidden = "GET /private HTTP/1.1\r\nHost: a\r\n\r\n";
     let r = exchange(
@@ -364,9 +358,7 @@ async fn broken_upstream_framing_is_a_502() {
     static SCRIPT: [Act; 1] = [Act::Answer(
         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
     )];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (_up, mut c, drain) = through(&SCRIPT).await;
     let r = exchange(
         &mut c,
         "GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -382,9 +374,7 @@ async fn an_unrequested_protocol_switch_is_a_502() {
     static SCRIPT: [Act; 1] = [Act::Answer(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nraw bytes",
     )];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (_up, mut c, drain) = through(&SCRIPT).await;
     let r = exchange(
         &mut c,
         "GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -441,9 +431,7 @@ async fn head_responses_have_no_body_to_wait_for() {
         Act::Answer("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
         Act::Answer(OK),
     ];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (up, mut c, drain) = through(&SCRIPT).await;
     let r = exchange(
         &mut c,
         "HEAD /public/a HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -463,9 +451,7 @@ async fn head_responses_have_no_body_to_wait_for() {
 #[tokio::test]
 async fn requests_the_relay_does_not_carry_are_served_by_the_full_server() {
     static SCRIPT: [Act; 3] = [Act::Answer(OK), Act::Answer(OK), Act::Answer(OK)];
-    let up = scripted(&SCRIPT).await;
-    let (addr, drain) = start(up.addr).await;
-    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let (up, mut c, drain) = through(&SCRIPT).await;
     assert!(
         exchange(&mut c, "GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n", "ok")
             .await

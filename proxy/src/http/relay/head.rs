@@ -131,10 +131,7 @@ pub fn parse_request<'b>(
                 return Parse::Handover("grpc");
             }
         } else if n.eq_ignore_ascii_case("authorization") {
-            head.bearer = value(h).and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            });
+            head.bearer = value(h).and_then(crate::jwt::bearer_token);
         } else if is_hop_by_hop(n) {
             head.hop_by_hop = true;
             if n.eq_ignore_ascii_case("connection") {
