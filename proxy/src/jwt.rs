@@ -112,6 +112,17 @@ impl Jwks {
         })
     }
 
+    /// Keys from JWKS text with no file behind them (fuzzing).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn from_text(text: &str) -> Result<Self, JwtError> {
+        let path = PathBuf::from("fuzz.jwks");
+        Ok(Self {
+            keys: ArcSwap::from_pointee(parse_keys(&path, text)?),
+            path,
+            seen: Mutex::new(text.to_string()),
+        })
+    }
+
     /// Re-reads the file; a changed valid file replaces the keys, an invalid one keeps them.
     pub fn reload(&self) -> Result<bool, JwtError> {
         let text = std::fs::read_to_string(&self.path).map_err(|e| JwtError::Keys {

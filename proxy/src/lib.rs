@@ -23,6 +23,8 @@ pub mod detect;
 pub mod devcerts;
 pub mod drain;
 pub mod explain;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod jwt;
