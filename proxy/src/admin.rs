@@ -1,5 +1,5 @@
 //! The admin server: `/live`, `/ready`, `/metrics`, `/policy`, `POST /shutdown` (loopback
-//! only), and `/app-health/…` (application probes run on the kubelet's behalf).
+//! only), and `/app-health/…` ([`probes`]: application probes run on the kubelet's behalf).
 //! It keeps answering while the proxy drains, so that `/ready` can say 503.
 
 use std::convert::Infallible;
@@ -15,32 +15,36 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+pub(crate) mod probes;
+
+use self::probes::AppProbes;
 use crate::drain::Drain;
-use crate::identity::IdentityStore;
-use crate::metrics::Metrics;
-use crate::reload::PolicyStore;
+use crate::mesh::identity::IdentityStore;
+use crate::observe::access_log::timestamp;
+use crate::observe::metrics::Metrics;
+use crate::policy::store::PolicyStore;
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// Set once every listener is bound (and, with the policy engine, a policy is loaded).
-    pub ready: AtomicBool,
+    pub(crate) ready: AtomicBool,
     /// The process-wide drain.
-    pub drain: Drain,
+    pub(crate) drain: Drain,
     /// Metrics to render.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The active policy.
-    pub policy: Arc<PolicyStore>,
+    pub(crate) policy: Arc<PolicyStore>,
     /// Whether the proxy runs in audit mode.
-    pub audit: bool,
+    pub(crate) audit: bool,
     /// The workload identity, when `--identity-dir` is set.
-    pub identity: Option<Arc<IdentityStore>>,
+    pub(crate) identity: Option<Arc<IdentityStore>>,
     /// Kubelet probes the injector moved to the admin port.
-    pub app_probes: Option<Arc<crate::app_probes::AppProbes>>,
+    pub(crate) app_probes: Option<Arc<AppProbes>>,
 }
 
 /// `GET /policy`: what is enforced right now.
-pub fn policy_json(state: &AdminState) -> String {
+pub(crate) fn policy_json(state: &AdminState) -> String {
     let active = state.policy.current();
     let p = &active.loaded.policy;
     let docs: Vec<serde_json::Value> = p
@@ -66,7 +70,7 @@ pub fn policy_json(state: &AdminState) -> String {
     };
     serde_json::json!({
         "hash": active.loaded.hash,
-        "loaded_at": crate::access_log::timestamp(active.loaded_at),
+        "loaded_at": timestamp(active.loaded_at),
         "mode": if state.audit { "audit" } else { "enforce" },
         "source": state.policy.path().map(|p| p.display().to_string()),
         "documents": docs,
@@ -88,7 +92,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// Routes one admin request (pure apart from starting the drain).
-pub fn respond(
+pub(crate) fn respond(
     state: &AdminState,
     peer: SocketAddr,
     method: &Method,
@@ -145,7 +149,7 @@ pub fn respond(
 }
 
 /// Serves the admin endpoints until the task is aborted.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

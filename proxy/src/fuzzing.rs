@@ -2,7 +2,8 @@
 //! proxy's parsers on arbitrary bytes and checks the invariants that must hold for any input.
 //! Nothing here is part of the proxy's API.
 
-use crate::detect::{Detected, detect};
+use crate::connection::detect::{Detected, detect};
+use crate::http::limits::MAX_HEADERS;
 use crate::http::relay::chunked::Scanner;
 use crate::http::relay::head::{self, Parse};
 
@@ -25,12 +26,12 @@ pub fn detection(data: &[u8]) {
 /// The relay's request and response head parsers: never panic; a complete request head lies
 /// within the input, and the head forwarded from it parses again.
 pub fn heads(data: &[u8]) {
-    let mut headers = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     if let Parse::Complete((req, n)) = head::parse_request(data, &mut headers) {
         assert!(req.len <= data.len());
         let mut out = Vec::new();
         head::forward_request(&mut out, &req, &headers[..n], req.target);
-        let mut again = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
+        let mut again = [httparse::EMPTY_HEADER; MAX_HEADERS];
         assert!(
             matches!(
                 head::parse_request(&out, &mut again),
@@ -72,9 +73,9 @@ pub fn chunks(data: &[u8], split: usize) {
 /// A JWKS and a bearer token: parsing keys and validating any token never panics, and no token
 /// validates against keys it was not signed with (the fuzzer cannot sign).
 pub fn jwt(jwks_text: &str, token: &str) {
-    let _ = crate::jwt::Jwks::from_text(jwks_text);
-    let _ = crate::jwt::bearer_token(token);
-    let keys = crate::jwt::Jwks::from_text(FIXED_JWKS).expect("the fixed JWKS is valid");
+    let _ = crate::http::jwt::Jwks::from_text(jwks_text);
+    let _ = crate::http::jwt::bearer_token(token);
+    let keys = crate::http::jwt::Jwks::from_text(FIXED_JWKS).expect("the fixed JWKS is valid");
     assert!(
         keys.validate(token).is_err(),
         "an unsigned token validated: {token:?}"

@@ -1,44 +1,39 @@
 //! Portcullis proxy: the sidecar's data path and its operator surface.
 //!
-//! A captured connection goes through a short chain of stages, each in its own module:
-//! [`listener`] (accept) → [`original_dst`] (where it was going) → loop guard and connection
-//! policy ([`connection`]) → [`mtls`] (terminate a peer sidecar's TLS: the peer identity) →
-//! [`detect`] (only when requests matter) → [`http`] (judge each request) or [`tcp`] (move
-//! bytes), connecting through [`upstream`] (the right source; TLS towards `--mesh-cidrs`), all
-//! over one [`stream::Stream`] type. [`identity`] and [`jwt`] hold the credentials.
-//! Around it: [`admin`] (health, metrics, policy, [`app_probes`] for the kubelet), [`metrics`], [`access_log`], [`drain`],
-//! [`reload`] (the active policy, swapped atomically on change).
-//! [`cli`] and [`config`] turn flags into a validated [`config::ProxyConfig`] once; [`policy`]
-//! loads the policy, also for the [`check`] and [`explain`] subcommands.
+//! # Layout
+//!
+//! A captured connection runs through [`connection`]'s chain of stages — accept → original
+//! destination and loop guard → inbound mesh TLS termination → admission (pure) → detection →
+//! [`http`] (every request judged, pure) or opaque forwarding — over the primitives in [`net`]
+//! (streams, buffers, the connector to original destinations). Around the data path:
+//!
+//! - [`vocab`]: the words every stage shares (direction, verdict, capture mode, ruling);
+//! - [`mesh`]: SPIFFE identities, the workload's certificate store and the mTLS handshakes;
+//! - [`policy`]: loading the policy, the store that swaps it atomically, the reload watcher;
+//! - [`observe`]: Prometheus metrics and the JSON access log;
+//! - [`admin`]: health, metrics, policy and kubelet-probe endpoints;
+//! - [`drain`]: graceful shutdown;
+//! - [`sidecar`]: binds every port, wires the pieces together and runs until drained;
+//! - [`settings`]: flags (clap, in [`settings::cli`]) → one validated [`ProxyConfig`];
+//! - [`commands`]: `check`, `explain`, `dev-certs`.
+//!
+//! Dependencies point one way: the data path never imports [`settings`], and no two modules
+//! import each other (`scripts/check-module-cycles.py` checks it in CI).
 
-pub mod access_log;
-pub mod admin;
-pub mod app_probes;
-pub mod buffers;
-pub mod check;
-pub mod cli;
-pub mod config;
-pub mod connection;
-pub mod detect;
-pub mod devcerts;
+pub(crate) mod admin;
+pub mod commands;
+pub(crate) mod connection;
 pub mod drain;
-pub mod explain;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod http;
-pub mod identity;
-pub mod jwt;
-pub mod listener;
-pub mod metrics;
-pub mod mtls;
-pub mod original_dst;
+pub(crate) mod mesh;
+pub(crate) mod net;
+pub(crate) mod observe;
 pub mod policy;
-pub mod prefixed;
-pub mod proxy;
-pub mod reload;
-pub mod stream;
-pub mod tcp;
-pub mod upstream;
+pub mod settings;
+pub mod sidecar;
+pub mod vocab;
 
-pub use config::ProxyConfig;
-pub use proxy::Proxy;
+pub use settings::{AccessLogTarget, ProxyConfig};
+pub use sidecar::Proxy;

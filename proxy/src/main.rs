@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use portcullis_proxy::cli::{Cli, Command, LogFormat, RunArgs};
 use portcullis_proxy::drain::Drain;
+use portcullis_proxy::policy::store::PolicyStore;
+use portcullis_proxy::settings::cli::{Cli, Command, LogFormat, RunArgs};
 use portcullis_proxy::{Proxy, ProxyConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -22,10 +23,7 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn signals(
-    drain: Drain,
-    store: std::sync::Arc<portcullis_proxy::reload::PolicyStore>,
-) -> anyhow::Result<()> {
+async fn signals(drain: Drain, store: std::sync::Arc<PolicyStore>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -60,7 +58,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let config = ProxyConfig::from_args(&args)?;
     // The policy is compiled completely before any port is bound; an invalid one exits here.
-    let policy = portcullis_proxy::policy::load(&args.policy, &args.workload)?;
+    let policy = portcullis_proxy::policy::load(&args.policy, &args.workload.workload())?;
     for w in &policy.warnings {
         tracing::warn!("{w}");
     }
@@ -102,16 +100,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Check(args) => {
-            let r = portcullis_proxy::check::run(&args);
+            let r = portcullis_proxy::commands::check::run(&args);
             print!("{}", r.out);
             eprint!("{}", r.err);
             return ExitCode::from(r.code);
         }
         Command::DevCerts(args) => {
-            portcullis_proxy::config::parse_duration("validity", &args.validity)
+            portcullis_proxy::settings::parse_duration("validity", &args.validity)
                 .map_err(anyhow::Error::from)
                 .and_then(|validity| {
-                    let dirs = portcullis_proxy::devcerts::write_dev_certs(
+                    let dirs = portcullis_proxy::commands::dev_certs::write_dev_certs(
                         &args.out,
                         &args.trust_domain,
                         &args.workloads,
@@ -124,7 +122,7 @@ fn main() -> ExitCode {
                 })
         }
         Command::Explain(args) => {
-            let r = portcullis_proxy::explain::run(&args);
+            let r = portcullis_proxy::commands::explain::run(&args);
             print!("{}", r.out);
             return ExitCode::from(r.code);
         }

@@ -1,10 +1,23 @@
-//! Loading the policy for the proxy and its subcommands: workload facts from flags, then the
-//! whole source compiled at once (a bad policy never half-loads).
+//! The policy the sidecar enforces: loading it (workload facts, then the whole source compiled
+//! at once — a bad policy never half-loads), the [`store`] that holds the active one and swaps
+//! it atomically, and the [`watch`] that reloads it (and the credentials) on change.
+
+pub mod store;
+pub(crate) mod watch;
+
+use std::path::PathBuf;
 
 use portcullis_config::workload::{parse_labels, parse_named_ports};
 use portcullis_config::{CompileContext, LoadError, LoadedPolicy, load_policy};
 
-use crate::cli::WorkloadArgs;
+/// What the policy needs to know about this workload (NetworkPolicy selection, named ports).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// The workload's labels file, as the Downward API writes it (`key="value"` lines).
+    pub labels_file: Option<PathBuf>,
+    /// The workload's named container ports: `name=port,…`.
+    pub named_ports: String,
+}
 
 /// Why the policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -21,13 +34,13 @@ pub enum PolicyLoadError {
     #[error("--named-ports: {0}")]
     NamedPorts(String),
     /// The policy itself.
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] LoadError),
 }
 
 /// Builds the compile context from the workload flags.
-pub fn context(args: &WorkloadArgs) -> Result<CompileContext, PolicyLoadError> {
-    let workload_labels = match &args.workload_labels {
+pub(crate) fn context(args: &Workload) -> Result<CompileContext, PolicyLoadError> {
+    let workload_labels = match &args.labels_file {
         None => None,
         Some(path) => {
             let labels_err = |message: String| PolicyLoadError::Labels {
@@ -47,6 +60,6 @@ pub fn context(args: &WorkloadArgs) -> Result<CompileContext, PolicyLoadError> {
 }
 
 /// Loads and compiles the policy at `path`.
-pub fn load(path: &std::path::Path, args: &WorkloadArgs) -> Result<LoadedPolicy, PolicyLoadError> {
+pub fn load(path: &std::path::Path, args: &Workload) -> Result<LoadedPolicy, PolicyLoadError> {
     Ok(load_policy(path, &context(args)?)?)
 }

@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portcullis_proxy::connection::Direction;
 use portcullis_proxy::drain::Drain;
+use portcullis_proxy::vocab::Direction;
 use portcullis_proxy::{Proxy, ProxyConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -348,13 +348,13 @@ async fn slow_request_heads_are_cut_off() {
         .expect("write");
     let started = tokio::time::Instant::now();
     let mut out = Vec::new();
-    let limit = portcullis_proxy::config::HEADER_READ_TIMEOUT * 3;
+    let limit = portcullis_proxy::http::limits::HEADER_READ_TIMEOUT * 3;
     let closed = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
     assert!(closed.is_ok(), "the connection was never closed");
     let waited = started.elapsed();
     assert!(
-        waited >= portcullis_proxy::config::HEADER_READ_TIMEOUT
-            && waited < portcullis_proxy::config::HEADER_READ_TIMEOUT * 2,
+        waited >= portcullis_proxy::http::limits::HEADER_READ_TIMEOUT
+            && waited < portcullis_proxy::http::limits::HEADER_READ_TIMEOUT * 2,
         "closed after {waited:?}"
     );
     let text = String::from_utf8_lossy(&out);
@@ -442,13 +442,13 @@ async fn idle_keep_alive_connections_are_closed() {
     let n = s.read(&mut buf).await.expect("response");
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     let started = tokio::time::Instant::now();
-    let limit = portcullis_proxy::config::HEADER_READ_TIMEOUT * 3;
+    let limit = portcullis_proxy::http::limits::HEADER_READ_TIMEOUT * 3;
     let closed = tokio::time::timeout(limit, s.read(&mut buf)).await;
     assert!(
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "an idle connection is closed: {closed:?}"
     );
-    assert!(started.elapsed() <= portcullis_proxy::config::HEADER_READ_TIMEOUT * 2);
+    assert!(started.elapsed() <= portcullis_proxy::http::limits::HEADER_READ_TIMEOUT * 2);
     p.drain.start();
 }
 
@@ -513,7 +513,7 @@ async fn idle_http2_connections_get_goaway() {
     let (resp, _) = client.send_request(req, true).expect("send");
     assert_eq!(resp.await.expect("response").status(), StatusCode::OK);
     let started = tokio::time::Instant::now();
-    let idle = portcullis_proxy::config::IDLE_TIMEOUT;
+    let idle = portcullis_proxy::http::limits::IDLE_TIMEOUT;
     let ended = tokio::time::timeout(idle * 2, conn).await;
     assert!(ended.is_ok(), "an idle HTTP/2 connection is closed");
     let waited = started.elapsed();

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use portcullis_config::{CompiledPolicy, LoadedPolicy};
-use portcullis_proxy::cli::WorkloadArgs;
-use portcullis_proxy::devcerts::write_dev_certs;
+use portcullis_proxy::commands::dev_certs::write_dev_certs;
 use portcullis_proxy::drain::Drain;
+use portcullis_proxy::policy::Workload;
 use portcullis_proxy::{Proxy, ProxyConfig};
 
 mod support;
@@ -37,7 +37,7 @@ async fn expiry_and_rotation_are_seen_without_a_restart() {
 
     let mut config = ProxyConfig::for_tests("127.0.0.1:9".parse().expect("addr"));
     config.identity_dir = Some(dir.clone());
-    config.policy_source = Some((root.join("policy.yaml"), WorkloadArgs::default()));
+    config.policy_source = Some((root.join("policy.yaml"), Workload::default()));
     config.policy_poll = Duration::from_millis(50);
     let loaded = LoadedPolicy {
         policy: CompiledPolicy::default(),

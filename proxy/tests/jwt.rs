@@ -5,9 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use portcullis_proxy::config::AccessLogTarget;
-use portcullis_proxy::connection::Direction;
+use portcullis_proxy::AccessLogTarget;
 use portcullis_proxy::drain::Drain;
+use portcullis_proxy::vocab::Direction;
 use portcullis_proxy::{Proxy, ProxyConfig};
 
 mod support;

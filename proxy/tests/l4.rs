@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use portcullis_config::{CompiledPolicy, LoadedPolicy};
-use portcullis_proxy::connection::Direction;
 use portcullis_proxy::drain::Drain;
+use portcullis_proxy::vocab::Direction;
 use portcullis_proxy::{Proxy, ProxyConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

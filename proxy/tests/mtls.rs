@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use portcullis_config::LoadedPolicy;
-use portcullis_proxy::config::AccessLogTarget;
-use portcullis_proxy::connection::Direction;
-use portcullis_proxy::devcerts::write_dev_certs;
+use portcullis_proxy::AccessLogTarget;
+use portcullis_proxy::commands::dev_certs::write_dev_certs;
 use portcullis_proxy::drain::Drain;
+use portcullis_proxy::vocab::Direction;
 use portcullis_proxy::{Proxy, ProxyConfig};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use portcullis_proxy::cli::WorkloadArgs;
-use portcullis_proxy::connection::Direction;
 use portcullis_proxy::drain::Drain;
+use portcullis_proxy::policy::Workload;
+use portcullis_proxy::vocab::Direction;
 use portcullis_proxy::{Proxy, ProxyConfig};
 
 mod support;
@@ -29,10 +29,10 @@ impl Drop for Dir {
 async fn start(audit: bool, dir: &Dir) -> (SocketAddr, SocketAddr, Drain) {
     let file = dir.0.join("policy.yaml");
     let loaded =
-        portcullis_proxy::policy::load(&file, &WorkloadArgs::default()).expect("initial policy");
+        portcullis_proxy::policy::load(&file, &Workload::default()).expect("initial policy");
     let mut config = ProxyConfig::for_tests(http_upstream().await);
     config.audit = audit;
-    config.policy_source = Some((file, WorkloadArgs::default()));
+    config.policy_source = Some((file, Workload::default()));
     config.policy_poll = Duration::from_millis(50);
     let proxy = Proxy::bind(config, loaded).expect("bind");
     let addr = proxy.addrs(Direction::Inbound)[0];

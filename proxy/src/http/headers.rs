@@ -18,7 +18,7 @@ const HOP_BY_HOP: [&str; 6] = [
 
 /// Removes hop-by-hop headers and the headers `Connection` names. `keep_upgrade` keeps
 /// `Connection: upgrade` + `Upgrade` for a protocol switch; `TE: trailers` is kept (gRPC).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -56,7 +56,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// The request's headers as the policy engine sees them.
 #[derive(Debug)]
-pub struct PolicyHeaders<'a>(pub &'a HeaderMap);
+pub(crate) struct PolicyHeaders<'a>(pub &'a HeaderMap);
 
 impl portcullis_config::decide::Headers for PolicyHeaders<'_> {
     fn get(&self, lower_name: &str) -> Option<Cow<'_, str>> {
@@ -71,7 +71,7 @@ impl portcullis_config::decide::Headers for PolicyHeaders<'_> {
 
 /// The values of one header as the policy engine sees them: the only value as it is, repeated
 /// values joined with `,`; `None` when there are none.
-pub fn join<'a>(mut values: impl Iterator<Item = Cow<'a, str>>) -> Option<Cow<'a, str>> {
+pub(crate) fn join<'a>(mut values: impl Iterator<Item = Cow<'a, str>>) -> Option<Cow<'a, str>> {
     let first = values.next()?;
     let Some(second) = values.next() else {
         return Some(first);

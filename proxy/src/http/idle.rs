@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Whether bytes moved: every read or write bumps a counter (no clock read on the data path);
 /// the idle check samples it.
 #[derive(Debug, Clone, Default)]
-pub struct Activity {
+pub(crate) struct Activity {
     moves: Arc<AtomicU64>,
 }
 
@@ -23,7 +23,7 @@ const SAMPLES: u32 = 8;
 
 impl Activity {
     /// Starts tracking now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -32,7 +32,7 @@ impl Activity {
     }
 
     /// Resolves once nothing has moved for `timeout` (to within `timeout / 8`).
-    pub async fn idle(&self, timeout: Duration) {
+    pub(crate) async fn idle(&self, timeout: Duration) {
         let step = timeout / SAMPLES;
         let mut last = self.moves.load(Ordering::Relaxed);
         let mut quiet = 0;
@@ -54,14 +54,14 @@ impl Activity {
 
 /// A stream that stamps `activity` on every successful read or write.
 #[derive(Debug)]
-pub struct Tracked<S> {
+pub(crate) struct Tracked<S> {
     inner: S,
     activity: Activity,
 }
 
 impl<S> Tracked<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S, activity: Activity) -> Self {
+    pub(crate) fn new(inner: S, activity: Activity) -> Self {
         Self { inner, activity }
     }
 }

@@ -8,8 +8,8 @@
 //! or asterisk form, chunked or large bodies, Expect, Upgrade, malformed heads — hands the
 //! connection, with every byte not yet consumed, to the hyper server for the rest of its life.
 
-pub mod chunked;
-pub mod head;
+pub(crate) mod chunked;
+pub(crate) mod head;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,24 +17,25 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::StatusCode;
-use portcullis_config::Decision;
 use portcullis_config::normalize::normalize_host;
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
 use self::chunked::{ChunkError, Scanner};
 use self::head::{Framing, Parse, ResponseError, ResponseHead};
+use super::conn::HttpConn;
+use super::judge::{Ask, Judgement};
+use super::limits::{
+    HEADER_READ_TIMEOUT, HTTP1_DRAIN_GRACE, IDLE_TIMEOUT, MAX_BUFFERED_BODY, MAX_HEADER_BYTES,
+    MAX_HEADERS,
+};
+use super::pool::Upstream;
 use super::respond::{Local, h1_bytes};
-use super::upstream::Upstream;
-use super::{Ask, HttpConn, Judged, MAX_HEADER_BYTES, MAX_HEADERS};
-use crate::access_log::Record;
-use crate::buffers;
-use crate::config::{HEADER_READ_TIMEOUT, HTTP1_DRAIN_GRACE, IDLE_TIMEOUT};
-use crate::connection::ConnError;
-use crate::stream::Stream;
-
-/// Largest request body the relay buffers whole; larger ones go to the hyper server (streamed).
-pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+use crate::net::buffers;
+use crate::net::connector::ConnectError;
+use crate::net::stream::Stream;
+use crate::observe::Chain;
+use crate::observe::access_log::Record;
 
 /// Request headers as the policy engine reads them (case-insensitive, repeats joined by `,`).
 struct RawHeaders<'a>(&'a [httparse::Header<'a>]);
@@ -76,31 +77,30 @@ struct Forward {
     head_request: bool,
     idempotent: bool,
     rec: Record,
-    decision: Decision,
     started: Instant,
 }
 
 /// Why an exchange with the upstream failed.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    #[error("{0}")]
-    Connect(#[from] ConnError),
-    #[error("upstream i/o: {0}")]
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("upstream i/o")]
     Io(#[from] std::io::Error),
     #[error("upstream closed the connection")]
     Closed,
     #[error("upstream did not answer in time")]
     Timeout,
-    #[error("upstream {0}")]
+    #[error("upstream")]
     Response(#[from] ResponseError),
-    #[error("upstream chunked body: {0}")]
+    #[error("upstream chunked body")]
     Chunk(#[from] ChunkError),
 }
 
 impl Failure {
     fn local(&self) -> Local {
         match self {
-            Failure::Connect(ConnError::ConnectTimeout(_)) | Failure::Timeout => Local::Timeout,
+            Failure::Connect(ConnectError::Timeout(_)) | Failure::Timeout => Local::Timeout,
             Failure::Connect(_) => Local::Unavailable,
             _ => Local::BadGateway,
         }
@@ -115,7 +115,7 @@ impl Failure {
 
 /// How a relayed connection ended.
 #[derive(Debug)]
-pub enum End {
+pub(crate) enum End {
     /// Done; the client connection is closed.
     Closed,
     /// The hyper server takes over with these unread bytes and the stream.
@@ -220,46 +220,22 @@ impl Relay {
         let conn = &self.conn;
         let mut rec = conn.record(head.method, request_id, false);
         let close = head.close || conn.drain.is_draining();
-        let judged = conn.judge(
-            &mut rec,
-            Ask {
-                method: head.method,
-                target: head.target,
-                host: head.host.map(normalize_host),
-                headers: &RawHeaders(headers),
-                bearer: head.bearer,
-            },
-        );
-        let answer = |rec: &mut Record, why: Local, decision: Option<&Decision>| {
-            let bytes = h1_bytes(why, close);
-            conn.log(rec, started, local_status(why), decision);
-            Step::Answer {
-                bytes,
-                consumed,
-                close,
+        let ask = Ask {
+            method: head.method,
+            target: head.target,
+            host: head.host.map(normalize_host),
+            headers: &RawHeaders(headers),
+        };
+        let target = match conn.judge(&mut rec, &ask, head.bearer) {
+            Judgement::Forward { target, .. } => target,
+            Judgement::Reject { .. } => {
+                return self.answer(&mut rec, Local::BadRequest, consumed, close, started);
+            }
+            Judgement::Deny { answer, .. } => {
+                return self.answer(&mut rec, answer, consumed, close, started);
             }
         };
-        let (decision, target) = match judged {
-            Judged::Reject => return answer(&mut rec, Local::BadRequest, None),
-            Judged::Deny(why, d) => return answer(&mut rec, why, Some(&d)),
-            Judged::Forward(d, t) => (d, t),
-        };
-        let (raw_path, raw_query) = match head.target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (head.target, None),
-        };
-        let same = target.path == raw_path && target.query.as_deref() == raw_query;
-        let request = (!same || head.hop_by_hop).then(|| {
-            let mut v = Vec::with_capacity(consumed + 64);
-            let target = if same {
-                Cow::Borrowed(head.target)
-            } else {
-                Cow::Owned(target.path_and_query())
-            };
-            head::forward_request(&mut v, &head, headers, &target);
-            v.extend_from_slice(&self.buf[head.len..consumed]);
-            v
-        });
+        let request = self.rewritten(&head, headers, &target, consumed);
         Step::Forward(Box::new(Forward {
             request,
             consumed,
@@ -270,9 +246,52 @@ impl Relay {
                 "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
             ),
             rec,
-            decision,
             started,
         }))
+    }
+
+    /// A local answer, logged.
+    fn answer(
+        &self,
+        rec: &mut Record,
+        why: Local,
+        consumed: usize,
+        close: bool,
+        started: Instant,
+    ) -> Step {
+        self.conn.log(rec, started, why.status());
+        Step::Answer {
+            bytes: h1_bytes(why, close),
+            consumed,
+            close,
+        }
+    }
+
+    /// The request to forward when it must be rebuilt (a normalized target, hop-by-hop headers
+    /// to drop); `None` to send the buffered bytes as they are.
+    fn rewritten(
+        &self,
+        head: &head::RequestHead<'_>,
+        headers: &[httparse::Header<'_>],
+        target: &portcullis_config::normalize::Target,
+        consumed: usize,
+    ) -> Option<Vec<u8>> {
+        let (raw_path, raw_query) = match head.target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (head.target, None),
+        };
+        let same = target.path == raw_path && target.query.as_deref() == raw_query;
+        (!same || head.hop_by_hop).then(|| {
+            let mut v = Vec::with_capacity(consumed + 64);
+            let target = if same {
+                Cow::Borrowed(head.target)
+            } else {
+                Cow::Owned(target.path_and_query())
+            };
+            head::forward_request(&mut v, head, headers, &target);
+            v.extend_from_slice(&self.buf[head.len..consumed]);
+            v
+        })
     }
 
     /// Reads more of the client's request; `false` when the connection should end (closed,
@@ -332,7 +351,6 @@ impl Relay {
             head_request,
             idempotent,
             mut rec,
-            decision,
             started,
         } = f;
         let buf = std::mem::take(&mut self.buf);
@@ -351,10 +369,9 @@ impl Relay {
             Ok(x) => x,
             Err(e) => {
                 let why = e.local();
-                rec.reason = Some(e.to_string());
+                rec.reason = Some(Chain(&e).to_string());
                 self.conn.count_error(why);
-                self.conn
-                    .log(&mut rec, started, local_status(why), Some(&decision));
+                self.conn.log(&mut rec, started, why.status());
                 return self.down.write_all(&h1_bytes(why, close)).await.is_ok() && !close;
             }
         };
@@ -366,9 +383,8 @@ impl Relay {
             match (sent, next) {
                 (Ok(()), Ok(h)) => head = h,
                 (_, Err(e)) => {
-                    rec.reason = Some(e.to_string());
-                    self.conn
-                        .log(&mut rec, started, StatusCode::BAD_GATEWAY, Some(&decision));
+                    rec.reason = Some(Chain(&e).to_string());
+                    self.conn.log(&mut rec, started, StatusCode::BAD_GATEWAY);
                     return false;
                 }
                 (Err(_), _) => return false,
@@ -384,11 +400,11 @@ impl Relay {
                 }
             }
             Err(e) => {
-                rec.reason = Some(format!("response: {e}"));
+                rec.reason = Some(format!("response: {}", Chain(&e)));
                 close = true;
             }
         }
-        self.conn.log(&mut rec, started, status, Some(&decision));
+        self.conn.log(&mut rec, started, status);
         !close
     }
 
@@ -518,10 +534,6 @@ async fn read_up(up: &mut Stream, upbuf: &mut Vec<u8>) -> Result<usize, Failure>
         Ok(r) => Ok(r?),
         Err(_) => Err(Failure::Timeout),
     }
-}
-
-fn local_status(why: Local) -> StatusCode {
-    super::respond::plain(why).0
 }
 
 #[cfg(test)]

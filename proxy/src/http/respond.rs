@@ -4,12 +4,14 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
-use super::Body;
+/// The body type of every response the proxy returns.
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Whether a request is gRPC (`content-type: application/grpc*`).
-pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -49,7 +51,7 @@ fn grpc(code: u8, message: &'static str) -> Response<Body> {
 
 /// Why the proxy answers a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Local {
+pub(crate) enum Local {
     /// The policy denied it.
     Denied,
     /// The policy denied it, and the bearer token it presented is invalid.
@@ -66,7 +68,7 @@ pub enum Local {
 
 impl Local {
     /// The metrics/log label.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Local::Denied => "denied",
             Local::Unauthenticated => "unauthenticated",
@@ -78,8 +80,55 @@ impl Local {
     }
 }
 
+/// What a local answer says on the wire, as plain values (what tests and both servers read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wire {
+    /// The HTTP status (200 for gRPC: the status travels in `grpc-status`).
+    pub(crate) status: u16,
+    /// The gRPC status code, for gRPC requests.
+    pub(crate) grpc_status: Option<u8>,
+    /// Whether a `WWW-Authenticate` challenge goes with it.
+    pub(crate) challenge: bool,
+}
+
+impl Local {
+    /// The HTTP status of the plain (not gRPC) answer.
+    pub(crate) fn status(self) -> StatusCode {
+        plain(self).0
+    }
+
+    /// The answer to a request (gRPC or not) for this reason.
+    pub(crate) fn wire(self, grpc_request: bool) -> Wire {
+        if grpc_request {
+            let (code, _) = grpc_code(self);
+            return Wire {
+                status: 200,
+                grpc_status: Some(code),
+                challenge: false,
+            };
+        }
+        Wire {
+            status: plain(self).0.as_u16(),
+            grpc_status: None,
+            challenge: self == Local::Unauthenticated,
+        }
+    }
+}
+
+/// The gRPC status and message for `why`.
+fn grpc_code(why: Local) -> (u8, &'static str) {
+    match why {
+        Local::Denied => (7, "access denied"),
+        Local::Unauthenticated => (16, "invalid token"),
+        Local::BadRequest => (13, "bad request"),
+        Local::Unavailable => (14, "upstream unavailable"),
+        Local::Timeout => (4, "upstream timeout"),
+        Local::BadGateway => (14, "bad gateway"),
+    }
+}
+
 /// Status and body of the plain-text response for `why`.
-pub(super) fn plain(why: Local) -> (StatusCode, &'static str) {
+fn plain(why: Local) -> (StatusCode, &'static str) {
     match why {
         Local::Denied => (StatusCode::FORBIDDEN, "access denied\n"),
         Local::Unauthenticated => (StatusCode::UNAUTHORIZED, "invalid token\n"),
@@ -93,20 +142,14 @@ pub(super) fn plain(why: Local) -> (StatusCode, &'static str) {
 const INVALID_TOKEN: &str = "Bearer error=\"invalid_token\"";
 
 /// The response for `why`, in gRPC form when the request was gRPC.
-pub fn local(why: Local, grpc_request: bool) -> Response<Body> {
-    if grpc_request {
-        return match why {
-            Local::Denied => grpc(7, "access denied"),
-            Local::Unauthenticated => grpc(16, "invalid token"),
-            Local::BadRequest => grpc(13, "bad request"),
-            Local::Unavailable => grpc(14, "upstream unavailable"),
-            Local::Timeout => grpc(4, "upstream timeout"),
-            Local::BadGateway => grpc(14, "bad gateway"),
-        };
+pub(crate) fn local(why: Local, grpc_request: bool) -> Response<Body> {
+    let wire = why.wire(grpc_request);
+    if let Some(code) = wire.grpc_status {
+        return grpc(code, grpc_code(why).1);
     }
     let (status, body) = plain(why);
     let mut r = text(status, body);
-    if why == Local::Unauthenticated {
+    if wire.challenge {
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(INVALID_TOKEN),
@@ -116,7 +159,7 @@ pub fn local(why: Local, grpc_request: bool) -> Response<Body> {
 }
 
 /// The same response as HTTP/1.1 bytes, for the relay; `close` adds `Connection: close`.
-pub fn h1_bytes(why: Local, close: bool) -> Vec<u8> {
+pub(crate) fn h1_bytes(why: Local, close: bool) -> Vec<u8> {
     let (status, body) = plain(why);
     let mut out = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
@@ -124,7 +167,7 @@ pub fn h1_bytes(why: Local, close: bool) -> Vec<u8> {
         status.canonical_reason().unwrap_or(""),
         body.len()
     );
-    if why == Local::Unauthenticated {
+    if why.wire(false).challenge {
         out.push_str("www-authenticate: ");
         out.push_str(INVALID_TOKEN);
         out.push_str("\r\n");

@@ -3,11 +3,11 @@
 //! only (at most 15), every line ends in CRLF, and the trailer section is bounded.
 
 /// Trailer section bytes accepted at most.
-pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 /// The framing is broken; the connection cannot be trusted any further.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ChunkError {
+pub(crate) enum ChunkError {
     /// A chunk size that is not 1–15 hex digits.
     #[error("invalid chunk size")]
     Size,
@@ -39,7 +39,7 @@ enum State {
 
 /// Where a chunked body is, fed the bytes in order.
 #[derive(Debug, Clone)]
-pub struct Scanner {
+pub(crate) struct Scanner {
     state: State,
     trailer_bytes: usize,
 }
@@ -52,7 +52,7 @@ impl Default for Scanner {
 
 impl Scanner {
     /// At the start of a body.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: State::Size {
                 value: 0,
@@ -63,13 +63,13 @@ impl Scanner {
     }
 
     /// Whether the whole body has been seen.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Feeds the next bytes; returns how many of them belong to the body (all of them unless
     /// the body ends inside `data`).
-    pub fn feed(&mut self, data: &[u8]) -> Result<usize, ChunkError> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < data.len() && self.state != State::Done {
             if let State::Data { left } = self.state {

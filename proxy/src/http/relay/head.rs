@@ -19,7 +19,7 @@ const HOP_BY_HOP: [&str; 5] = [
 
 /// Result of looking at the bytes read so far.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Parse<T> {
+pub(crate) enum Parse<T> {
     /// The head is not complete yet.
     Partial,
     /// A head the relay carries.
@@ -30,25 +30,25 @@ pub enum Parse<T> {
 
 /// A request head the relay carries.
 #[derive(Debug, PartialEq, Eq)]
-pub struct RequestHead<'b> {
+pub(crate) struct RequestHead<'b> {
     /// The method.
-    pub method: &'b str,
+    pub(crate) method: &'b str,
     /// The request target as sent (origin-form).
-    pub target: &'b str,
+    pub(crate) target: &'b str,
     /// The Host header.
-    pub host: Option<&'b str>,
+    pub(crate) host: Option<&'b str>,
     /// Bytes in the head.
-    pub len: usize,
+    pub(crate) len: usize,
     /// Content-Length (0 without one).
-    pub body: u64,
+    pub(crate) body: u64,
     /// The client asked to close after this exchange.
-    pub close: bool,
+    pub(crate) close: bool,
     /// Headers that must not be forwarded are present (the head is rebuilt).
-    pub hop_by_hop: bool,
+    pub(crate) hop_by_hop: bool,
     /// `TE: trailers` was offered.
-    pub te_trailers: bool,
+    pub(crate) te_trailers: bool,
     /// The `Authorization: Bearer` token.
-    pub bearer: Option<&'b str>,
+    pub(crate) bearer: Option<&'b str>,
 }
 
 fn value<'b>(h: &Header<'b>) -> Option<&'b str> {
@@ -75,7 +75,7 @@ fn content_length(v: &[u8]) -> Option<u64> {
 }
 
 /// Parses a request head from the start of `buf`.
-pub fn parse_request<'b>(
+pub(crate) fn parse_request<'b>(
     buf: &'b [u8],
     headers: &mut [Header<'b>],
 ) -> Parse<(RequestHead<'b>, usize)> {
@@ -131,7 +131,7 @@ pub fn parse_request<'b>(
                 return Parse::Handover("grpc");
             }
         } else if n.eq_ignore_ascii_case("authorization") {
-            head.bearer = value(h).and_then(crate::jwt::bearer_token);
+            head.bearer = value(h).and_then(crate::http::jwt::bearer_token);
         } else if is_hop_by_hop(n) {
             head.hop_by_hop = true;
             if n.eq_ignore_ascii_case("connection") {
@@ -189,7 +189,7 @@ fn write_headers(out: &mut Vec<u8>, headers: &[Header<'_>], keep: impl Fn(&str) 
 
 /// The request head to forward: `target` (normalized) in the request line, hop-by-hop headers
 /// and the ones `Connection` names removed (`TE: trailers` kept).
-pub fn forward_request(
+pub(crate) fn forward_request(
     out: &mut Vec<u8>,
     head: &RequestHead<'_>,
     headers: &[Header<'_>],
@@ -208,7 +208,7 @@ pub fn forward_request(
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// No body (HEAD, 1xx, 204, 304).
     Empty,
     /// Content-Length bytes.
@@ -221,33 +221,33 @@ pub enum Framing {
 
 /// A response head from the upstream.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ResponseHead {
+pub(crate) struct ResponseHead {
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Bytes in the head.
-    pub len: usize,
+    pub(crate) len: usize,
     /// How its body ends.
-    pub framing: Framing,
+    pub(crate) framing: Framing,
     /// The upstream connection can carry another request afterwards.
-    pub reusable: bool,
+    pub(crate) reusable: bool,
     /// Nothing to strip or rewrite: the head can be forwarded as received.
-    pub verbatim: bool,
+    pub(crate) verbatim: bool,
 }
 
 /// Why an upstream response cannot be relayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ResponseError {
+pub(crate) enum ResponseError {
     /// Not an HTTP/1.x response head.
     #[error("malformed response head: {0}")]
     Malformed(&'static str),
 }
 
 /// Parses a response head from the start of `buf`; `head_request` says the request was HEAD.
-pub fn parse_response(
+pub(crate) fn parse_response(
     buf: &[u8],
     head_request: bool,
 ) -> Result<Option<ResponseHead>, ResponseError> {
-    let mut headers = [httparse::EMPTY_HEADER; super::super::MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; crate::http::limits::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
         Ok(Status::Complete(n)) => n,
@@ -312,8 +312,8 @@ pub fn parse_response(
 
 /// The response head to send the client: HTTP/1.1 status line, hop-by-hop headers removed,
 /// `Connection: close` when the relay closes the client connection after it.
-pub fn forward_response(out: &mut Vec<u8>, raw: &[u8], close: bool) {
-    let mut headers = [httparse::EMPTY_HEADER; super::super::MAX_HEADERS];
+pub(crate) fn forward_response(out: &mut Vec<u8>, raw: &[u8], close: bool) {
+    let mut headers = [httparse::EMPTY_HEADER; crate::http::limits::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     // Only called with a head `parse_response` accepted.
     let _ = resp.parse(raw);

@@ -1,0 +1,7 @@
+//! The subcommands besides `run`: [`check`] validates policy sources, [`explain`] shows how
+//! the policy decides one connection or request, [`dev_certs`] makes throwaway identities.
+//! Each returns what it prints, so that it can be tested without a process.
+
+pub mod check;
+pub mod dev_certs;
+pub mod explain;

@@ -1,0 +1,164 @@
+//! `portcullis-proxy explain`: one connection (and optionally one request) through the decision
+//! engine, printed as the verdict, the deciding rule, the reason and the step-by-step trace.
+//! First line `allow`, `deny` or `error`; exit 0, 1 or 2.
+
+use std::net::{IpAddr, SocketAddr};
+
+use portcullis_config::decide::Trace;
+use portcullis_config::normalize::{normalize_host, normalize_target};
+use portcullis_config::{ConnDecision, Connection, Decision, Direction, Request, Verdict};
+
+use crate::policy;
+use crate::settings::cli::ExplainArgs;
+
+/// What `explain` prints and how it exits.
+#[derive(Debug)]
+pub struct Report {
+    /// Everything printed.
+    pub out: String,
+    /// 0 allow, 1 deny, 2 error.
+    pub code: u8,
+}
+
+fn error(message: impl std::fmt::Display) -> Report {
+    Report {
+        out: format!("error\n{message}\n"),
+        code: 2,
+    }
+}
+
+fn parse_src(s: &str) -> Option<IpAddr> {
+    s.parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| s.parse::<IpAddr>())
+        .ok()
+}
+
+fn render(d: &Decision, trace: &Trace, notes: &[String]) -> Report {
+    let mut out = format!("{}\n", d.verdict.as_str());
+    match &d.policy {
+        Some(p) => out.push_str(&format!("rule: {p}/{}\n", d.rule)),
+        None => out.push_str("rule: default\n"),
+    }
+    out.push_str(&format!("reason: {}\n", d.reason));
+    out.push_str("trace:\n");
+    for (i, step) in notes.iter().chain(trace.steps.iter()).enumerate() {
+        out.push_str(&format!("  {}. {step}\n", i + 1));
+    }
+    Report {
+        out,
+        code: if d.verdict == Verdict::Allow { 0 } else { 1 },
+    }
+}
+
+/// Runs `explain`.
+pub fn run(args: &ExplainArgs) -> Report {
+    let loaded = match policy::load(&args.policy, &args.workload.workload()) {
+        Ok(l) => l,
+        Err(e) => return error(e),
+    };
+    let Some(src) = parse_src(&args.src) else {
+        return error(format!("--src {:?}: expected IP or IP:PORT", args.src));
+    };
+    let Ok(dst) = args.dst.parse::<SocketAddr>() else {
+        return error(format!("--dst {:?}: expected IP:PORT", args.dst));
+    };
+    let direction = if args.direction == "inbound" {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    };
+    let sni = args.sni.as_deref().map(normalize_host);
+    let conn = Connection {
+        direction,
+        peer: if direction == Direction::Inbound {
+            src
+        } else {
+            dst.ip()
+        },
+        port: dst.port(),
+        identity: args.identity.as_deref(),
+        sni: sni.as_deref(),
+    };
+    let policy = &loaded.policy;
+    let mut trace = Trace::default();
+    let mut notes = vec![format!(
+        "{} connection: peer {}, port {}, identity {}, sni {}",
+        args.direction,
+        conn.peer,
+        conn.port,
+        conn.identity.unwrap_or("none"),
+        conn.sni.unwrap_or("none")
+    )];
+    let decision = match policy.decide_connection(&conn, Some(&mut trace)) {
+        ConnDecision::Final(d) => d,
+        ConnDecision::NeedHttp if args.method.is_none() && args.path.is_none() => {
+            notes.push("no --method/--path given: judged as non-HTTP traffic".into());
+            trace.steps.clear();
+            policy.decide_opaque(&conn, Some(&mut trace))
+        }
+        ConnDecision::NeedHttp => {
+            let target = args.path.as_deref().unwrap_or("/");
+            let t = match normalize_target(target) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Report {
+                        out: format!(
+                            "deny\nrule: normalization\nreason: request rejected with 400: {e}\n"
+                        ),
+                        code: 1,
+                    };
+                }
+            };
+            let headers: Vec<(String, String)> = args
+                .headers
+                .iter()
+                .filter_map(|h| h.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let host = t
+                .authority
+                .clone()
+                .or_else(|| args.host.as_deref().map(normalize_host));
+            let method = args.method.as_deref().unwrap_or("GET");
+            notes.push(format!(
+                "request: {method} {} (normalized from {target:?}), host {}",
+                t.path,
+                host.as_deref().unwrap_or("none")
+            ));
+            let claims = match (&args.jwt, &args.jwks) {
+                (None, _) => None,
+                (Some(_), None) => {
+                    notes.push("bearer token given without --jwks: it cannot be validated, jwt matches fail".into());
+                    None
+                }
+                (Some(token), Some(path)) => {
+                    match crate::http::jwt::Jwks::load(path).and_then(|k| k.validate(token)) {
+                        Ok(c) => {
+                            notes.push(format!(
+                                "token valid: iss {}, sub {}",
+                                c.issuer.as_deref().unwrap_or("none"),
+                                c.subject.as_deref().unwrap_or("none")
+                            ));
+                            Some(c)
+                        }
+                        Err(e) => {
+                            notes.push(format!("token invalid ({e}): jwt matches fail"));
+                            None
+                        }
+                    }
+                }
+            };
+            trace.steps.clear();
+            let req = Request {
+                method,
+                path: &t.path,
+                host: host.as_deref(),
+                headers: &headers,
+                jwt: claims.as_ref(),
+            };
+            policy.decide_request(&conn, &req, Some(&mut trace))
+        }
+    };
+    render(&decision, &trace, &notes)
+}

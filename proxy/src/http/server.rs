@@ -1,0 +1,287 @@
+//! The hyper server: HTTP/2 (prior knowledge) and every HTTP/1 request the relay does not carry
+//! itself. Each request is judged ([`HttpConn::judge`]); a denied one is answered locally, an
+//! allowed one forwarded under its normalized target with bodies and trailers streamed, and a
+//! protocol switch (WebSocket, CONNECT) is tunnelled once the upstream agrees.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use portcullis_config::normalize::{Target, normalize_host};
+
+use super::conn::HttpConn;
+use super::headers::{PolicyHeaders, strip_hop_by_hop};
+use super::idle;
+use super::judge::{Ask, Judgement};
+use super::limits::{
+    HEADER_READ_TIMEOUT, HTTP1_DRAIN_GRACE, IDLE_TIMEOUT, MAX_CONCURRENT_STREAMS, MAX_HEADER_BYTES,
+    MAX_HEADERS,
+};
+use super::pool::UpstreamError;
+use super::respond::{Body, Local, is_grpc, local};
+use crate::drain::Drain;
+use crate::net::prefixed::Prefixed;
+use crate::net::stream::Stream;
+use crate::observe::Chain;
+use crate::observe::access_log::Record;
+use crate::vocab::Verdict;
+
+fn boxed(resp: Response<Incoming>) -> Response<Body> {
+    resp.map(|b| b.boxed())
+}
+
+fn is_switching(req: &Request<Incoming>) -> bool {
+    req.method() == Method::CONNECT
+        || req
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+            && req.headers().contains_key(header::UPGRADE)
+}
+
+/// The host a request names: its authority (absolute form, `:authority`), else `Host`.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| normalize_host(a.as_str()))
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(normalize_host)
+        })
+}
+
+/// Whether the request already says exactly what was judged (an HTTP/1 origin-form target, or
+/// an HTTP/2 one with scheme and authority): the common case, forwarded without a rebuild.
+fn says_what_was_judged(uri: &Uri, target: &Target, http2: bool) -> bool {
+    let same_target = target.query.as_deref() == uri.query()
+        && target.path == uri.path()
+        && uri.path_and_query().is_some();
+    same_target
+        && if http2 {
+            uri.scheme().is_some() && uri.authority().is_some()
+        } else {
+            uri.scheme().is_none() && uri.authority().is_none()
+        }
+}
+
+/// The URI to forward: the normalized target, with scheme and authority for HTTP/2.
+fn forwarded_uri(
+    uri: &Uri,
+    target: &Target,
+    http2: bool,
+    host: Option<String>,
+    conn: &HttpConn,
+) -> Result<Uri, http::Error> {
+    if !http2 {
+        return Uri::builder()
+            .path_and_query(target.path_and_query())
+            .build();
+    }
+    let authority = host.unwrap_or_else(|| conn.dst.to_string());
+    Uri::builder()
+        .scheme("http")
+        .authority(uri.authority().map_or(authority, |a| a.to_string()))
+        .path_and_query(target.path_and_query())
+        .build()
+}
+
+impl HttpConn {
+    /// Judges and answers or forwards one request.
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let grpc = is_grpc(req.headers());
+        let request_id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok());
+        let mut rec = self.record(req.method().as_str(), request_id, grpc);
+        // Framing ambiguities never get here: hyper rejects duplicate Content-Length, obs-fold
+        // and non-chunked Transfer-Encoding with 400, and for Content-Length with
+        // Transfer-Encoding it uses chunked framing, drops Content-Length and closes the
+        // connection after the response (RFC 9112 6.1), so nothing can be smuggled behind it.
+        let host = request_host(&req);
+        let judged = {
+            let h = req.headers();
+            let ask = Ask {
+                method: req.method().as_str(),
+                target: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                host: host.clone(),
+                headers: &PolicyHeaders(h),
+            };
+            self.judge(&mut rec, &ask, super::jwt::bearer(h))
+        };
+        let resp = match judged {
+            Judgement::Reject { .. } => local(Local::BadRequest, grpc),
+            Judgement::Deny { answer, .. } => local(answer, grpc),
+            Judgement::Forward { target, .. } => {
+                self.forward(req, &target, host, &mut rec, grpc).await
+            }
+        };
+        self.log(&mut rec, started, resp.status());
+        resp
+    }
+
+    /// Forwards an admitted request under its normalized target and returns the response (or
+    /// the local answer to an upstream failure).
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        target: &Target,
+        host: Option<String>,
+        rec: &mut Record,
+        grpc: bool,
+    ) -> Response<Body> {
+        let switching = !self.http2 && is_switching(&req);
+        strip_hop_by_hop(req.headers_mut(), switching);
+        if req.method() != Method::CONNECT && !says_what_was_judged(req.uri(), target, self.http2) {
+            match forwarded_uri(req.uri(), target, self.http2, host, self) {
+                Ok(u) => *req.uri_mut() = u,
+                Err(_) => {
+                    rec.verdict = Verdict::Deny;
+                    rec.reason = Some("unforwardable request target".into());
+                    rec.policy = None;
+                    rec.rule = None;
+                    return local(Local::BadRequest, grpc);
+                }
+            }
+        }
+        let result = if switching {
+            self.switch_protocols(req).await
+        } else if self.http2 {
+            self.upstream.send_h2(req).await
+        } else {
+            self.upstream.send_h1(req).await
+        };
+        match result {
+            Ok(mut resp) => {
+                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(resp.headers_mut(), false);
+                }
+                resp
+            }
+            Err(e) => {
+                rec.reason = Some(Chain(&e).to_string());
+                self.count_error(e.local());
+                local(e.local(), grpc)
+            }
+        }
+    }
+
+    /// Marks HTTP/1 responses `Connection: close` once the drain has started.
+    fn closing(&self, mut resp: Response<Body>) -> Response<Body> {
+        if !self.http2
+            && self.drain.is_draining()
+            && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+        {
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    /// Forwards an Upgrade or CONNECT request and, if the upstream agrees, joins the two
+    /// upgraded connections.
+    async fn switch_protocols(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let connect = req.method() == Method::CONNECT;
+        let downstream = hyper::upgrade::on(&mut req);
+        let mut resp = self.upstream.send_switching(req).await?;
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (connect && resp.status().is_success());
+        if switched {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(downstream, upstream) {
+                    Ok((d, u)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(d),
+                            &mut TokioIo::new(u),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "protocol switch failed"),
+                }
+            });
+        }
+        Ok(boxed(resp))
+    }
+}
+
+/// Resolves when the connection should stop taking requests: the drain started (HTTP/2
+/// clients learn from GOAWAY which streams were taken; HTTP/1 clients first get
+/// `Connection: close` on every response for a grace period, so a request sent on an idle
+/// keep-alive connection is answered rather than lost in the close), or it was idle too long.
+async fn stop(drain: &Drain, activity: &idle::Activity, http2: bool) {
+    tokio::select! {
+        () = drain.started() => {
+            if !http2 {
+                tokio::time::sleep(HTTP1_DRAIN_GRACE).await;
+            }
+        }
+        () = activity.idle(IDLE_TIMEOUT) => {}
+    }
+}
+
+/// Serves a connection with hyper until it closes or [`stop`] asks it to; hyper finishes what
+/// is in flight first.
+pub(crate) async fn serve(conn: Arc<HttpConn>, io: Prefixed<Stream>, drain: Drain) {
+    let (http2, src) = (conn.http2, conn.src);
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move {
+            let resp = conn.clone().handle(req).await;
+            Ok::<_, Infallible>(conn.closing(resp))
+        }
+    });
+    let activity = idle::Activity::new();
+    let io = TokioIo::new(idle::Tracked::new(io, activity.clone()));
+    let stop = stop(&drain, &activity, http2);
+    let result = if http2 {
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_pending_accept_reset_streams(Some(64))
+            .max_local_error_reset_streams(Some(256));
+        let c = b.serve_connection(io, svc);
+        tokio::pin!(c);
+        tokio::select! {
+            r = c.as_mut() => r,
+            () = stop => {
+                c.as_mut().graceful_shutdown();
+                c.await
+            }
+        }
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .max_headers(MAX_HEADERS);
+        let c = b.serve_connection(io, svc).with_upgrades();
+        tokio::pin!(c);
+        tokio::select! {
+            r = c.as_mut() => r,
+            () = stop => {
+                c.as_mut().graceful_shutdown();
+                c.await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%src, error = %e, "http connection ended with an error");
+    }
+}

@@ -1,0 +1,7 @@
+//! Workload identity between sidecars: [`spiffe`] reads SPIFFE IDs from certificates,
+//! [`identity`] holds the workload's certificate, key and trust bundle (rotated in place), and
+//! [`tls`] builds the mutual TLS configurations and runs both handshakes.
+
+pub(crate) mod identity;
+pub(crate) mod spiffe;
+pub(crate) mod tls;

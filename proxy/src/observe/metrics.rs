@@ -1,0 +1,334 @@
+//! Prometheus metrics (prometheus-client), rendered on the admin port's `/metrics`.
+//! Labels are bounded enums only: never paths, IPs or other open-ended values.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::vocab::{Direction, Verdict};
+
+/// `direction` + `verdict`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ConnLabels {
+    /// Inbound or outbound.
+    pub(crate) direction: Direction,
+    /// Allow or deny.
+    pub(crate) verdict: Verdict,
+}
+
+/// `direction`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct DirLabels {
+    /// Inbound or outbound.
+    pub(crate) direction: Direction,
+}
+
+/// Why a connection failed after it was admitted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ErrorLabels {
+    /// Inbound or outbound.
+    pub(crate) direction: Direction,
+    /// A fixed reason code (see `connection::ConnError::reason`).
+    pub(crate) reason: &'static str,
+}
+
+/// `direction`, `verdict`, `policy`, `rule`, `status_class` (bounded by the policy's size).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    /// Inbound or outbound.
+    pub(crate) direction: Direction,
+    /// Allow or deny.
+    pub(crate) verdict: Verdict,
+    /// Deciding policy, empty for a default.
+    pub(crate) policy: std::sync::Arc<str>,
+    /// Deciding rule or `default` (`none` when no decision was made, e.g. a 400).
+    pub(crate) rule: std::sync::Arc<str>,
+    /// `2xx` … `5xx`.
+    pub(crate) status_class: &'static str,
+}
+
+/// `result` of a policy reload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ReloadLabels {
+    /// `success` or `failure`.
+    pub(crate) result: &'static str,
+}
+
+/// `hash` of the active policy (one series at a time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct PolicyLabels {
+    /// Content hash.
+    pub(crate) hash: String,
+}
+
+/// `direction`, detected `protocol`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct DetectLabels {
+    /// Inbound or outbound.
+    pub(crate) direction: Direction,
+    /// `http1`, `http2`, `tls` or `opaque`.
+    pub(crate) protocol: &'static str,
+}
+
+/// `direction`, `result`, `peer_namespace` of a mutual TLS handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct HandshakeLabels {
+    /// Inbound (termination) or outbound (origination).
+    pub(crate) direction: Direction,
+    /// `success` or `failure`.
+    pub(crate) result: &'static str,
+    /// The peer's SPIFFE namespace (empty on failure; `other` past [`MAX_NAMESPACES`]).
+    pub(crate) peer_namespace: String,
+}
+
+/// Distinct peer namespaces given their own label value; later ones are counted as `other`.
+pub(crate) const MAX_NAMESPACES: usize = 256;
+
+/// Every metric the proxy exports.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    /// `portcullis_connections_total`.
+    pub(crate) connections: Family<ConnLabels, Counter>,
+    /// `portcullis_connections_open`.
+    pub(crate) open: Family<DirLabels, Gauge>,
+    /// `portcullis_connection_errors_total`.
+    pub(crate) errors: Family<ErrorLabels, Counter>,
+    /// `portcullis_bytes_total` from the client side (`direction` label).
+    pub(crate) bytes_received: Family<DirLabels, Counter>,
+    /// `portcullis_bytes_total` towards the client side.
+    pub(crate) bytes_sent: Family<DirLabels, Counter>,
+    /// `portcullis_access_log_dropped_total`.
+    pub(crate) access_log_dropped: Counter<u64, AtomicU64>,
+    /// `portcullis_requests_total`.
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    /// `portcullis_request_duration_seconds`.
+    pub(crate) request_duration: Family<DirLabels, Histogram, fn() -> Histogram>,
+    /// `portcullis_policy_reloads_total`.
+    pub(crate) reloads: Family<ReloadLabels, Counter>,
+    /// `portcullis_policy_info`: 1 for the active policy's hash.
+    pub(crate) policy_info: Family<PolicyLabels, Gauge>,
+    /// `portcullis_process_resident_memory_bytes`.
+    pub(crate) rss: Gauge,
+    /// `portcullis_process_open_fds`.
+    pub(crate) open_fds: Gauge,
+    /// `portcullis_protocol_detections_total`.
+    pub(crate) detections: Family<DetectLabels, Counter>,
+    /// `portcullis_identity_expiry_timestamp_seconds` (0 without identity material).
+    pub(crate) identity_expiry: Gauge,
+    /// `portcullis_mtls_handshakes_total`.
+    pub(crate) handshakes: Family<HandshakeLabels, Counter>,
+    /// `portcullis_connection_panics_total`.
+    pub(crate) panics: Counter<u64, AtomicU64>,
+    namespaces: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+fn duration_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let connections = Family::<ConnLabels, Counter>::default();
+        let open = Family::<DirLabels, Gauge>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let bytes_received = Family::<DirLabels, Counter>::default();
+        let bytes_sent = Family::<DirLabels, Counter>::default();
+        let access_log_dropped = Counter::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration =
+            Family::<DirLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_buckets as fn() -> Histogram,
+            );
+        registry.register(
+            "requests",
+            "HTTP requests by decision and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response head",
+            request_duration.clone(),
+        );
+        registry.register(
+            "connections",
+            "Connections by decision",
+            connections.clone(),
+        );
+        registry.register("connections_open", "Connections open now", open.clone());
+        registry.register(
+            "connection_errors",
+            "Admitted connections that failed, by reason",
+            errors.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Bytes received from the connecting side",
+            bytes_received.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Bytes sent back to the connecting side",
+            bytes_sent.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        let policy_info = Family::<PolicyLabels, Gauge>::default();
+        let rss = Gauge::default();
+        let open_fds = Gauge::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "policy_info",
+            "The active policy (value 1, by content hash)",
+            policy_info.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the proxy",
+            rss.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of the proxy",
+            open_fds.clone(),
+        );
+        let detections = Family::<DetectLabels, Counter>::default();
+        registry.register(
+            "protocol_detections",
+            "Connections whose protocol was detected, by outcome",
+            detections.clone(),
+        );
+        let identity_expiry = Gauge::default();
+        registry.register(
+            "identity_expiry_timestamp_seconds",
+            "When the workload certificate expires (Unix time)",
+            identity_expiry.clone(),
+        );
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "mtls_handshakes",
+            "Mutual TLS handshakes between sidecars, by result and peer namespace",
+            handshakes.clone(),
+        );
+        let panics = Counter::default();
+        registry.register(
+            "connection_panics",
+            "Connection tasks that panicked (each one a bug; its record and gauges are settled)",
+            panics.clone(),
+        );
+        Self {
+            registry,
+            handshakes,
+            panics,
+            namespaces: std::sync::Mutex::default(),
+            connections,
+            open,
+            errors,
+            bytes_received,
+            bytes_sent,
+            access_log_dropped,
+            requests,
+            request_duration,
+            reloads,
+            policy_info,
+            rss,
+            open_fds,
+            detections,
+            identity_expiry,
+        }
+    }
+
+    /// Marks `hash` as the active policy.
+    pub(crate) fn set_policy_hash(&self, hash: &str) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&PolicyLabels {
+                hash: hash.to_string(),
+            })
+            .set(1);
+    }
+
+    /// Counts one mutual TLS handshake; peer namespaces beyond [`MAX_NAMESPACES`] share the
+    /// label value `other`, so a flood of identities cannot grow the exposition.
+    pub(crate) fn count_handshake(
+        &self,
+        direction: Direction,
+        result: &'static str,
+        namespace: &str,
+    ) {
+        let peer_namespace = {
+            let mut seen = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.contains(namespace) {
+                namespace.to_string()
+            } else if seen.len() < MAX_NAMESPACES {
+                seen.insert(namespace.to_string());
+                namespace.to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        self.handshakes
+            .get_or_create(&HandshakeLabels {
+                direction,
+                result,
+                peer_namespace,
+            })
+            .inc();
+    }
+
+    /// Records when the workload certificate expires.
+    pub(crate) fn set_identity_expiry(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.identity_expiry
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
+    }
+
+    fn sample_process(&self) {
+        let page = 4096;
+        if let Some(pages) = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| {
+                s.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<i64>().ok())
+            })
+        {
+            self.rss.set(pages * page);
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(dir.count() as i64);
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub(crate) fn render(&self) -> String {
+        self.sample_process();
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

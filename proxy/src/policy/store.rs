@@ -1,0 +1,143 @@
+//! The active policy and its reload.
+//!
+//! The policy lives behind an `ArcSwap`: every new connection and every new request reads the
+//! current one, so a reload affects them at once while work in progress keeps the policy it
+//! started with. A reload reads the whole source, and replaces the policy only if it changed and
+//! compiles completely; a failure keeps the last good policy, is logged with its
+//! `file:line:col` errors and counted. What triggers reloads is [`super::watch`]'s (and SIGHUP's).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use portcullis_config::LoadedPolicy;
+use portcullis_config::load::read_source;
+
+use super::Workload;
+use crate::observe::Chain;
+use crate::observe::metrics::{Metrics, ReloadLabels};
+
+/// A compiled policy and when it became active.
+#[derive(Debug)]
+pub struct Active {
+    /// The policy.
+    pub loaded: LoadedPolicy,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The source is byte-for-byte what is active.
+    Unchanged,
+    /// A new policy is active.
+    Reloaded {
+        /// Its content hash.
+        hash: String,
+    },
+    /// The source is invalid or unreadable; the previous policy stays.
+    Failed(String),
+}
+
+/// The active policy and where it comes from.
+#[derive(Debug)]
+pub struct PolicyStore {
+    current: ArcSwap<Active>,
+    /// Serializes reloads (SIGHUP, the watcher and the poll may fire together) and remembers the
+    /// content hash of the last source that failed, so it is reported once, not on every poll.
+    reloading: Mutex<Option<String>>,
+    source: Option<(PathBuf, Workload)>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl PolicyStore {
+    /// Starts with `loaded`; `source` is where reloads read from (none: never reloads).
+    pub(crate) fn new(
+        loaded: LoadedPolicy,
+        source: Option<(PathBuf, Workload)>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics.set_policy_hash(&loaded.hash);
+        Self {
+            current: ArcSwap::from_pointee(Active {
+                loaded,
+                loaded_at: SystemTime::now(),
+            }),
+            reloading: Mutex::new(None),
+            source,
+            metrics,
+        }
+    }
+
+    /// The active policy.
+    pub fn current(&self) -> Arc<Active> {
+        self.current.load_full()
+    }
+
+    /// The policy source, if reloads read one.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.source.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    /// Reads the source and activates it if it changed and is valid (blocking: file IO and
+    /// compilation).
+    pub fn reload(&self) -> Reload {
+        let Some((path, workload)) = &self.source else {
+            return Reload::Unchanged;
+        };
+        let mut last_failed = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = match read_source(path).map(|src| src.content_hash()) {
+            Ok(seen)
+                if seen == self.current().loaded.hash || last_failed.as_ref() == Some(&seen) =>
+            {
+                return Reload::Unchanged;
+            }
+            Ok(seen) => match super::load(path, workload) {
+                Ok(loaded) => {
+                    let hash = loaded.hash.clone();
+                    for w in &loaded.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    self.metrics.set_policy_hash(&hash);
+                    self.current.store(Arc::new(Active {
+                        loaded,
+                        loaded_at: SystemTime::now(),
+                    }));
+                    *last_failed = None;
+                    Reload::Reloaded { hash }
+                }
+                Err(e) => {
+                    *last_failed = Some(seen);
+                    Reload::Failed(Chain(&e).to_string())
+                }
+            },
+            Err(e) => Reload::Failed(Chain(&e).to_string()),
+        };
+        let result = match &outcome {
+            Reload::Reloaded { hash } => {
+                tracing::info!(%hash, "policy reloaded");
+                "success"
+            }
+            Reload::Failed(e) => {
+                tracing::error!("policy reload failed; keeping the last good policy:\n{e}");
+                "failure"
+            }
+            Reload::Unchanged => return outcome,
+        };
+        self.metrics
+            .reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+        outcome
+    }
+
+    /// Reloads off the async threads.
+    pub async fn reload_async(self: &Arc<Self>) -> Reload {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.reload())
+            .await
+            .unwrap_or_else(|e| Reload::Failed(format!("reload task failed: {e}")))
+    }
+}
