@@ -8,6 +8,7 @@ module may use anything). A path is resolved to the longest module prefix that e
 `crate::http::relay::serve` names `http/relay` and `crate::http::Body` names `http`.
 
 Usage: check-module-cycles.py [CRATE_SRC_DIR …]   (default: every workspace crate's src/)
+       check-module-cycles.py --self-test          (the checker finds a planted cycle)
 Prints each cycle with the lines that make its edges; exits 1 when there is one.
 """
 
@@ -219,7 +220,32 @@ def cycles(edges):
     return comps
 
 
+def self_test():
+    """The checker must find a cycle that exists and none where there is none."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "src"
+        (src / "a").mkdir(parents=True)
+        (src / "lib.rs").write_text("mod a;\nmod b;\npub use a::X;\n")
+        (src / "a.rs").write_text("mod inner;\npub struct X;\nfn f() { inner::g(); }\n")
+        (src / "a" / "inner.rs").write_text(
+            "use crate::{b::{self, Y}};\n// crate::c is a comment\npub fn g() {}\n"
+            "#[cfg(test)]\nmod tests { use crate::a::X; }\n"
+        )
+        (src / "b.rs").write_text('pub struct Y;\nconst S: &str = "crate::a";\n')
+        found = cycles(Crate(src).edges())
+        assert found == [], f"false cycle: {found}"
+        (src / "b.rs").write_text("pub struct Y;\nfn h() { let _ = crate::a::X; }\n")
+        found = cycles(Crate(src).edges())
+        assert found == [[("a",), ("a", "inner"), ("b",)]], f"missed the cycle: {found}"
+    print("self-test passed")
+
+
 def main(args):
+    if args == ["--self-test"]:
+        self_test()
+        return 0
     srcs = [Path(a).resolve() for a in args] or sorted(
         p.parent / "src"
         for p in ROOT.glob("**/Cargo.toml")

@@ -4,5 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+# No two modules of a crate may import each other (directly or round a circle).
+python3 scripts/check-module-cycles.py --self-test
+python3 scripts/check-module-cycles.py
 cargo build --workspace --bins
 cargo test --workspace

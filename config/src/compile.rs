@@ -5,254 +5,20 @@
 //! POLICY.md says: an unmentioned direction passes everything, a mentioned one without `default`
 //! is isolated, and `deny` wins when documents disagree.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use ipnet::IpNet;
-
-use crate::index::DirectionIndex;
-use crate::load::{PolicyError, SourceDoc};
+pub use crate::compiled::{CompileContext, CompiledPolicy, DirectionRules, DocSummary};
+use crate::diagnostics::Diagnostics;
+pub use crate::diagnostics::{Warning, cidr_match, parse_cidr};
 use crate::matchers::{
-    CidrMatch, HeaderValue, HostPattern, IdentityPattern, PathSet, PortSet, anchored, anchored_set,
+    HeaderValue, HostPattern, IdentityPattern, PathSet, PortSet, anchored, anchored_set,
 };
-use crate::model::{self, Action, PortValue, Spanned};
+use crate::model::{self, PortValue, Spanned};
 use crate::netpol;
 use crate::normalize;
-
-/// Facts about the workload that NetworkPolicy import needs.
-#[derive(Debug, Clone, Default)]
-pub struct CompileContext {
-    /// The workload's own labels (Downward API); `None` when unknown.
-    pub workload_labels: Option<BTreeMap<String, String>>,
-    /// The workload's named container ports.
-    pub named_ports: BTreeMap<String, u16>,
-}
-
-/// A problem that does not stop the policy from loading.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning(pub PolicyError);
-
-impl std::fmt::Display for Warning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let e = &self.0;
-        write!(
-            f,
-            "{}:{}:{}: warning: {}",
-            e.file, e.line, e.column, e.message
-        )
-    }
-}
-
-/// One peer entry, compiled. Every present field must match.
-#[derive(Debug, Clone, Default)]
-pub struct PeerMatch {
-    /// Peer IP.
-    pub cidr: Option<CidrMatch>,
-    /// Authenticated identity.
-    pub identity: Option<IdentityPattern>,
-    /// Identity namespace.
-    pub namespace: Option<String>,
-    /// SNI or HTTP host (outbound).
-    pub host: Option<HostPattern>,
-    /// A peer a sidecar cannot see (NetworkPolicy pod selectors): never matches.
-    pub never: bool,
-}
-
-/// One `http` entry, compiled.
-#[derive(Debug, Clone, Default)]
-pub struct HttpRule {
-    /// Methods; `None` = any.
-    pub methods: Option<Vec<String>>,
-    /// Paths; `None` = any.
-    pub paths: Option<PathSet>,
-    /// Hosts; `None` = any.
-    pub hosts: Option<Vec<HostPattern>>,
-    /// (lower-case name, pattern).
-    pub headers: Vec<(String, HeaderValue)>,
-    /// JWT requirements.
-    pub jwt: Option<JwtRule>,
-}
-
-/// JWT requirements of an `http` entry.
-#[derive(Debug, Clone, Default)]
-pub struct JwtRule {
-    /// Required `iss`.
-    pub issuer: Option<String>,
-    /// Required `sub`.
-    pub subject: Option<String>,
-    /// Any of these in `aud`.
-    pub audiences: Vec<String>,
-    /// Required claims.
-    pub claims: Vec<(String, String)>,
-}
-
-/// A compiled rule.
-#[derive(Debug, Clone)]
-pub struct CompiledRule {
-    /// The policy (document) it came from.
-    pub policy: Arc<str>,
-    /// Its name.
-    pub name: Arc<str>,
-    /// Allow or deny.
-    pub action: Action,
-    /// Peers (OR); `None` = any peer.
-    pub peers: Option<Vec<PeerMatch>>,
-    /// Ports; `None` = any.
-    pub ports: Option<PortSet>,
-    /// HTTP entries (OR); `None` = a connection-level rule.
-    pub http: Option<Vec<HttpRule>>,
-}
-
-/// The rules of one direction.
-#[derive(Debug, Clone)]
-pub struct DirectionRules {
-    /// Whether any document mentions this direction (isolating it).
-    pub mentioned: bool,
-    /// What happens when no rule matches.
-    pub default: Action,
-    /// Every rule of every document.
-    pub rules: Vec<CompiledRule>,
-    /// Candidate indexes over `rules`, rebuilt by [`DirectionRules::reindex`].
-    pub index: DirectionIndex,
-}
-
-impl Default for DirectionRules {
-    fn default() -> Self {
-        Self {
-            mentioned: false,
-            default: Action::Allow,
-            rules: Vec::new(),
-            index: DirectionIndex::default(),
-        }
-    }
-}
-
-impl DirectionRules {
-    /// Rebuilds the indexes after `rules` changed.
-    pub fn reindex(&mut self) {
-        self.index = DirectionIndex::build(&self.rules);
-    }
-
-    /// Records a document mentioning this direction with `default` (absent = deny).
-    pub fn mention(&mut self, default: Option<Action>) {
-        let d = default.unwrap_or(Action::Deny);
-        let denied = d == Action::Deny || (self.mentioned && self.default == Action::Deny);
-        self.default = if denied { Action::Deny } else { Action::Allow };
-        self.mentioned = true;
-    }
-}
-
-/// What a document contributed, for `check` and `/policy`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DocSummary {
-    /// File.
-    pub file: Arc<str>,
-    /// `AccessPolicy` or `NetworkPolicy`.
-    pub kind: String,
-    /// `metadata.name`.
-    pub name: String,
-    /// Inbound rules contributed.
-    pub inbound_rules: usize,
-    /// Outbound rules contributed.
-    pub outbound_rules: usize,
-    /// For NetworkPolicy: whether it selects this workload.
-    pub applies: bool,
-}
-
-/// The immutable, compiled policy.
-#[derive(Debug, Clone, Default)]
-pub struct CompiledPolicy {
-    /// Inbound rules.
-    pub inbound: DirectionRules,
-    /// Outbound rules.
-    pub outbound: DirectionRules,
-    /// One entry per document.
-    pub documents: Vec<DocSummary>,
-}
-
-/// Collects errors and warnings at locations in one file.
-#[derive(Debug)]
-pub struct Diagnostics<'a> {
-    file: Arc<str>,
-    errors: &'a mut Vec<PolicyError>,
-    warnings: &'a mut Vec<Warning>,
-}
-
-impl Diagnostics<'_> {
-    fn make<T>(&self, at: &Spanned<T>, message: String) -> PolicyError {
-        PolicyError {
-            file: self.file.clone(),
-            line: at.referenced.line(),
-            column: at.referenced.column(),
-            message,
-        }
-    }
-
-    /// Records an error at `at`.
-    pub fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        let e = self.make(at, message.into());
-        self.errors.push(e);
-    }
-
-    /// Records a warning at `at`.
-    pub fn warn<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        let w = Warning(self.make(at, message.into()));
-        self.warnings.push(w);
-    }
-}
-
-/// Parses a CIDR (a bare address is a single host); host bits set is an error.
-pub fn parse_cidr(d: &mut Diagnostics<'_>, s: &Spanned<String>) -> Option<IpNet> {
-    let text = s.value.trim();
-    let net = text
-        .parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
-    match net {
-        Some(n) if n.trunc() != n => {
-            d.error(
-                s,
-                format!(
-                    "CIDR {text:?} has host bits set (did you mean {}?)",
-                    n.trunc()
-                ),
-            );
-            None
-        }
-        Some(n) => Some(n),
-        None => {
-            d.error(
-                s,
-                format!("invalid CIDR {text:?} (expected e.g. 10.0.0.0/16 or fd00::/8)"),
-            );
-            None
-        }
-    }
-}
-
-/// `cidr` + `except`, with every exception inside the range.
-pub fn cidr_match(
-    d: &mut Diagnostics<'_>,
-    cidr: &Spanned<String>,
-    except: Option<&Vec<Spanned<String>>>,
-) -> Option<CidrMatch> {
-    let net = parse_cidr(d, cidr);
-    let mut excepts = Vec::new();
-    for e in except.into_iter().flatten() {
-        if let Some(en) = parse_cidr(d, e) {
-            match net {
-                Some(n) if !n.contains(&en) => {
-                    d.error(e, format!("except {en} is not inside cidr {n}"));
-                }
-                _ => excepts.push(en),
-            }
-        }
-    }
-    net.map(|net| CidrMatch {
-        net,
-        except: excepts,
-    })
-}
+pub use crate::rule::{CompiledRule, HttpRule, JwtRule, PeerMatch};
+use crate::source::{PolicyError, SourceDoc};
 
 fn port_range(d: &mut Diagnostics<'_>, p: &Spanned<PortValue>) -> Option<(u16, u16)> {
     let num = |n: i64| u16::try_from(n).ok().filter(|n| *n > 0);
@@ -634,11 +400,7 @@ pub fn compile(
     let mut out = CompiledPolicy::default();
     let mut policy_names = HashSet::new();
     for sd in docs {
-        let mut d = Diagnostics {
-            file: sd.file.clone(),
-            errors: &mut errors,
-            warnings: &mut warnings,
-        };
+        let mut d = Diagnostics::new(sd.file.clone(), &mut errors, &mut warnings);
         let doc = &sd.doc;
         let kind = doc.kind.value.as_str();
         let api = doc.api_version.value.as_str();

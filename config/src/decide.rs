@@ -12,10 +12,11 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::compile::{CompiledPolicy, CompiledRule, DirectionRules, HttpRule, PeerMatch};
+use crate::compiled::{CompiledPolicy, DirectionRules};
 use crate::index::RuleId;
 use crate::matchers::spiffe_namespace;
 use crate::model::Action;
+use crate::rule::{CompiledRule, HttpRule, PeerMatch};
 
 /// Which side of the workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

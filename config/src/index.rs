@@ -19,9 +19,9 @@ use ipnet::IpNet;
 use prefix_trie::joint::JointPrefixMap;
 use regex::RegexSet;
 
-use crate::compile::CompiledRule;
 use crate::matchers::{REGEX_SIZE_LIMIT, canonical};
 use crate::model::Action;
+use crate::rule::CompiledRule;
 
 /// Rule numbers within a direction.
 pub type RuleId = u32;

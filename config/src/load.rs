@@ -2,13 +2,15 @@
 //! ConfigMap) into parsed documents. Errors carry `file:line:column`; YAML bombs are stopped by
 //! size, depth and alias budgets.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::compiled::{CompileContext, CompiledPolicy};
+use crate::diagnostics::Warning;
 use crate::model::Document;
+pub use crate::source::{PolicyError, SourceDoc};
 
 /// Largest policy file accepted.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
@@ -16,29 +18,6 @@ pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 64;
 /// Most aliases accepted per file.
 pub const MAX_ALIASES: usize = 256;
-
-/// One problem in a policy source, at a place in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    /// The file, as given.
-    pub file: Arc<str>,
-    /// 1-based line (0 when unknown).
-    pub line: u64,
-    /// 1-based column (0 when unknown).
-    pub column: u64,
-    /// What is wrong and what was expected.
-    pub message: String,
-}
-
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
-    }
-}
 
 /// Why a policy source could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -57,15 +36,6 @@ pub enum LoadError {
     /// The documents are invalid; every error found is listed.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<PolicyError>),
-}
-
-/// A parsed document and where it came from.
-#[derive(Debug)]
-pub struct SourceDoc {
-    /// File name as given.
-    pub file: Arc<str>,
-    /// The document.
-    pub doc: Document,
 }
 
 /// The raw text of a policy source, ready to parse.
@@ -222,15 +192,15 @@ pub fn parse_source(source: &Source) -> Result<Vec<SourceDoc>, Vec<PolicyError>>
 #[derive(Debug, Clone)]
 pub struct LoadedPolicy {
     /// The compiled policy.
-    pub policy: crate::CompiledPolicy,
+    pub policy: CompiledPolicy,
     /// Warnings (unenforceable selectors, unknown named ports).
-    pub warnings: Vec<crate::Warning>,
+    pub warnings: Vec<Warning>,
     /// Content hash of the source.
     pub hash: String,
 }
 
 /// Reads, parses and compiles a policy source; any error anywhere fails the whole load.
-pub fn load_policy(path: &Path, ctx: &crate::CompileContext) -> Result<LoadedPolicy, LoadError> {
+pub fn load_policy(path: &Path, ctx: &CompileContext) -> Result<LoadedPolicy, LoadError> {
     let (source, docs) = load_path(path)?;
     let (policy, warnings) = crate::compile::compile(&docs, ctx).map_err(LoadError::Invalid)?;
     Ok(LoadedPolicy {

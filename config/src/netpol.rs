@@ -12,11 +12,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::compile::{
-    CompileContext, CompiledPolicy, CompiledRule, Diagnostics, PeerMatch, cidr_match,
-};
+use crate::compiled::{CompileContext, CompiledPolicy};
+use crate::diagnostics::{Diagnostics, cidr_match};
 use crate::matchers::{IdentityPattern, PortSet};
 use crate::model::{self, Action, LabelSelector, PortValue, Spanned};
+use crate::rule::{CompiledRule, PeerMatch};
 
 const NS_LABEL: &str = "kubernetes.io/metadata.name";
 

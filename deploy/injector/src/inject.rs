@@ -10,8 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
     DownwardAPIVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Probe,
@@ -22,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use crate::config::InjectConfig;
+use crate::patch::add;
 use crate::probes;
 
 /// The annotation and label that switch injection.
@@ -47,8 +47,7 @@ pub const OPAQUE_PORTS: &str = "portcullis.dev/opaque-ports";
 pub const PROXY_NAME: &str = "portcullis-proxy";
 /// The init container's name.
 pub const INIT_NAME: &str = "portcullis-init";
-/// The admin port (health, metrics, rewritten probes).
-pub const ADMIN_PORT: i32 = 15020;
+pub use crate::patch::ADMIN_PORT;
 /// The proxy's UID and GID.
 pub const PROXY_UID: i64 = 1337;
 const POLICY_VOLUME: &str = "portcullis-policy";
@@ -183,14 +182,6 @@ fn named_ports(pod: &Value) -> String {
         .map(|(n, p)| format!("{n}={p}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// An `add` operation at the path made of `tokens` (escaped as JSON Pointer needs).
-pub(crate) fn add(tokens: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(tokens.iter().copied()),
-        value,
-    })
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
@@ -454,7 +445,7 @@ pub fn plan(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Result<Plan, An
         ));
     }
 
-    let excluded = crate::probes::ports(&s.exclude_inbound_ports);
+    let excluded = probes::ports(&s.exclude_inbound_ports);
     let rewritten = probes::rewrite(pod, &excluded);
     ops.extend(rewritten.ops);
 

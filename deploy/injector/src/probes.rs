@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use json_patch::PatchOperation;
 use serde_json::{Value, json};
 
-use crate::inject::{ADMIN_PORT, add};
+use crate::patch::{ADMIN_PORT, add};
 
 /// Probe kinds and the names used in rewritten paths.
 const KINDS: [(&str, &str); 3] = [

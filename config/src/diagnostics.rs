@@ -1,0 +1,123 @@
+//! Errors and warnings at locations in a policy file, collected while compiling (every error is
+//! reported, none stops the others), and the located parsers shared by AccessPolicy and
+//! NetworkPolicy compilation.
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::matchers::CidrMatch;
+use crate::model::Spanned;
+use crate::source::PolicyError;
+
+/// A problem that does not stop the policy from loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub PolicyError);
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = &self.0;
+        write!(
+            f,
+            "{}:{}:{}: warning: {}",
+            e.file, e.line, e.column, e.message
+        )
+    }
+}
+
+/// Collects errors and warnings at locations in one file.
+#[derive(Debug)]
+pub struct Diagnostics<'a> {
+    file: Arc<str>,
+    errors: &'a mut Vec<PolicyError>,
+    warnings: &'a mut Vec<Warning>,
+}
+
+impl<'a> Diagnostics<'a> {
+    /// Collects into `errors` and `warnings` for `file`.
+    pub fn new(
+        file: Arc<str>,
+        errors: &'a mut Vec<PolicyError>,
+        warnings: &'a mut Vec<Warning>,
+    ) -> Self {
+        Self {
+            file,
+            errors,
+            warnings,
+        }
+    }
+
+    fn make<T>(&self, at: &Spanned<T>, message: String) -> PolicyError {
+        PolicyError {
+            file: self.file.clone(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            message,
+        }
+    }
+
+    /// Records an error at `at`.
+    pub fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let e = self.make(at, message.into());
+        self.errors.push(e);
+    }
+
+    /// Records a warning at `at`.
+    pub fn warn<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        let w = Warning(self.make(at, message.into()));
+        self.warnings.push(w);
+    }
+}
+
+/// Parses a CIDR (a bare address is a single host); host bits set is an error.
+pub fn parse_cidr(d: &mut Diagnostics<'_>, s: &Spanned<String>) -> Option<IpNet> {
+    let text = s.value.trim();
+    let net = text
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+    match net {
+        Some(n) if n.trunc() != n => {
+            d.error(
+                s,
+                format!(
+                    "CIDR {text:?} has host bits set (did you mean {}?)",
+                    n.trunc()
+                ),
+            );
+            None
+        }
+        Some(n) => Some(n),
+        None => {
+            d.error(
+                s,
+                format!("invalid CIDR {text:?} (expected e.g. 10.0.0.0/16 or fd00::/8)"),
+            );
+            None
+        }
+    }
+}
+
+/// `cidr` + `except`, with every exception inside the range.
+pub fn cidr_match(
+    d: &mut Diagnostics<'_>,
+    cidr: &Spanned<String>,
+    except: Option<&Vec<Spanned<String>>>,
+) -> Option<CidrMatch> {
+    let net = parse_cidr(d, cidr);
+    let mut excepts = Vec::new();
+    for e in except.into_iter().flatten() {
+        if let Some(en) = parse_cidr(d, e) {
+            match net {
+                Some(n) if !n.contains(&en) => {
+                    d.error(e, format!("except {en} is not inside cidr {n}"));
+                }
+                _ => excepts.push(en),
+            }
+        }
+    }
+    net.map(|net| CidrMatch {
+        net,
+        except: excepts,
+    })
+}
