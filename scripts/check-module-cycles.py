@@ -63,25 +63,44 @@ def strip_comments_and_strings(text):
     return "".join(out)
 
 
+ITEM = re.compile(r"\s*(#\[[^\]]*\]\s*)*(pub(\([^)]*\))?\s+)?(fn|mod|impl|use|struct|enum|const|static|type|trait|async|unsafe|macro_rules)\b")
+
+
+def item_end(text, start):
+    """Where the item (or field / struct-literal entry) starting at `start` ends."""
+    if not ITEM.match(text, start):
+        depth = 0
+        for j in range(start, len(text)):
+            ch = text[j]
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                if depth == 0:
+                    return j
+                depth -= 1
+            elif ch == "," and depth == 0:
+                return j + 1
+        return len(text)
+    brace = text.find("{", start)
+    semi = text.find(";", start)
+    if semi >= 0 and (brace < 0 or semi < brace):
+        return semi + 1
+    depth, j = 0, brace
+    while j < len(text):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                break
+        j += 1
+    return j + 1
+
+
 def drop_test_blocks(text):
-    """Blanks out items under `#[cfg(test)]` (a `mod tests { … }` or a single item)."""
+    """Blanks out what `#[cfg(test)]` guards: an item (`mod tests { … }`), a field, an entry."""
     for m in list(re.finditer(r"#\[cfg\(test\)\]", text)):
-        start = m.start()
-        brace = text.find("{", m.end())
-        semi = text.find(";", m.end())
-        if semi >= 0 and (brace < 0 or semi < brace):
-            end = semi + 1
-        else:
-            depth, j = 0, brace
-            while j < len(text):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
-            end = j + 1
+        start, end = m.start(), item_end(text, m.end())
         text = text[:start] + re.sub(r"[^\n]", " ", text[start:end]) + text[end:]
     return text
 
@@ -233,10 +252,15 @@ def self_test():
             "use crate::{b::{self, Y}};\n// crate::c is a comment\npub fn g() {}\n"
             "#[cfg(test)]\nmod tests { use crate::a::X; }\n"
         )
+        (src / "lib.rs").write_text(
+            "mod a;\nmod b;\npub use a::X;\nstruct S {\n    #[cfg(test)]\n    t: u8,\n    u: u8,\n}\n"
+        )
         (src / "b.rs").write_text('pub struct Y;\nconst S: &str = "crate::a";\n')
         found = cycles(Crate(src).edges())
         assert found == [], f"false cycle: {found}"
-        (src / "b.rs").write_text("pub struct Y;\nfn h() { let _ = crate::a::X; }\n")
+        (src / "b.rs").write_text(
+            "pub struct Y;\nstruct T {\n    #[cfg(test)]\n    t: u8,\n}\nfn h() { let _ = crate::a::X; }\n"
+        )
         found = cycles(Crate(src).edges())
         assert found == [[("a",), ("a", "inner"), ("b",)]], f"missed the cycle: {found}"
     print("self-test passed")

@@ -23,7 +23,7 @@ pub const MAX_ALIASES: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The path could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The path.
         path: PathBuf,

@@ -168,7 +168,13 @@ pub fn normalize_target(target: &str) -> Result<Target, Rejection> {
     if target.contains('#') {
         return Err(Rejection::Fragment);
     }
-    let (authority, rest) = match target.split_once("://") {
+    // Origin-form starts with `/`: a `://` in its query is data, not a scheme.
+    let absolute = if target.starts_with('/') {
+        None
+    } else {
+        target.split_once("://")
+    };
+    let (authority, rest) = match absolute {
         Some((scheme, rest))
             if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
         {
@@ -196,20 +202,33 @@ pub fn normalize_target(target: &str) -> Result<Target, Rejection> {
     })
 }
 
-/// Lower-cases a host and strips its port and a trailing dot (`Api.Example.COM.:8443` →
-/// `api.example.com`; `[::1]:80` → `[::1]`).
+/// Lower-cases a host and strips userinfo, its port and trailing dots (`Api.Example.COM.:8443`
+/// → `api.example.com`; `[::1]:80` → `[::1]`; `blocked.example:80.` → `blocked.example`), until
+/// nothing changes: normalizing a normalized host changes nothing.
 pub fn normalize_host(host: &str) -> String {
+    let mut h = host.to_ascii_lowercase();
+    loop {
+        let next = strip_host_once(&h);
+        if next.len() == h.len() {
+            return h;
+        }
+        h = next.to_string();
+    }
+}
+
+/// One round of stripping; each step only ever shortens the text.
+fn strip_host_once(host: &str) -> &str {
     let host = host.trim();
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
     let without_port = if host.starts_with('[') {
         host.find(']').map_or(host, |i| &host[..=i])
     } else {
         match host.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
             _ => host,
         }
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    without_port.trim_end_matches('.')
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ pub(crate) mod watch;
 
 use std::path::PathBuf;
 
-use portcullis_config::workload::{parse_labels, parse_named_ports};
+use portcullis_config::workload::{WorkloadError, parse_labels, parse_named_ports};
 use portcullis_config::{CompileContext, LoadError, LoadedPolicy, load_policy};
 
 /// What the policy needs to know about this workload (NetworkPolicy selection, named ports).
@@ -22,17 +22,25 @@ pub struct Workload {
 /// Why the policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyLoadError {
-    /// The labels file.
-    #[error("--workload-labels {path}: {message}")]
+    /// The labels file cannot be read.
+    #[error("--workload-labels {}", .path.display())]
+    LabelsRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The labels file does not parse.
+    #[error("--workload-labels {}", .path.display())]
     Labels {
         /// The file.
-        path: String,
+        path: PathBuf,
         /// What is wrong.
-        message: String,
+        source: WorkloadError,
     },
     /// The named ports.
-    #[error("--named-ports: {0}")]
-    NamedPorts(String),
+    #[error("--named-ports")]
+    NamedPorts(#[source] WorkloadError),
     /// The policy itself.
     #[error(transparent)]
     Policy(#[from] LoadError),
@@ -43,16 +51,19 @@ pub(crate) fn context(args: &Workload) -> Result<CompileContext, PolicyLoadError
     let workload_labels = match &args.labels_file {
         None => None,
         Some(path) => {
-            let labels_err = |message: String| PolicyLoadError::Labels {
-                path: path.display().to_string(),
-                message,
-            };
-            let text = std::fs::read_to_string(path).map_err(|e| labels_err(e.to_string()))?;
-            Some(parse_labels(&text).map_err(|e| labels_err(e.to_string()))?)
+            let text =
+                std::fs::read_to_string(path).map_err(|source| PolicyLoadError::LabelsRead {
+                    path: path.clone(),
+                    source,
+                })?;
+            let labels = parse_labels(&text).map_err(|source| PolicyLoadError::Labels {
+                path: path.clone(),
+                source,
+            })?;
+            Some(labels)
         }
     };
-    let named_ports = parse_named_ports(&args.named_ports)
-        .map_err(|e| PolicyLoadError::NamedPorts(e.to_string()))?;
+    let named_ports = parse_named_ports(&args.named_ports).map_err(PolicyLoadError::NamedPorts)?;
     Ok(CompileContext {
         workload_labels,
         named_ports,

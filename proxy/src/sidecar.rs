@@ -73,38 +73,38 @@ fn skippable_v6(addr: SocketAddr, e: &io::Error) -> bool {
         )
 }
 
-impl Proxy {
-    /// Binds the capture listeners and the admin port, to serve `policy`.
-    pub fn bind(config: ProxyConfig, policy: LoadedPolicy) -> Result<Self, ProxyError> {
-        let transparent =
-            config.capture == CaptureMode::Tproxy && config.original_dst_override.is_none();
-        let mut listeners = Vec::new();
-        for &ip in &config.listen_ips {
-            for (direction, port, transparent, what) in [
-                (
-                    Direction::Inbound,
-                    config.inbound_port,
-                    transparent,
-                    "inbound",
-                ),
-                (Direction::Outbound, config.outbound_port, false, "outbound"),
-            ] {
-                let addr = SocketAddr::new(ip, port);
-                match listener::bind(addr, transparent) {
-                    Ok(tcp) => listeners.push(Listener::new(tcp, direction)),
-                    Err(e) if skippable_v6(addr, &e) => {
-                        tracing::warn!(%addr, error = %e, "IPv6 unavailable; serving IPv4 only");
-                    }
-                    Err(source) => return Err(ProxyError::Bind { addr, what, source }),
+/// One inbound and one outbound listener per listen address.
+fn bind_listeners(config: &ProxyConfig) -> Result<Vec<Listener>, ProxyError> {
+    let transparent =
+        config.capture == CaptureMode::Tproxy && config.original_dst_override.is_none();
+    let mut listeners = Vec::new();
+    for &ip in &config.listen_ips {
+        for (direction, port, transparent, what) in [
+            (
+                Direction::Inbound,
+                config.inbound_port,
+                transparent,
+                "inbound",
+            ),
+            (Direction::Outbound, config.outbound_port, false, "outbound"),
+        ] {
+            let addr = SocketAddr::new(ip, port);
+            match listener::bind(addr, transparent) {
+                Ok(tcp) => listeners.push(Listener::new(tcp, direction)),
+                Err(e) if skippable_v6(addr, &e) => {
+                    tracing::warn!(%addr, error = %e, "IPv6 unavailable; serving IPv4 only");
                 }
+                Err(source) => return Err(ProxyError::Bind { addr, what, source }),
             }
         }
-        let admin =
-            listener::bind(config.admin_addr, false).map_err(|source| ProxyError::Bind {
-                addr: config.admin_addr,
-                what: "admin",
-                source,
-            })?;
+    }
+    Ok(listeners)
+}
+
+impl Proxy {
+    /// Loads the credentials, then binds the capture listeners and the admin port, to serve
+    /// `policy`: unusable credentials fail before any port is bound.
+    pub fn bind(config: ProxyConfig, policy: LoadedPolicy) -> Result<Self, ProxyError> {
         let jwks = match &config.jwks {
             Some(path) => Some(Arc::new(Jwks::load(path)?)),
             None => None,
@@ -113,6 +113,13 @@ impl Proxy {
             Some(dir) => Some(Arc::new(IdentityStore::load(dir)?)),
             None => None,
         };
+        let listeners = bind_listeners(&config)?;
+        let admin =
+            listener::bind(config.admin_addr, false).map_err(|source| ProxyError::Bind {
+                addr: config.admin_addr,
+                what: "admin",
+                source,
+            })?;
         let metrics = Arc::new(Metrics::new());
         if let Some(id) = &identity {
             metrics.set_identity_expiry(id.current().not_after);

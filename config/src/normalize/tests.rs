@@ -92,6 +92,13 @@ fn hosts() {
         ("[FD00::1]", "[fd00::1]"),
         ("10.0.0.1:443", "10.0.0.1"),
         ("user@host:1", "host"),
+        // Port and trailing dots in either order (backends serve `blocked.example`).
+        ("blocked.example:80.", "blocked.example"),
+        ("blocked.example.:80.", "blocked.example"),
+        // Found by fuzzing: an empty "port" is not a port, so normalizing twice agrees.
+        ("::", "::"),
+        ("NN::2", "nn:"),
+        (" a :80", "a"),
     ] {
         assert_eq!(normalize_host(input), want, "{input}");
     }
@@ -113,7 +120,44 @@ fn path_strategy() -> impl Strategy<Value = String> {
     prop::collection::vec(seg, 0..8).prop_map(|segs| format!("/{}", segs.join("/")))
 }
 
+#[test]
+fn a_query_is_data_even_when_it_holds_a_url() {
+    // Found by fuzzing: `://` in the query of an origin-form target was taken for a scheme.
+    let t = normalize_target("/login?next=https://example.com/").expect("origin-form");
+    assert_eq!(
+        (t.path.as_str(), t.query.as_deref()),
+        ("/login", Some("next=https://example.com/"))
+    );
+    assert_eq!(t.authority, None);
+    // An absolute-form target whose query holds `://` forwards a target that parses again.
+    let t = normalize_target("http://A4?://").expect("absolute-form");
+    assert_eq!(t.authority.as_deref(), Some("a4"));
+    let again = normalize_target(&t.path_and_query()).expect("forwarded target");
+    assert_eq!((again.path, again.query), (t.path, t.query));
+}
+
+fn host_strategy() -> impl Strategy<Value = String> {
+    let part = prop_oneof![
+        "[a-zA-Z0-9-]{1,6}",
+        Just(".".to_string()),
+        Just(":".to_string()),
+        Just(":80".to_string()),
+        Just("@".to_string()),
+        Just(" ".to_string()),
+        Just("[::1]".to_string()),
+    ];
+    prop::collection::vec(part, 0..8).prop_map(|p| p.concat())
+}
+
 proptest! {
+    #[test]
+    fn normalizing_a_host_twice_changes_nothing(h in host_strategy(), raw in "\\PC{0,24}") {
+        for input in [h, raw] {
+            let once = normalize_host(&input);
+            prop_assert_eq!(normalize_host(&once), once.clone(), "from {:?}", input);
+        }
+    }
+
     #[test]
     fn normalized_paths_are_idempotent_rooted_and_free_of_dot_segments(p in path_strategy()) {
         if let Ok(n) = normalize_path(&p) {

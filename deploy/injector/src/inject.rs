@@ -93,6 +93,16 @@ fn skip_reason(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Option<Strin
     if cfg.system_namespaces.iter().any(|n| n == namespace) {
         return Some(format!("namespace {namespace} is a system namespace"));
     }
+    // The API server never sends such a pod (it fails validation), but a patch for it would not
+    // apply: leave it to be refused there.
+    let shaped = pod.get("metadata").is_some_and(Value::is_object)
+        && pod
+            .get("spec")
+            .and_then(|s| s.get("containers"))
+            .is_some_and(Value::is_array);
+    if !shaped {
+        return Some("not a pod: metadata, spec or spec.containers missing".into());
+    }
     if annotation(pod, INJECTED).is_some() {
         return Some("already injected".into());
     }

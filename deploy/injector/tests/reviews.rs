@@ -296,6 +296,9 @@ fn pods_that_must_not_be_injected_pass_untouched() {
         ("already-injected.json", "already injected"),
         ("host-network.json", "hostNetwork"),
         ("system-namespace.json", "system namespace"),
+        // Found by fuzzing: a patch for these would not apply (no /metadata, no /spec).
+        ("no-metadata.json", "not a pod"),
+        ("no-spec.json", "not a pod"),
     ] {
         let (outcome, resp, pod) = run(file, &cfg);
         assert!(

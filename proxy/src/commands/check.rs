@@ -3,6 +3,7 @@
 
 use portcullis_config::LoadError;
 
+use crate::observe::Chain;
 use crate::policy::{self, PolicyLoadError};
 use crate::settings::cli::CheckArgs;
 
@@ -64,7 +65,7 @@ pub fn run(args: &CheckArgs) -> Report {
                 r.code = 1;
             }
             Err(e) => {
-                r.err.push_str(&format!("{e}\n"));
+                r.err.push_str(&format!("{}\n", Chain(&e)));
                 r.code = 1;
             }
         }

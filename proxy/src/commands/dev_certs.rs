@@ -18,10 +18,10 @@ pub enum DevCertError {
     #[error("workload {0:?}: expected namespace/serviceaccount")]
     Workload(String),
     /// Certificate generation failed.
-    #[error("generating certificates: {0}")]
+    #[error("generating certificates")]
     Generate(#[from] rcgen::Error),
     /// Writing failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Write {
         /// The file.
         path: PathBuf,
@@ -34,6 +34,76 @@ fn write(path: PathBuf, text: &str) -> Result<(), DevCertError> {
     std::fs::write(&path, text).map_err(|source| DevCertError::Write { path, source })
 }
 
+fn mkdir(p: &Path) -> Result<(), DevCertError> {
+    std::fs::create_dir_all(p).map_err(|source| DevCertError::Write {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// The CA in `out`, or a new one written there: its PEM and the issuer to sign with.
+fn ca(
+    out: &Path,
+    trust_domain: &str,
+    window: &dyn Fn(&mut CertificateParams),
+) -> Result<(String, Issuer<'static, KeyPair>), DevCertError> {
+    if let (Ok(ca_pem), Ok(key_pem)) = (
+        std::fs::read_to_string(out.join(CA_FILE)),
+        std::fs::read_to_string(out.join("ca.key")),
+    ) {
+        // An existing CA is reused: workloads are added or re-issued (rotated) under the same
+        // trust bundle.
+        let key = KeyPair::from_pem(&key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)?;
+        return Ok((ca_pem, issuer));
+    }
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(
+        DnType::CommonName,
+        format!("portcullis dev CA ({trust_domain})"),
+    );
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    window(&mut ca_params);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let ca_pem = ca_cert.pem();
+    write(out.join(CA_FILE), &ca_pem)?;
+    write(out.join("ca.key"), &ca_key.serialize_pem())?;
+    Ok((ca_pem, Issuer::new(ca_params, ca_key)))
+}
+
+/// An X509-SVID for `ns/sa`, usable by either side of mutual TLS: certificate and key.
+fn svid(
+    workload: &str,
+    trust_domain: &str,
+    window: &dyn Fn(&mut CertificateParams),
+    issuer: &Issuer<'static, KeyPair>,
+) -> Result<(String, String, rcgen::Certificate, KeyPair), DevCertError> {
+    let (ns, sa) = workload
+        .split_once('/')
+        .filter(|(n, s)| !n.is_empty() && !s.is_empty() && !s.contains('/'))
+        .ok_or_else(|| DevCertError::Workload(workload.to_string()))?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{sa}.{ns}"));
+    let id = format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}");
+    params.subject_alt_names = vec![SanType::URI(id.try_into()?)];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    window(&mut params);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((ns.to_string(), sa.to_string(), cert, key))
+}
+
 /// Writes `out/ca.crt`, `out/ca.key` and, per workload `ns/sa`, `out/<ns>-<sa>/{tls.crt,
 /// tls.key, ca.crt}` with the URI SAN `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`. Returns the
 /// workload directories. A CA already in `out` is reused (so running it again re-issues
@@ -44,72 +114,20 @@ pub fn write_dev_certs(
     workloads: &[String],
     validity: Duration,
 ) -> Result<Vec<PathBuf>, DevCertError> {
-    let mkdir = |p: &Path| {
-        std::fs::create_dir_all(p).map_err(|source| DevCertError::Write {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
     mkdir(out)?;
     let now = rcgen::date_time_ymd(1970, 1, 1)
         + (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default());
-    let (ca_pem, issuer) = match (
-        std::fs::read_to_string(out.join(CA_FILE)),
-        std::fs::read_to_string(out.join("ca.key")),
-    ) {
-        // An existing CA is reused: workloads are added or re-issued (rotated) under the same
-        // trust bundle.
-        (Ok(ca_pem), Ok(key_pem)) => {
-            let key = KeyPair::from_pem(&key_pem)?;
-            let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)?;
-            (ca_pem, issuer)
-        }
-        _ => {
-            let ca_key = KeyPair::generate()?;
-            let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-            ca_params.distinguished_name.push(
-                DnType::CommonName,
-                format!("portcullis dev CA ({trust_domain})"),
-            );
-            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            ca_params.not_before = now - Duration::from_secs(60);
-            ca_params.not_after = now + validity;
-            let ca_cert = ca_params.self_signed(&ca_key)?;
-            let ca_pem = ca_cert.pem();
-            write(out.join(CA_FILE), &ca_pem)?;
-            write(out.join("ca.key"), &ca_key.serialize_pem())?;
-            (ca_pem, Issuer::new(ca_params, ca_key))
-        }
+    // Valid from a minute ago (clock skew) for `validity`.
+    let window = |p: &mut CertificateParams| {
+        p.not_before = now - Duration::from_secs(60);
+        p.not_after = now + validity;
     };
-
+    let (ca_pem, issuer) = ca(out, trust_domain, &window)?;
     let mut dirs = Vec::new();
     for w in workloads {
-        let (ns, sa) = w
-            .split_once('/')
-            .filter(|(n, s)| !n.is_empty() && !s.is_empty() && !s.contains('/'))
-            .ok_or_else(|| DevCertError::Workload(w.clone()))?;
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{sa}.{ns}"));
-        let id = format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}");
-        params.subject_alt_names = vec![SanType::URI(id.try_into()?)];
-        // An X509-SVID: usable by either side of mutual TLS.
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.not_before = now - Duration::from_secs(60);
-        params.not_after = now + validity;
-        let cert = params.signed_by(&key, &issuer)?;
+        let (ns, sa, cert, key) = svid(w, trust_domain, &window, &issuer)?;
         let dir = out.join(format!("{ns}-{sa}"));
         mkdir(&dir)?;
         write(dir.join(CERT_FILE), &cert.pem())?;

@@ -4,10 +4,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use portcullis_config::decide::Trace;
+use portcullis_config::decide::{JwtClaims, Trace};
 use portcullis_config::normalize::{normalize_host, normalize_target};
-use portcullis_config::{ConnDecision, Connection, Decision, Direction, Request, Verdict};
+use portcullis_config::{
+    CompiledPolicy, ConnDecision, Connection, Decision, Direction, Request, Verdict,
+};
 
+use crate::http::jwt::Jwks;
+use crate::observe::Chain;
 use crate::policy;
 use crate::settings::cli::ExplainArgs;
 
@@ -55,7 +59,7 @@ fn render(d: &Decision, trace: &Trace, notes: &[String]) -> Report {
 pub fn run(args: &ExplainArgs) -> Report {
     let loaded = match policy::load(&args.policy, &args.workload.workload()) {
         Ok(l) => l,
-        Err(e) => return error(e),
+        Err(e) => return error(Chain(&e)),
     };
     let Some(src) = parse_src(&args.src) else {
         return error(format!("--src {:?}: expected IP or IP:PORT", args.src));
@@ -98,67 +102,81 @@ pub fn run(args: &ExplainArgs) -> Report {
             policy.decide_opaque(&conn, Some(&mut trace))
         }
         ConnDecision::NeedHttp => {
-            let target = args.path.as_deref().unwrap_or("/");
-            let t = match normalize_target(target) {
-                Ok(t) => t,
-                Err(e) => {
-                    return Report {
-                        out: format!(
-                            "deny\nrule: normalization\nreason: request rejected with 400: {e}\n"
-                        ),
-                        code: 1,
-                    };
-                }
-            };
-            let headers: Vec<(String, String)> = args
-                .headers
-                .iter()
-                .filter_map(|h| h.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
-            let host = t
-                .authority
-                .clone()
-                .or_else(|| args.host.as_deref().map(normalize_host));
-            let method = args.method.as_deref().unwrap_or("GET");
-            notes.push(format!(
-                "request: {method} {} (normalized from {target:?}), host {}",
-                t.path,
-                host.as_deref().unwrap_or("none")
-            ));
-            let claims = match (&args.jwt, &args.jwks) {
-                (None, _) => None,
-                (Some(_), None) => {
-                    notes.push("bearer token given without --jwks: it cannot be validated, jwt matches fail".into());
-                    None
-                }
-                (Some(token), Some(path)) => {
-                    match crate::http::jwt::Jwks::load(path).and_then(|k| k.validate(token)) {
-                        Ok(c) => {
-                            notes.push(format!(
-                                "token valid: iss {}, sub {}",
-                                c.issuer.as_deref().unwrap_or("none"),
-                                c.subject.as_deref().unwrap_or("none")
-                            ));
-                            Some(c)
-                        }
-                        Err(e) => {
-                            notes.push(format!("token invalid ({e}): jwt matches fail"));
-                            None
-                        }
-                    }
-                }
-            };
-            trace.steps.clear();
-            let req = Request {
-                method,
-                path: &t.path,
-                host: host.as_deref(),
-                headers: &headers,
-                jwt: claims.as_ref(),
-            };
-            policy.decide_request(&conn, &req, Some(&mut trace))
+            match explain_request(args, policy, &conn, &mut trace, &mut notes) {
+                Ok(d) => d,
+                Err(report) => return report,
+            }
         }
     };
     render(&decision, &trace, &notes)
+}
+
+/// The bearer token's claims, validated against `--jwks`, with a note saying what happened.
+fn token_claims(args: &ExplainArgs, notes: &mut Vec<String>) -> Option<JwtClaims> {
+    let (token, path) = match (&args.jwt, &args.jwks) {
+        (None, _) => return None,
+        (Some(_), None) => {
+            notes.push(
+                "bearer token given without --jwks: it cannot be validated, jwt matches fail"
+                    .into(),
+            );
+            return None;
+        }
+        (Some(token), Some(path)) => (token, path),
+    };
+    match Jwks::load(path).and_then(|k| k.validate(token)) {
+        Ok(c) => {
+            notes.push(format!(
+                "token valid: iss {}, sub {}",
+                c.issuer.as_deref().unwrap_or("none"),
+                c.subject.as_deref().unwrap_or("none")
+            ));
+            Some(c)
+        }
+        Err(e) => {
+            notes.push(format!("token invalid ({e}): jwt matches fail"));
+            None
+        }
+    }
+}
+
+/// Judges the request the flags describe; a target normalization rejects is reported as such.
+fn explain_request(
+    args: &ExplainArgs,
+    policy: &CompiledPolicy,
+    conn: &Connection<'_>,
+    trace: &mut Trace,
+    notes: &mut Vec<String>,
+) -> Result<Decision, Report> {
+    let target = args.path.as_deref().unwrap_or("/");
+    let t = normalize_target(target).map_err(|e| Report {
+        out: format!("deny\nrule: normalization\nreason: request rejected with 400: {e}\n"),
+        code: 1,
+    })?;
+    let headers: Vec<(String, String)> = args
+        .headers
+        .iter()
+        .filter_map(|h| h.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let host = t
+        .authority
+        .clone()
+        .or_else(|| args.host.as_deref().map(normalize_host));
+    let method = args.method.as_deref().unwrap_or("GET");
+    notes.push(format!(
+        "request: {method} {} (normalized from {target:?}), host {}",
+        t.path,
+        host.as_deref().unwrap_or("none")
+    ));
+    let claims = token_claims(args, notes);
+    trace.steps.clear();
+    let req = Request {
+        method,
+        path: &t.path,
+        host: host.as_deref(),
+        headers: &headers,
+        jwt: claims.as_ref(),
+    };
+    Ok(policy.decide_request(conn, &req, Some(trace)))
 }

@@ -54,11 +54,13 @@ fn http1(buf: &[u8]) -> Detected {
         };
     };
     let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
-    let ok = line.len() > method_len + 1
-        && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
-        && line[method_len + 1..line.len() - 9]
-            .iter()
-            .all(|&b| b > 0x20 && b < 0x7f);
+    // `METHOD SP target SP HTTP/1.x`, the target at least one visible character: no slicing
+    // that a short line could invert.
+    let target = line
+        .strip_suffix(b" HTTP/1.1")
+        .or_else(|| line.strip_suffix(b" HTTP/1.0"))
+        .and_then(|rest| rest.get(method_len + 1..));
+    let ok = target.is_some_and(|t| !t.is_empty() && t.iter().all(|&b| b > 0x20 && b < 0x7f));
     if ok {
         Detected::Http1
     } else {

@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::vocab::{Direction, Verdict};
 
@@ -128,6 +128,17 @@ pub(crate) struct Metrics {
     namespaces: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// A new metric, registered under `name`.
+fn register<M: Metric + Clone + Default>(r: &mut Registry, name: &str, help: &str) -> M {
+    register_as(r, name, help, M::default())
+}
+
+/// `metric`, registered under `name`.
+fn register_as<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 fn duration_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -141,121 +152,76 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub(crate) fn new() -> Self {
-        let mut registry = Registry::with_prefix("portcullis");
-        let connections = Family::<ConnLabels, Counter>::default();
-        let open = Family::<DirLabels, Gauge>::default();
-        let errors = Family::<ErrorLabels, Counter>::default();
-        let bytes_received = Family::<DirLabels, Counter>::default();
-        let bytes_sent = Family::<DirLabels, Counter>::default();
-        let access_log_dropped = Counter::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let request_duration =
-            Family::<DirLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_buckets as fn() -> Histogram,
-            );
-        registry.register(
-            "requests",
-            "HTTP requests by decision and status",
-            requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to response head",
-            request_duration.clone(),
-        );
-        registry.register(
-            "connections",
-            "Connections by decision",
-            connections.clone(),
-        );
-        registry.register("connections_open", "Connections open now", open.clone());
-        registry.register(
-            "connection_errors",
-            "Admitted connections that failed, by reason",
-            errors.clone(),
-        );
-        registry.register(
-            "received_bytes",
-            "Bytes received from the connecting side",
-            bytes_received.clone(),
-        );
-        registry.register(
-            "sent_bytes",
-            "Bytes sent back to the connecting side",
-            bytes_sent.clone(),
-        );
-        registry.register(
-            "access_log_dropped",
-            "Access log lines dropped because the writer fell behind",
-            access_log_dropped.clone(),
-        );
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        let policy_info = Family::<PolicyLabels, Gauge>::default();
-        let rss = Gauge::default();
-        let open_fds = Gauge::default();
-        registry.register(
-            "policy_reloads",
-            "Policy reloads by result",
-            reloads.clone(),
-        );
-        registry.register(
-            "policy_info",
-            "The active policy (value 1, by content hash)",
-            policy_info.clone(),
-        );
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory of the proxy",
-            rss.clone(),
-        );
-        registry.register(
-            "process_open_fds",
-            "Open file descriptors of the proxy",
-            open_fds.clone(),
-        );
-        let detections = Family::<DetectLabels, Counter>::default();
-        registry.register(
-            "protocol_detections",
-            "Connections whose protocol was detected, by outcome",
-            detections.clone(),
-        );
-        let identity_expiry = Gauge::default();
-        registry.register(
-            "identity_expiry_timestamp_seconds",
-            "When the workload certificate expires (Unix time)",
-            identity_expiry.clone(),
-        );
-        let handshakes = Family::<HandshakeLabels, Counter>::default();
-        registry.register(
-            "mtls_handshakes",
-            "Mutual TLS handshakes between sidecars, by result and peer namespace",
-            handshakes.clone(),
-        );
-        let panics = Counter::default();
-        registry.register(
-            "connection_panics",
-            "Connection tasks that panicked (each one a bug; its record and gauges are settled)",
-            panics.clone(),
-        );
+        let mut r = Registry::with_prefix("portcullis");
+        let request_duration = Family::new_with_constructor(duration_buckets as fn() -> Histogram);
         Self {
-            registry,
-            handshakes,
-            panics,
+            requests: register(&mut r, "requests", "HTTP requests by decision and status"),
+            request_duration: register_as(
+                &mut r,
+                "request_duration_seconds",
+                "Time from request to response head",
+                request_duration,
+            ),
+            connections: register(&mut r, "connections", "Connections by decision"),
+            open: register(&mut r, "connections_open", "Connections open now"),
+            errors: register(
+                &mut r,
+                "connection_errors",
+                "Admitted connections that failed, by reason",
+            ),
+            bytes_received: register(
+                &mut r,
+                "received_bytes",
+                "Bytes received from the connecting side",
+            ),
+            bytes_sent: register(
+                &mut r,
+                "sent_bytes",
+                "Bytes sent back to the connecting side",
+            ),
+            access_log_dropped: register(
+                &mut r,
+                "access_log_dropped",
+                "Access log lines dropped because the writer fell behind",
+            ),
+            reloads: register(&mut r, "policy_reloads", "Policy reloads by result"),
+            policy_info: register(
+                &mut r,
+                "policy_info",
+                "The active policy (value 1, by content hash)",
+            ),
+            rss: register(
+                &mut r,
+                "process_resident_memory_bytes",
+                "Resident memory of the proxy",
+            ),
+            open_fds: register(
+                &mut r,
+                "process_open_fds",
+                "Open file descriptors of the proxy",
+            ),
+            detections: register(
+                &mut r,
+                "protocol_detections",
+                "Connections whose protocol was detected, by outcome",
+            ),
+            identity_expiry: register(
+                &mut r,
+                "identity_expiry_timestamp_seconds",
+                "When the workload certificate expires (Unix time)",
+            ),
+            handshakes: register(
+                &mut r,
+                "mtls_handshakes",
+                "Mutual TLS handshakes between sidecars, by result and peer namespace",
+            ),
+            panics: register(
+                &mut r,
+                "connection_panics",
+                "Connection tasks that panicked (each one a bug; its record and gauges are settled)",
+            ),
             namespaces: std::sync::Mutex::default(),
-            connections,
-            open,
-            errors,
-            bytes_received,
-            bytes_sent,
-            access_log_dropped,
-            requests,
-            request_duration,
-            reloads,
-            policy_info,
-            rss,
-            open_fds,
-            detections,
-            identity_expiry,
+            registry: r,
         }
     }
 

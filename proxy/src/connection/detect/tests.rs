@@ -34,6 +34,11 @@ fn table() {
         (b"GET /partial", Detected::NeedMore),
         (b"GET / HTTP/2.0\r\n", Detected::Opaque),
         (b"GET  / HTTP/1.1\r\n", Detected::Opaque),
+        // No request target: once a panic (an inverted slice), now simply not HTTP.
+        (b"GET HTTP/1.1\r\n", Detected::Opaque),
+        (b"GET  HTTP/1.1\r\n", Detected::Opaque),
+        (b"G HTTP/1.0\n", Detected::Opaque),
+        (b"GET HTTP/1.1", Detected::NeedMore),
         (b"get / HTTP/1.1\r\n", Detected::Http1),
         (b"SSH-2.0-OpenSSH_9.2\r\n", Detected::Opaque),
         (b"\x00\x00\x00\x01", Detected::Opaque),
@@ -71,6 +76,20 @@ proptest! {
     #[test]
     fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         let _ = detect(&bytes);
+    }
+
+    /// Request lines of every short shape — empty or odd targets, extra spaces — where random
+    /// bytes rarely land.
+    #[test]
+    fn never_panics_on_request_lines(
+        method in "[A-Z]{1,8}",
+        gap in " {1,3}",
+        target in "[ -~]{0,4}",
+        version in prop::sample::select(vec![" HTTP/1.1", " HTTP/1.0", "HTTP/1.1", ""]),
+        end in prop::sample::select(vec!["\r\n", "\n", ""]),
+    ) {
+        let line = format!("{method}{gap}{target}{version}{end}");
+        let _ = detect(line.as_bytes());
     }
 
     #[test]

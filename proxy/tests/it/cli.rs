@@ -231,3 +231,58 @@ fn run_refuses_an_invalid_policy_before_binding_anything() {
         "{err}"
     );
 }
+
+/// How often `needle` occurs in `haystack`.
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[test]
+fn errors_name_each_cause_once() {
+    let d = dir(&[("p.yaml", POLICY)]);
+    // A missing identity directory: the file, then the OS error, once.
+    let o = bin()
+        .args([
+            "run",
+            "--inbound-port",
+            "0",
+            "--outbound-port",
+            "1",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--access-log",
+            "off",
+            "--policy",
+        ])
+        .arg(d.0.join("p.yaml"))
+        .arg("--identity-dir")
+        .arg(d.0.join("no-such-dir"))
+        .output()
+        .expect("run");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("portcullis-proxy: error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains("no-such-dir/tls.crt"), "{line}");
+    assert_eq!(count(line, "No such file or directory"), 1, "{line}");
+    // A missing policy source through `check`: once too.
+    let o = bin()
+        .arg("check")
+        .arg(d.0.join("missing.yaml"))
+        .output()
+        .expect("check");
+    let (_, err) = text(&o);
+    assert_eq!(count(&err, "No such file or directory"), 1, "{err}");
+    // dev-certs into a path that cannot be a directory.
+    let o = bin()
+        .args(["dev-certs", "--out"])
+        .arg(d.0.join("p.yaml").join("sub"))
+        .arg("a/b")
+        .output()
+        .expect("dev-certs");
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(count(&err, "Not a directory"), 1, "{err}");
+}

@@ -9,8 +9,7 @@ use portcullis_proxy::policy::Workload;
 use portcullis_proxy::vocab::Direction;
 use portcullis_proxy::{Proxy, ProxyConfig};
 
-mod support;
-use support::{eventually, get, http_upstream};
+use crate::support::{eventually, get, http_upstream};
 
 fn policy(allow: bool) -> String {
     format!(

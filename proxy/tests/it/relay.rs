@@ -3,7 +3,7 @@
 //! informational responses, upstream connection reuse and its stale-connection retry, pipelined
 //! requests, and requests the relay hands to the full server.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -10,9 +10,9 @@ use portcullis_proxy::drain::Drain;
 use portcullis_proxy::vocab::Direction;
 use portcullis_proxy::{Proxy, ProxyConfig};
 
-mod support;
+use crate::support;
+use crate::support::{get, http_upstream};
 use serde_json::json;
-use support::{get, http_upstream};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const POLICY: &str = r#"

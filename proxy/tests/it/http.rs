@@ -1,7 +1,7 @@
 //! In-process tests of HTTP enforcement: the proxy on loopback with an injected original
 //! destination, a real hyper upstream (HTTP/1.1 and h2c) and real hyper clients.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

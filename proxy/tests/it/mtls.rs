@@ -17,8 +17,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-mod support;
-use support::{get, http_upstream};
+use crate::support;
+use crate::support::{get, http_upstream};
 
 const TD: &str = "cluster.local";
 

@@ -10,8 +10,7 @@ use portcullis_proxy::drain::Drain;
 use portcullis_proxy::policy::Workload;
 use portcullis_proxy::{Proxy, ProxyConfig};
 
-mod support;
-use support::{eventually, get};
+use crate::support::{eventually, get};
 
 /// Writes fresh material valid for `validity` into `dir` (the identity directory).
 fn material(root: &Path, dir: &Path, validity: Duration) {

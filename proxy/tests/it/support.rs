@@ -1,6 +1,5 @@
 //! Helpers shared by the proxy's in-process integration tests: a compiled policy, a real HTTP
-//! upstream, a raw HTTP/1 client, and a bounded wait. (Each test crate uses a subset.)
-#![allow(dead_code)] // every test file compiles this module but uses only some of it
+//! upstream, a raw HTTP/1 client, and a bounded wait.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
