@@ -99,8 +99,8 @@ impl Ruling {
     }
 }
 
-/// How inbound traffic was captured (a flag value too: `--capture`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How inbound traffic was captured (`--capture`; its flag values live with the flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaptureMode {
     /// nat REDIRECT: the original destination comes from SO_ORIGINAL_DST.
     Redirect,

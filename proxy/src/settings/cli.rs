@@ -128,6 +128,22 @@ pub struct ExplainArgs {
     pub workload: WorkloadArgs,
 }
 
+/// `--capture redirect|tproxy`: the flag values of the data path's capture mode.
+impl ValueEnum for CaptureMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[CaptureMode::Redirect, CaptureMode::Tproxy]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            CaptureMode::Redirect => clap::builder::PossibleValue::new("redirect")
+                .help("nat REDIRECT: the original destination comes from SO_ORIGINAL_DST"),
+            CaptureMode::Tproxy => clap::builder::PossibleValue::new("tproxy")
+                .help("TPROXY: the application sees the client's own address"),
+        })
+    }
+}
+
 /// Whether denials are enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {

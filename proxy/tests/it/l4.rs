@@ -317,3 +317,37 @@ async fn connection_level_deny_closes_before_reaching_the_destination() {
     p.drain.start();
     p.task.await.expect("proxy task");
 }
+
+#[tokio::test]
+async fn a_request_line_without_a_target_is_judged_and_settled() {
+    // `GET HTTP/1.1` once panicked protocol detection: the task died with no record and the
+    // open-connections gauge grew by one for each such connection, forever.
+    let upstream = half_close_upstream().await;
+    let p = start_with(
+        ProxyConfig::for_tests(upstream),
+        policy(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  inbound:\n    default: deny\n    rules:\n      - {name: web, action: allow, http: [{paths: [\"/*\"]}]}\n",
+        ),
+    );
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(p.proxy_in).await.expect("connect");
+        c.write_all(b"GET HTTP/1.1\r\n\r\n").await.expect("write");
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+        // Not HTTP where only HTTP rules allow: closed before a byte reaches the upstream.
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?} {out:?}");
+    }
+    wait_open(p.admin, "inbound", 0).await;
+    let metrics = http(p.admin, "GET", "/metrics").await.1;
+    assert!(
+        metrics
+            .contains("portcullis_connections_total{direction=\"inbound\",verdict=\"deny\"} 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_connection_panics_total 0\n"),
+        "{metrics}"
+    );
+    p.drain.start();
+    p.task.await.expect("proxy task");
+}
