@@ -39,6 +39,10 @@ pub(crate) enum UpstreamError {
     /// The connection broke or spoke badly.
     #[error("upstream http")]
     Http(#[from] hyper::Error),
+    /// The upstream switched protocols where the request did not ask for it (or to one it did
+    /// not name).
+    #[error("upstream switched to {0:?}, which the request did not ask for")]
+    UnrequestedSwitch(String),
 }
 
 impl UpstreamError {
@@ -47,7 +51,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect(ConnectError::Timeout(_)) => Local::Timeout,
             UpstreamError::Connect(_) => Local::Unavailable,
-            UpstreamError::Http(_) => Local::BadGateway,
+            UpstreamError::Http(_) | UpstreamError::UnrequestedSwitch(_) => Local::BadGateway,
         }
     }
 }

@@ -48,6 +48,27 @@ fn is_switching(req: &Request<Incoming>) -> bool {
             && req.headers().contains_key(header::UPGRADE)
 }
 
+/// The protocols an `Upgrade` header asks for, lower-cased.
+fn upgrade_tokens(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Whether a request asks to switch to cleartext HTTP/2 (`Upgrade: h2c`). Such a switch is
+/// never forwarded: the HTTP/2 requests that would follow inside the tunnel would reach the
+/// application unjudged. The request is served as the HTTP/1 request it also is.
+fn asks_h2c(headers: &http::HeaderMap) -> bool {
+    upgrade_tokens(headers)
+        .iter()
+        .any(|t| t.split('/').next() == Some("h2c"))
+}
+
 /// The host a request names: its authority (absolute form, `:authority`), else `Host`.
 fn request_host(req: &Request<Incoming>) -> Option<String> {
     req.uri()
@@ -142,7 +163,12 @@ impl HttpConn {
         rec: &mut Record,
         grpc: bool,
     ) -> Response<Body> {
-        let switching = !self.http2 && is_switching(&req);
+        let mut switching = !self.http2 && is_switching(&req);
+        if switching && req.method() != Method::CONNECT && asks_h2c(req.headers()) {
+            switching = false;
+            req.headers_mut().remove(header::UPGRADE);
+            req.headers_mut().remove("http2-settings");
+        }
         strip_hop_by_hop(req.headers_mut(), switching);
         if req.method() != Method::CONNECT && !says_what_was_judged(req.uri(), target, self.http2) {
             match forwarded_uri(req.uri(), target, self.http2, host, self) {
@@ -163,6 +189,13 @@ impl HttpConn {
         } else {
             self.upstream.send_h1(req).await
         };
+        let result = result.and_then(|resp| {
+            // Only a request that asked may be answered with a switch.
+            if !switching && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(UpstreamError::UnrequestedSwitch(String::new()));
+            }
+            Ok(resp)
+        });
         match result {
             Ok(mut resp) => {
                 if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -197,8 +230,20 @@ impl HttpConn {
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, UpstreamError> {
         let connect = req.method() == Method::CONNECT;
+        let asked = upgrade_tokens(req.headers());
         let downstream = hyper::upgrade::on(&mut req);
         let mut resp = self.upstream.send_switching(req).await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // After a 101 only the protocol the request asked for (and the policy allowed) may
+            // follow — never h2c, never one the request did not name.
+            let answered = upgrade_tokens(resp.headers());
+            let fits = !answered.is_empty()
+                && answered.iter().all(|t| asked.contains(t))
+                && !asks_h2c(resp.headers());
+            if connect || !fits {
+                return Err(UpstreamError::UnrequestedSwitch(answered.join(",")));
+            }
+        }
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
             || (connect && resp.status().is_success());
         if switched {

@@ -484,3 +484,128 @@ async fn requests_the_relay_does_not_carry_are_served_by_the_full_server() {
     assert!(seen[1].ends_with(&big), "the whole body arrived");
     drain.start();
 }
+
+/// An upstream that switches to whatever protocol a request asks for (`Upgrade: X` gets
+/// `101` with `Upgrade: answer.unwrap_or(X)`) and then echoes raw bytes; anything else gets
+/// `200 ok`. Every request head it reads is recorded.
+async fn switching_upstream(answer: Option<&'static str>) -> Upstream {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let up = Upstream {
+        addr: l.local_addr().expect("addr"),
+        requests: Arc::default(),
+        connections: Arc::default(),
+    };
+    let requests = up.requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(req) = read_request(&mut s, &mut buf).await {
+                    requests.lock().expect("lock").push(req.clone());
+                    let asked = req.lines().find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case("upgrade")
+                            .then(|| v.trim().to_string())
+                    });
+                    let Some(asked) = asked else {
+                        if s.write_all(OK.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    };
+                    let proto = answer.unwrap_or(asked.as_str());
+                    let head = format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {proto}\r\n\r\n"
+                    );
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    // Whatever comes now is the new protocol: echo it, unjudged.
+                    s.write_all(&buf).await.ok();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut chunk).await {
+                        if n == 0 || s.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    up
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_never_forwarded() {
+    // An allowed request asking for h2c: were it forwarded and answered 101, HTTP/2 requests
+    // would then reach the application through a raw tunnel, unjudged and unlogged.
+    let up = switching_upstream(None).await;
+    let (addr, drain) = start(up.addr).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let resp = exchange(
+        &mut c,
+        "GET /public/a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    let seen = up.requests.lock().expect("lock").join("");
+    let seen = seen.to_ascii_lowercase();
+    assert!(seen.starts_with("get /public/a http/1.1\r\n"), "{seen}");
+    assert!(
+        !seen.contains("h2c") && !seen.contains("http2-settings"),
+        "{seen}"
+    );
+    // The connection stays HTTP/1 and every request on it is still judged.
+    let denied = exchange(
+        &mut c,
+        "GET /private HTTP/1.1\r\nHost: a\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    drain.start();
+}
+
+#[tokio::test]
+async fn a_switch_to_a_protocol_nobody_asked_for_is_refused() {
+    // A WebSocket request answered 101 with `Upgrade: h2c`: only the protocol the request asked
+    // for (and the policy allowed) may follow a 101.
+    let up = switching_upstream(Some("h2c")).await;
+    let (addr, drain) = start(up.addr).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let resp = exchange(
+        &mut c,
+        "GET /public/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    drain.start();
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_still_switches() {
+    let up = switching_upstream(None).await;
+    let (addr, drain) = start(up.addr).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let resp = exchange(
+        &mut c,
+        "GET /public/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 101"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{resp}"
+    );
+    let echoed = exchange(&mut c, "frame", "frame").await;
+    assert_eq!(echoed, "frame");
+    drain.start();
+}
