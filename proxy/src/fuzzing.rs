@@ -74,7 +74,7 @@ pub fn chunks(data: &[u8], split: usize) {
 /// validates against keys it was not signed with (the fuzzer cannot sign).
 pub fn jwt(jwks_text: &str, token: &str) {
     let _ = crate::http::jwt::Jwks::from_text(jwks_text);
-    let _ = crate::http::jwt::bearer_token(token);
+    let _ = crate::http::jwt::Presented::from_values(std::iter::once(token.as_bytes()));
     let keys = crate::http::jwt::Jwks::from_text(FIXED_JWKS).expect("the fixed JWKS is valid");
     assert!(
         keys.validate(token).is_err(),

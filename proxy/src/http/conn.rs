@@ -15,7 +15,7 @@ use super::respond::Local;
 use crate::connection::admit::Conn;
 use crate::connection::context::Context;
 use crate::drain::Drain;
-use crate::http::jwt::JwtError;
+use crate::http::jwt::{JwtError, Presented};
 use crate::observe::access_log::Record;
 use crate::observe::metrics::{DirLabels, ErrorLabels, RequestLabels};
 use crate::vocab::{Direction, Verdict};
@@ -107,20 +107,26 @@ impl HttpConn {
     }
 
     /// A bearer token counts only once validated; the token itself is never logged.
-    fn token(&self, bearer: Option<&str>) -> Token {
-        match (bearer, &self.ctx.jwks) {
-            (Some(token), Some(keys)) => match keys.validate(token) {
+    fn token(&self, presented: Presented<'_>) -> Token {
+        match (presented, &self.ctx.jwks) {
+            (Presented::Token(token), Some(keys)) => match keys.validate(token) {
                 Ok(claims) => Token::Valid(claims),
                 Err(e) => Token::Invalid(e),
             },
-            (Some(_), None) => Token::Invalid(JwtError::UnknownKey),
-            (None, _) => Token::Absent,
+            (Presented::Token(_), None) => Token::Invalid(JwtError::UnknownKey),
+            (Presented::Several, _) => Token::Several,
+            (Presented::Nothing, _) => Token::Absent,
         }
     }
 
     /// Judges one request and fills in `rec` from the judgement. Both the HTTP/1 relay and the
     /// hyper server ask here, so every request meets the same checks.
-    pub(crate) fn judge(&self, rec: &mut Record, ask: &Ask<'_>, bearer: Option<&str>) -> Judgement {
+    pub(crate) fn judge(
+        &self,
+        rec: &mut Record,
+        ask: &Ask<'_>,
+        bearer: Presented<'_>,
+    ) -> Judgement {
         let active = self.ctx.policy.current();
         let view = View {
             policy: &active.loaded.policy,

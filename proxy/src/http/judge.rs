@@ -43,6 +43,8 @@ pub(crate) enum Token {
     Valid(JwtClaims),
     /// It did not verify.
     Invalid(JwtError),
+    /// More than one `Authorization` header was sent.
+    Several,
 }
 
 /// What becomes of one request.
@@ -86,9 +88,16 @@ pub(crate) fn judge(view: View<'_>, conn: Conn<'_>, ask: &Ask<'_>, token: &Token
         }
     };
     let c = conn.policy(None);
+    // Two credentials where tokens are judged: the one validated might not be the one the
+    // application reads.
+    if matches!(token, Token::Several) && view.policy.uses_jwt(c.direction) {
+        return Judgement::Reject {
+            reason: "more than one Authorization header".into(),
+        };
+    }
     let claims = match token {
         Token::Valid(claims) => Some(claims),
-        Token::Absent | Token::Invalid(_) => None,
+        Token::Absent | Token::Invalid(_) | Token::Several => None,
     };
     let decision = view.policy.decide_request(
         &c,

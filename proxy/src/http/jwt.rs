@@ -183,9 +183,42 @@ fn claims(mut raw: HashMap<String, Value>) -> JwtClaims {
     }
 }
 
-/// The token of an `Authorization: Bearer` header, if there is one.
-pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    bearer_token(headers.get(http::header::AUTHORIZATION)?.to_str().ok()?)
+/// What a request's `Authorization` headers present, as far as bearer tokens go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presented<'a> {
+    /// No bearer token (no header, or another scheme).
+    Nothing,
+    /// One header, a bearer token.
+    Token(&'a str),
+    /// More than one `Authorization` header: which one counts would be a guess (and the
+    /// application might read the other).
+    Several,
+}
+
+impl<'a> Presented<'a> {
+    /// From the values of every `Authorization` header, in order.
+    pub(crate) fn from_values(mut values: impl Iterator<Item = &'a [u8]>) -> Self {
+        let Some(first) = values.next() else {
+            return Presented::Nothing;
+        };
+        if values.next().is_some() {
+            return Presented::Several;
+        }
+        std::str::from_utf8(first)
+            .ok()
+            .and_then(bearer_token)
+            .map_or(Presented::Nothing, Presented::Token)
+    }
+}
+
+/// What the `Authorization` headers of a request present.
+pub(crate) fn presented(headers: &http::HeaderMap) -> Presented<'_> {
+    Presented::from_values(
+        headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
 }
 
 /// The token in an `Authorization` header value, if its scheme is `Bearer`.

@@ -140,7 +140,7 @@ impl HttpConn {
                 host: host.clone(),
                 headers: &PolicyHeaders(h),
             };
-            self.judge(&mut rec, &ask, super::jwt::bearer(h))
+            self.judge(&mut rec, &ask, super::jwt::presented(h))
         };
         let resp = match judged {
             Judgement::Reject { .. } => local(Local::BadRequest, grpc),

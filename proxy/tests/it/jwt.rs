@@ -41,10 +41,11 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn tokens_are_validated_and_invalid_ones_get_401() {
-    let dir = std::env::temp_dir().join(format!("portcullis-jwt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
+/// A proxy judging `POLICY` with a JWKS holding `SECRET` as `k1`, logging to `dir`.
+async fn start(
+    dir: &std::path::Path,
+) -> (std::net::SocketAddr, Drain, tokio::task::JoinHandle<()>) {
+    std::fs::create_dir_all(dir).expect("mkdir");
     let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
     std::fs::write(
         dir.join("jwks.json"),
@@ -59,6 +60,13 @@ async fn tokens_are_validated_and_invalid_ones_get_401() {
     let drain = Drain::new();
     let d = drain.clone();
     let task = tokio::spawn(async move { proxy.run(d).await.expect("run") });
+    (addr, drain, task)
+}
+
+#[tokio::test]
+async fn tokens_are_validated_and_invalid_ones_get_401() {
+    let dir = std::env::temp_dir().join(format!("portcullis-jwt-{}", std::process::id()));
+    let (addr, drain, task) = start(&dir).await;
 
     let admin =
         token(json!({"iss": "https://issuer.example", "groups": ["admins"], "exp": now() + 60}));
@@ -114,5 +122,60 @@ async fn tokens_are_validated_and_invalid_ones_get_401() {
         log.contains("invalid token: ExpiredSignature") || log.contains("invalid token: Expired"),
         "{log}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends raw `request` bytes on a fresh connection and returns the raw response.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.read_to_string(&mut out),
+    );
+    read.await.expect("answered in time").expect("read");
+    out
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_on_every_path() {
+    // A valid token beside an unsigned `alg: none` one: the proxy must not validate one while
+    // the application reads the other.
+    let dir = std::env::temp_dir().join(format!("portcullis-jwt2-{}", std::process::id()));
+    let (addr, drain, task) = start(&dir).await;
+    let admin =
+        token(json!({"iss": "https://issuer.example", "groups": ["admins"], "exp": now() + 60}));
+    let unsigned = format!(
+        "{}.{}.",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"iss":"https://issuer.example","groups":["admins"]}"#),
+    );
+    for (first, second) in [(&admin, &unsigned), (&unsigned, &admin)] {
+        let auth = format!("Authorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\n");
+        // The relay (a plain request) and the full server (a chunked body goes there).
+        for request in [
+            format!("GET /admin/x HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n"),
+            format!(
+                "POST /admin/x HTTP/1.1\r\nHost: a\r\n{auth}Transfer-Encoding: chunked\r\n\
+                 Connection: close\r\n\r\n0\r\n\r\n"
+            ),
+        ] {
+            let r = raw(addr, &request).await;
+            assert!(r.starts_with("HTTP/1.1 400"), "{request}\n{r}");
+        }
+    }
+    // One valid token still works on both paths.
+    let one = format!("Authorization: Bearer {admin}\r\n");
+    let r = raw(
+        addr,
+        &format!("GET /admin/x HTTP/1.1\r\nHost: a\r\n{one}Connection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(r.ends_with("upstream"), "{r}");
+    drain.start();
+    task.await.expect("proxy");
     let _ = std::fs::remove_dir_all(&dir);
 }

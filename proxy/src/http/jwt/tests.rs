@@ -163,17 +163,23 @@ fn key_rotation_by_file_and_bad_files_keep_the_old_keys() {
 #[test]
 fn bearer_header_parsing() {
     let mut h = http::HeaderMap::new();
-    assert_eq!(bearer(&h), None);
+    assert_eq!(presented(&h), Presented::Nothing);
     h.insert(
         "authorization",
         http::HeaderValue::from_static("Bearer abc.def.ghi"),
     );
-    assert_eq!(bearer(&h), Some("abc.def.ghi"));
+    assert_eq!(presented(&h), Presented::Token("abc.def.ghi"));
     h.insert("authorization", http::HeaderValue::from_static("bearer  x"));
-    assert_eq!(bearer(&h), Some("x"));
+    assert_eq!(presented(&h), Presented::Token("x"));
     h.insert(
         "authorization",
         http::HeaderValue::from_static("Basic dXNlcg=="),
     );
-    assert_eq!(bearer(&h), None);
+    assert_eq!(presented(&h), Presented::Nothing);
+    // Two headers, whatever their schemes: never a guess at which one counts.
+    h.append(
+        "authorization",
+        http::HeaderValue::from_static("Bearer abc.def.ghi"),
+    );
+    assert_eq!(presented(&h), Presented::Several);
 }

@@ -8,6 +8,8 @@
 
 use httparse::{Header, Status};
 
+use crate::http::jwt::Presented;
+
 /// Hop-by-hop headers dropped from forwarded requests and responses.
 const HOP_BY_HOP: [&str; 5] = [
     "connection",
@@ -47,8 +49,8 @@ pub(crate) struct RequestHead<'b> {
     pub(crate) hop_by_hop: bool,
     /// `TE: trailers` was offered.
     pub(crate) te_trailers: bool,
-    /// The `Authorization: Bearer` token.
-    pub(crate) bearer: Option<&'b str>,
+    /// The `Authorization` headers, as far as bearer tokens go.
+    pub(crate) bearer: Presented<'b>,
 }
 
 fn value<'b>(h: &Header<'b>) -> Option<&'b str> {
@@ -103,7 +105,7 @@ pub(crate) fn parse_request<'b>(
         close: false,
         hop_by_hop: false,
         te_trailers: false,
-        bearer: None,
+        bearer: Presented::Nothing,
     };
     let mut lengths = 0;
     let mut hosts = 0;
@@ -130,8 +132,6 @@ pub(crate) fn parse_request<'b>(
             if h.value.starts_with(b"application/grpc") {
                 return Parse::Handover("grpc");
             }
-        } else if n.eq_ignore_ascii_case("authorization") {
-            head.bearer = value(h).and_then(crate::http::jwt::bearer_token);
         } else if is_hop_by_hop(n) {
             head.hop_by_hop = true;
             if n.eq_ignore_ascii_case("connection") {
@@ -150,6 +150,12 @@ pub(crate) fn parse_request<'b>(
     if lengths > 1 || hosts > 1 {
         return Parse::Handover("repeated framing or host header");
     }
+    head.bearer = Presented::from_values(
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("authorization"))
+            .map(|h| h.value),
+    );
     let count = req.headers.len();
     Parse::Complete((head, count))
 }

@@ -31,7 +31,7 @@ fn plain_requests_are_relayed() {
     assert_eq!(head.method, "GET");
     assert_eq!(head.target, "/a?b=1");
     assert_eq!(head.host, Some("web"));
-    assert_eq!(head.bearer, Some("t.k.n"));
+    assert_eq!(head.bearer, Presented::Token("t.k.n"));
     assert_eq!(
         head.len,
         "GET /a?b=1 HTTP/1.1\r\nHost: web\r\nAuthorization: Bearer  t.k.n \r\n\r\n".len()
