@@ -5,11 +5,13 @@
 //!
 //! Two servers carry requests: the HTTP/1.1 [`relay`] takes plain requests itself and hands
 //! anything else (and HTTP/2, from the start) to the hyper [`server`]. Both share [`conn`] (the
-//! per-connection state, records and the judgement), [`headers`], [`jwt`] (bearer tokens),
+//! per-connection state, records and the judgement), [`host`] (the one host a request names),
+//! [`headers`], [`jwt`] (bearer tokens),
 //! [`idle`] (activity tracking) and the [`limits`].
 
 pub(crate) mod conn;
 pub(crate) mod headers;
+pub(crate) mod host;
 pub(crate) mod idle;
 pub(crate) mod judge;
 pub(crate) mod jwt;

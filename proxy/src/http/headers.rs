@@ -26,6 +26,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        // What was judged is what the application receives: `Connection: host` (or
+        // `authorization`) never removes it after the decision.
+        .filter(|n| *n != header::HOST && *n != header::AUTHORIZATION)
         .collect();
     for n in named {
         headers.remove(n);

@@ -12,10 +12,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use portcullis_config::normalize::{Target, normalize_host};
+use portcullis_config::normalize::Target;
 
 use super::conn::HttpConn;
 use super::headers::{PolicyHeaders, strip_hop_by_hop};
+use super::host::request_host;
 use super::idle;
 use super::judge::{Ask, Judgement};
 use super::limits::{
@@ -69,19 +70,6 @@ fn asks_h2c(headers: &http::HeaderMap) -> bool {
         .any(|t| t.split('/').next() == Some("h2c"))
 }
 
-/// The host a request names: its authority (absolute form, `:authority`), else `Host`.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| normalize_host(a.as_str()))
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(normalize_host)
-        })
-}
-
 /// Whether the request already says exactly what was judged (an HTTP/1 origin-form target, or
 /// an HTTP/2 one with scheme and authority): the common case, forwarded without a rebuild.
 fn says_what_was_judged(uri: &Uri, target: &Target, http2: bool) -> bool {
@@ -131,7 +119,17 @@ impl HttpConn {
         // and non-chunked Transfer-Encoding with 400, and for Content-Length with
         // Transfer-Encoding it uses chunked framing, drops Content-Length and closes the
         // connection after the response (RFC 9112 6.1), so nothing can be smuggled behind it.
-        let host = request_host(&req);
+        let host = match request_host(req.uri(), req.headers(), req.version()) {
+            Ok(host) => host,
+            Err(e) => {
+                rec.path = req.uri().path_and_query().map(|p| p.as_str().to_string());
+                rec.verdict = Verdict::Deny;
+                rec.reason = Some(e.to_string());
+                let resp = local(Local::BadRequest, grpc);
+                self.log(&mut rec, started, resp.status());
+                return resp;
+            }
+        };
         let judged = {
             let h = req.headers();
             let ask = Ask {
@@ -171,6 +169,15 @@ impl HttpConn {
         }
         strip_hop_by_hop(req.headers_mut(), switching);
         if req.method() != Method::CONNECT && !says_what_was_judged(req.uri(), target, self.http2) {
+            // HTTP/1 absolute form: the authority that was judged replaces Host.
+            if let Some(a) = req.uri().authority().filter(|_| !self.http2) {
+                match http::HeaderValue::from_str(a.as_str()) {
+                    Ok(v) => {
+                        req.headers_mut().insert(header::HOST, v);
+                    }
+                    Err(_) => return local(Local::BadRequest, grpc),
+                }
+            }
             match forwarded_uri(req.uri(), target, self.http2, host, self) {
                 Ok(u) => *req.uri_mut() = u,
                 Err(_) => {

@@ -523,3 +523,65 @@ async fn idle_http2_connections_get_goaway() {
     );
     p.drain.start();
 }
+
+#[tokio::test]
+async fn the_host_that_was_judged_is_the_only_host_the_app_receives() {
+    let p = start(upstream().await).await;
+    let ask = |req: &'static str| support::raw(p.addr, req);
+    // Absolute form: the authority replaces Host (RFC 9112 §3.2.2).
+    let r = ask(
+        "GET http://a.example/public/x HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.ends_with("host=a.example bytes=0 te= secret=false"),
+        "{r}"
+    );
+    // `Connection: host` cannot remove Host after the decision, on either server.
+    for req in [
+        "GET /public/x HTTP/1.1\r\nHost: a.example\r\nConnection: host, close\r\n\r\n",
+        "GET /public/x HTTP/1.1\r\nHost: a.example\r\nConnection: host, close\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let r = ask(req).await;
+        assert!(r.contains("host=a.example "), "{req}\n{r}");
+    }
+    // Refused with 400: two Hosts, userinfo, no Host at all (HTTP/1.1).
+    for req in [
+        "GET /public/x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        "GET /public/x HTTP/1.1\r\nHost: b.example@a.example\r\nConnection: close\r\n\r\n",
+        "GET /public/x HTTP/1.1\r\nHost: b.example#@a.example\r\nConnection: close\r\n\r\n",
+        "GET http://b.example@a.example/public/x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        "GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = ask(req).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{req}\n{r}");
+    }
+    // HTTP/1.0 may omit Host.
+    let r = ask("GET /public/x HTTP/1.0\r\n\r\n").await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"),
+        "{r}"
+    );
+    p.drain.start();
+}
+
+#[tokio::test]
+async fn http2_authority_and_a_different_host_header_are_refused() {
+    let p = start(upstream().await).await;
+    let s = TcpStream::connect(p.addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(s).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let mut send = |host: &'static str| {
+        let req = Request::get("http://a.example/public/x")
+            .header("host", host)
+            .body(())
+            .expect("request");
+        client.send_request(req, true).expect("send").0
+    };
+    let same = send("a.example:443").await.expect("response");
+    assert_eq!(same.status(), StatusCode::OK);
+    let other = send("b.example").await.expect("response");
+    assert_eq!(other.status(), StatusCode::BAD_REQUEST);
+    p.drain.start();
+}

@@ -11,7 +11,7 @@ use portcullis_proxy::vocab::Direction;
 use portcullis_proxy::{Proxy, ProxyConfig};
 
 use crate::support;
-use crate::support::{get, http_upstream};
+use crate::support::{get, http_upstream, raw};
 use serde_json::json;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -123,20 +123,6 @@ async fn tokens_are_validated_and_invalid_ones_get_401() {
         "{log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Sends raw `request` bytes on a fresh connection and returns the raw response.
-async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(request.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        s.read_to_string(&mut out),
-    );
-    read.await.expect("answered in time").expect("read");
-    out
 }
 
 #[tokio::test]

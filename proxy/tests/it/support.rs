@@ -75,3 +75,14 @@ pub(crate) async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool)
     }
     panic!("never: {what}");
 }
+
+/// Sends raw `request` bytes on a fresh connection and returns the whole raw response (the
+/// request should say `Connection: close`). Fails the test if it does not end within 5 s.
+pub(crate) async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out));
+    read.await.expect("answered in time").expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -150,6 +150,10 @@ pub(crate) fn parse_request<'b>(
     if lengths > 1 || hosts > 1 {
         return Parse::Handover("repeated framing or host header");
     }
+    // No Host, or one that is not a plain host: the full server refuses it (400).
+    if !head.host.is_some_and(crate::http::host::is_host) {
+        return Parse::Handover("missing or invalid host");
+    }
     head.bearer = Presented::from_values(
         req.headers
             .iter()
@@ -175,11 +179,19 @@ fn is_framing(name: &str) -> bool {
     name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
 }
 
+/// Headers `Connection` can never remove: the framing, and what the request was judged on
+/// (the host and the credentials the application receives are the ones that were judged).
+fn is_protected(name: &str) -> bool {
+    is_framing(name)
+        || name.eq_ignore_ascii_case("host")
+        || name.eq_ignore_ascii_case("authorization")
+}
+
 fn write_headers(out: &mut Vec<u8>, headers: &[Header<'_>], keep: impl Fn(&str) -> bool) {
     let named = connection_named(headers);
     for h in headers {
         let named_here =
-            !is_framing(h.name) && named.iter().any(|n| n.eq_ignore_ascii_case(h.name));
+            !is_protected(h.name) && named.iter().any(|n| n.eq_ignore_ascii_case(h.name));
         if is_hop_by_hop(h.name) || named_here {
             continue;
         }
