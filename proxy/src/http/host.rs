@@ -89,15 +89,18 @@ mod tests {
         h
     }
 
+    /// uri, Host headers, version, expected.
+    type Row = (
+        &'static str,
+        &'static [&'static str],
+        Version,
+        Result<Option<&'static str>, HostError>,
+    );
+
     #[test]
     fn table() {
         use Version as V;
-        let cases: &[(
-            &str,
-            &[&'static str],
-            Version,
-            Result<Option<&str>, HostError>,
-        )] = &[
+        let cases: &[Row] = &[
             ("/x", &["a.example"], V::HTTP_11, Ok(Some("a.example"))),
             (
                 "/x",

@@ -39,7 +39,7 @@ fn plain_requests_are_relayed() {
     assert!(!head.close && !head.hop_by_hop && head.body == 0);
 
     let Parse::Complete((head, _)) =
-        req("POST / HTTP/1.1\r\nContent-Length: 12\r\nConnection: close\r\n\r\n")
+        req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n")
     else {
         panic!("complete");
     };
@@ -51,6 +51,10 @@ fn plain_requests_are_relayed() {
 #[test]
 fn anything_unusual_is_handed_over() {
     let cases = [
+        // No Host, or not a plain one: the full server answers 400.
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: b@a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: \r\n\r\n",
         "GET / HTTP/1.0\r\n\r\n",
         "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
         "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
