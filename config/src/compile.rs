@@ -163,8 +163,26 @@ fn compile_paths(d: &mut Diagnostics<'_>, paths: &[Spanned<String>]) -> Option<P
             }
         }
     }
-    if !regexes.is_empty() {
-        set.regex = anchored_set(&regexes).ok();
+    if let (false, Some(first)) = (
+        regexes.is_empty(),
+        paths.iter().find(|p| p.value.starts_with('~')),
+    ) {
+        // Each regex compiled alone; together they must too, or the entry would never match —
+        // a deny rule that silently stops denying.
+        match anchored_set(&regexes) {
+            Ok(re) => set.regex = Some(re),
+            Err(e) => {
+                d.error(
+                    first,
+                    format!(
+                        "the {} regexes of this entry do not compile together: {}",
+                        regexes.len(),
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                );
+                ok = false;
+            }
+        }
     }
     ok.then_some(set)
 }
