@@ -224,7 +224,14 @@ fn strip_host_once(host: &str) -> &str {
         host.find(']').map_or(host, |i| &host[..=i])
     } else {
         match host.rsplit_once(':') {
-            Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+            // One `:` only (an unbracketed IPv6 address has no port) and a port of digits.
+            Some((h, port))
+                if !h.contains(':')
+                    && !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                h
+            }
             _ => host,
         }
     };

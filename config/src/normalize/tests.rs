@@ -97,7 +97,10 @@ fn hosts() {
         ("blocked.example.:80.", "blocked.example"),
         // Found by fuzzing: an empty "port" is not a port, so normalizing twice agrees.
         ("::", "::"),
-        ("NN::2", "nn:"),
+        ("NN::2", "nn::2"),
+        ("a:1:2", "a:1:2"),
+        ("a:1.", "a"),
+        ("x@ a", "a"),
         (" a :80", "a"),
     ] {
         assert_eq!(normalize_host(input), want, "{input}");
