@@ -141,6 +141,7 @@ pub fn decide(policy: &CompiledPolicy, s: &Sample) -> portcullis_config::Verdict
         port: s.port,
         identity: None,
         sni: None,
+        trust_domain: None,
     };
     match policy.decide_connection(&conn, None) {
         ConnDecision::Final(d) => d.verdict,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::compiled::{CompiledPolicy, DirectionRules};
 use crate::index::RuleId;
-use crate::matchers::spiffe_namespace;
+use crate::matchers::{spiffe_namespace, spiffe_trust_domain};
 use crate::model::Action;
 use crate::rule::{CompiledRule, HttpRule, PeerMatch};
 
@@ -68,6 +68,10 @@ pub struct Connection<'a> {
     pub identity: Option<&'a str>,
     /// The TLS SNI, if the connection opened with a ClientHello.
     pub sni: Option<&'a str>,
+    /// This workload's own SPIFFE trust domain, when it has an identity: `identity: "*"` and
+    /// `namespace` matches then only match peers of it (a rule naming a `spiffe://` ID or
+    /// prefix names its trust domain itself).
+    pub trust_domain: Option<&'a str>,
 }
 
 /// Validated JWT claims of a request.
@@ -179,13 +183,22 @@ fn peer_matches(p: &PeerMatch, c: &Connection<'_>, host: Option<&str>) -> Tri {
     if p.cidr.as_ref().is_some_and(|m| !m.matches(c.peer)) {
         return Tri::No;
     }
+    // Peers of another trust domain match only rules that name it.
+    let ours = |i: &str| {
+        c.trust_domain
+            .is_none_or(|td| spiffe_trust_domain(i) == Some(td))
+    };
     if let Some(id) = &p.identity
-        && !c.identity.is_some_and(|i| id.matches(i))
+        && !c
+            .identity
+            .is_some_and(|i| id.matches(i) && (id.names_trust_domain() || ours(i)))
     {
         return Tri::No;
     }
     if let Some(ns) = &p.namespace
-        && c.identity.and_then(spiffe_namespace) != Some(ns.as_str())
+        && !c
+            .identity
+            .is_some_and(|i| spiffe_namespace(i) == Some(ns.as_str()) && ours(i))
     {
         return Tri::No;
     }

@@ -102,6 +102,11 @@ impl IdentityPattern {
         }
     }
 
+    /// Whether the pattern names its trust domain (`*` does not).
+    pub fn names_trust_domain(&self) -> bool {
+        !matches!(self, Self::Any)
+    }
+
     /// Whether an authenticated identity matches.
     pub fn matches(&self, id: &str) -> bool {
         match self {
@@ -110,6 +115,12 @@ impl IdentityPattern {
             Self::Prefix(p) => id.starts_with(p.as_str()),
         }
     }
+}
+
+/// The trust domain of `spiffe://<td>/…`.
+pub fn spiffe_trust_domain(id: &str) -> Option<&str> {
+    let td = id.strip_prefix("spiffe://")?.split('/').next()?;
+    (!td.is_empty()).then_some(td)
 }
 
 /// The `ns` segment of `spiffe://<td>/ns/<ns>/sa/<sa>`.
@@ -262,6 +273,9 @@ mod tests {
         assert_eq!(IdentityPattern::parse("spiffe:///x"), None);
         assert_eq!(spiffe_namespace("spiffe://td/ns/shop/sa/a"), Some("shop"));
         assert_eq!(spiffe_namespace("spiffe://td/x/shop"), None);
+        assert_eq!(spiffe_trust_domain("spiffe://td/ns/shop/sa/a"), Some("td"));
+        assert_eq!(spiffe_trust_domain("spiffe:///ns/a"), None);
+        assert_eq!(spiffe_trust_domain("http://td/x"), None);
     }
 
     #[test]

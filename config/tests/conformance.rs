@@ -33,6 +33,8 @@ struct Case {
     peer: String,
     port: u16,
     identity: Option<String>,
+    /// The workload's own trust domain.
+    trust_domain: Option<String>,
     sni: Option<String>,
     request: Option<Req>,
     #[serde(default)]
@@ -95,6 +97,7 @@ fn run(policy: &portcullis_config::CompiledPolicy, c: &Case, traced: bool) -> (S
         port: c.port,
         identity: c.identity.as_deref(),
         sni: c.sni.as_deref(),
+        trust_domain: c.trust_domain.as_deref(),
     };
     let show = |d: &portcullis_config::Decision| {
         let rule = match &d.policy {

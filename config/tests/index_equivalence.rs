@@ -121,7 +121,7 @@ proptest! {
             let sni = sni.map(|h| format!("h{h}.example"));
             let host = host.map(|h| format!("h{h}.example"));
             let direction = if outbound { Direction::Outbound } else { Direction::Inbound };
-            let conn = Connection { direction, peer, port: 8000 + p, identity: identity.as_deref(), sni: sni.as_deref() };
+            let conn = Connection { direction, peer, port: 8000 + p, identity: identity.as_deref(), sni: sni.as_deref(), trust_domain: None };
             let fast = policy.decide_connection(&conn, None);
             let slow = policy.decide_connection(&conn, Some(&mut Trace::default()));
             prop_assert_eq!(&fast, &slow, "{}", text);

@@ -122,11 +122,13 @@ async fn classify(
         identity,
         sniffed,
     } = peer;
+    let own = ctx.identity.as_ref().map(|store| store.current());
     let conn = Conn {
         direction,
         src,
         dst,
         identity: identity.as_deref(),
+        trust_domain: own.as_ref().map(|m| m.trust_domain.as_str()),
     };
     let sniffed = sniffed.take();
     let (prefix, admission) = match admit::at_open(view, conn) {

@@ -65,12 +65,17 @@ pub(crate) async fn serve(ctx: Arc<Context>, down: Downstream, io: Prefixed<Stre
         src,
         dst,
     );
+    let trust_domain = ctx
+        .identity
+        .as_ref()
+        .map(|store| store.current().trust_domain.clone());
     let conn = Arc::new(HttpConn {
         ctx,
         direction,
         src,
         dst,
         identity,
+        trust_domain,
         http2,
         upstream,
         drain: drain.clone(),

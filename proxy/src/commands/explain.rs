@@ -83,6 +83,7 @@ pub fn run(args: &ExplainArgs) -> Report {
         port: dst.port(),
         identity: args.identity.as_deref(),
         sni: sni.as_deref(),
+        trust_domain: args.trust_domain.as_deref(),
     };
     let policy = &loaded.policy;
     let mut trace = Trace::default();

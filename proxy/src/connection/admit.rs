@@ -34,6 +34,8 @@ pub(crate) struct Conn<'a> {
     pub(crate) dst: SocketAddr,
     /// The peer sidecar's verified SPIFFE ID.
     pub(crate) identity: Option<&'a str>,
+    /// This workload's own trust domain (peers of others match only rules that name theirs).
+    pub(crate) trust_domain: Option<&'a str>,
 }
 
 impl<'a> Conn<'a> {
@@ -48,6 +50,7 @@ impl<'a> Conn<'a> {
             port: self.dst.port(),
             identity: self.identity,
             sni,
+            trust_domain: self.trust_domain,
         }
     }
 }

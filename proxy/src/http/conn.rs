@@ -32,6 +32,8 @@ pub(crate) struct HttpConn {
     pub(crate) src: SocketAddr,
     pub(crate) dst: SocketAddr,
     pub(crate) identity: Option<String>,
+    /// This workload's own trust domain, when it has an identity.
+    pub(crate) trust_domain: Option<String>,
     pub(crate) http2: bool,
     pub(crate) upstream: Upstream,
     /// Set when the drain starts: HTTP/1 responses then say `Connection: close`, so clients stop
@@ -137,6 +139,7 @@ impl HttpConn {
             src: self.src,
             dst: self.dst,
             identity: self.identity.as_deref(),
+            trust_domain: self.trust_domain.as_deref(),
         };
         let judgement = judge::judge(view, conn, ask, &self.token(bearer));
         match &judgement {

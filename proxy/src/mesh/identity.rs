@@ -66,6 +66,8 @@ pub(crate) struct IdentityMaterial {
     pub(crate) roots: Vec<CertificateDer<'static>>,
     /// `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
     pub(crate) spiffe_id: String,
+    /// The trust domain of [`Self::spiffe_id`].
+    pub(crate) trust_domain: String,
     /// When the leaf expires.
     pub(crate) not_after: SystemTime,
     /// The mutual TLS configurations made from this material.
@@ -113,11 +115,15 @@ impl IdentityMaterial {
             dir: dir.to_path_buf(),
             source,
         })?;
+        let trust_domain = portcullis_config::matchers::spiffe_trust_domain(&spiffe_id)
+            .unwrap_or_default()
+            .to_string();
         Ok(Self {
             #[cfg(test)]
             chain,
             #[cfg(test)]
             roots,
+            trust_domain,
             spiffe_id,
             not_after,
             tls,

@@ -88,6 +88,10 @@ impl MeshTls {
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(chain.to_vec(), key.clone_key())?;
         server.alpn_protocols = vec![MESH_ALPN.to_vec()];
+        // No session resumption between sidecars: a resumed session skips the certificate, so
+        // a peer whose certificate expired (or was rotated out) could go on forever on tickets.
+        server.send_tls13_tickets = 0;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
 
         let server_verifier = Arc::new(MeshServerVerifier {
             roots: store,
@@ -99,6 +103,7 @@ impl MeshTls {
             .with_custom_certificate_verifier(server_verifier)
             .with_client_auth_cert(chain.to_vec(), key.clone_key())?;
         client.alpn_protocols = vec![MESH_ALPN.to_vec()];
+        client.resumption = rustls::client::Resumption::disabled();
 
         Ok(Self {
             client: Arc::new(client),
@@ -221,4 +226,87 @@ pub(crate) async fn connect(
     .map_err(MtlsError::Handshake)?;
     let id = peer_id(stream.get_ref().1.peer_certificates())?;
     Ok((tokio_rustls::TlsStream::Client(stream), id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rustls::HandshakeKind;
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    use super::*;
+    use crate::commands::dev_certs::write_dev_certs;
+    use crate::mesh::identity::IdentityMaterial;
+
+    /// Mesh TLS for a server and a client workload under one throwaway CA.
+    fn pair(name: &str) -> (MeshTls, MeshTls) {
+        let out =
+            std::env::temp_dir().join(format!("portcullis-tls-{name}-{}", std::process::id()));
+        let dirs = write_dev_certs(
+            &out,
+            "cluster.local",
+            &["shop/server".into(), "a/client".into()],
+            Duration::from_secs(3600),
+        )
+        .expect("certs");
+        let server = IdentityMaterial::load(&dirs[0]).expect("server").tls;
+        let client = IdentityMaterial::load(&dirs[1]).expect("client").tls;
+        let _ = std::fs::remove_dir_all(&out);
+        (server, client)
+    }
+
+    /// Two handshakes in a row from `client` to `server`; how the second one went.
+    async fn second_handshake(
+        server: Arc<ServerConfig>,
+        client: Arc<ClientConfig>,
+    ) -> HandshakeKind {
+        let mut kind = None;
+        for _ in 0..2 {
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let accept = TlsAcceptor::from(server.clone()).accept(a);
+            let name = ServerName::try_from("server").expect("name");
+            let connect = TlsConnector::from(client.clone()).connect(name, b);
+            let (s, c) = tokio::join!(accept, connect);
+            let (mut s, mut c) = (s.expect("server side"), c.expect("client side"));
+            // Tickets travel after the handshake: let them arrive before the next one.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"x").await.expect("write");
+            let mut byte = [0u8; 1];
+            c.read_exact(&mut byte).await.expect("read");
+            kind = c.get_ref().1.handshake_kind();
+        }
+        kind.expect("handshake done")
+    }
+
+    #[tokio::test]
+    async fn sessions_between_sidecars_are_never_resumed() {
+        // A resumed session skips the certificate: an expired one would keep working.
+        let (server, client) = pair("resume");
+        // The proxy's server issues no tickets, even to a client that would resume.
+        let mut resuming = (*client.client).clone();
+        resuming.resumption = rustls::client::Resumption::default();
+        assert_eq!(
+            second_handshake(server.server.clone(), Arc::new(resuming)).await,
+            HandshakeKind::Full
+        );
+        // The proxy's client never resumes, even with a server that offers tickets.
+        let mut ticketing = (*server.server).clone();
+        ticketing.send_tls13_tickets = 2;
+        ticketing.session_storage = rustls::server::ServerSessionMemoryCache::new(64);
+        assert_eq!(
+            second_handshake(Arc::new(ticketing), client.client.clone()).await,
+            HandshakeKind::Full
+        );
+        // A control: both sides willing do resume, so the two checks above can fail.
+        let mut resuming = (*client.client).clone();
+        resuming.resumption = rustls::client::Resumption::default();
+        let mut ticketing = (*server.server).clone();
+        ticketing.send_tls13_tickets = 2;
+        ticketing.session_storage = rustls::server::ServerSessionMemoryCache::new(64);
+        assert_eq!(
+            second_handshake(Arc::new(ticketing), Arc::new(resuming)).await,
+            HandshakeKind::Resumed
+        );
+    }
 }

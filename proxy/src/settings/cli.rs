@@ -102,6 +102,10 @@ pub struct ExplainArgs {
     /// The peer's authenticated identity (SPIFFE ID).
     #[arg(long)]
     pub identity: Option<String>,
+    /// This workload's own trust domain (from its identity): `identity: "*"` and `namespace`
+    /// rules match only peers of it.
+    #[arg(long)]
+    pub trust_domain: Option<String>,
     /// The TLS SNI.
     #[arg(long)]
     pub sni: Option<String>,

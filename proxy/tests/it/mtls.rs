@@ -249,3 +249,40 @@ async fn the_wire_between_sidecars_is_tls() {
     caller.abort();
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[tokio::test]
+async fn namespace_and_any_peer_rules_pin_the_own_trust_domain() {
+    // One CA, two trust domains (federation, or a CA shared by mistake): a partner's
+    // `/ns/a/` workload is not this cluster's namespace `a`, nor "any peer" — unless a rule names
+    // the partner's trust domain itself.
+    let root = std::env::temp_dir().join(format!("portcullis-mtls-td-{}", std::process::id()));
+    let ids = certs(&root, "ca", &["a/client", "b/server"]);
+    let partner = write_dev_certs(
+        &root.join("ca"),
+        "partner.example",
+        &["a/partner".into(), "x/named".into()],
+        Duration::from_secs(3600),
+    )
+    .expect("partner certs");
+    let app = http_upstream().await;
+    let rules = "      - {name: ns-a, action: allow, from: [{namespace: a}], http: [{paths: [\"/ns/*\"]}]}\n      - {name: anyone, action: allow, from: [{identity: \"*\"}], http: [{paths: [\"/any/*\"]}]}\n      - {name: named, action: allow, from: [{identity: \"spiffe://partner.example/ns/x/*\"}], http: [{paths: [\"/named/*\"]}]}\n";
+    let server = Sidecar::start(app, Some(&ids[1]), false, policy(rules), None);
+    let ours = Sidecar::start(server.inbound, Some(&ids[0]), true, open_policy(), None);
+    let theirs = Sidecar::start(server.inbound, Some(&partner[0]), true, open_policy(), None);
+    let named = Sidecar::start(server.inbound, Some(&partner[1]), true, open_policy(), None);
+    for path in ["/ns/x", "/any/x"] {
+        let r = get(ours.outbound, path, None).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "ours {path}: {r}");
+        let r = get(theirs.outbound, path, None).await;
+        assert!(!r.starts_with("HTTP/1.1 200"), "partner {path}: {r}");
+    }
+    let r = get(named.outbound, "/named/x", None).await;
+    assert!(
+        r.starts_with("HTTP/1.1 200"),
+        "a rule naming the partner: {r}"
+    );
+    for s in [ours, theirs, named, server] {
+        s.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

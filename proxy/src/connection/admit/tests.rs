@@ -45,6 +45,7 @@ fn conn(src: &str, port: u16) -> Conn<'static> {
         src: src.parse().expect("src"),
         dst: SocketAddr::from(([10, 0, 0, 5], port)),
         identity: None,
+        trust_domain: None,
     }
 }
 
@@ -54,6 +55,7 @@ fn egress(port: u16) -> Conn<'static> {
         src: SocketAddr::from(([10, 0, 0, 5], 40000)),
         dst: SocketAddr::from(([10, 7, 0, 1], port)),
         identity: None,
+        trust_domain: None,
     }
 }
 
@@ -262,6 +264,7 @@ fn outbound_judges_the_destination_as_the_peer() {
         src: SocketAddr::from(([10, 0, 0, 5], 40000)),
         dst: SocketAddr::from((dst, 5432)),
         identity: None,
+        trust_domain: None,
     };
     assert!(
         matches!(at_open(view, out([10, 2, 3, 4])), Some(Admission::Opaque(r)) if r.decision.verdict == PolicyVerdict::Allow)

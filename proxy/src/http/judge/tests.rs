@@ -110,6 +110,7 @@ fn judgement_table() {
         src: SocketAddr::from(([10, 1, 1, 1], 4000)),
         dst: SocketAddr::from(([10, 0, 0, 5], 8080)),
         identity: None,
+        trust_domain: None,
     };
     let bad = || Token::Invalid(JwtError::UnknownKey);
     #[rustfmt::skip]
@@ -167,6 +168,7 @@ fn reasons_say_why_and_never_leak_the_token() {
         src: SocketAddr::from(([10, 1, 1, 1], 4000)),
         dst: SocketAddr::from(([10, 0, 0, 5], 8080)),
         identity: None,
+        trust_domain: None,
     };
     let ask = Ask {
         method: "GET",
