@@ -14,19 +14,41 @@ use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal; and a log line that cannot be written (stderr's reader went
+    // away) is dropped, never reported on stderr again — that report would panic whichever
+    // task logged, the signal task included.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
 }
 
-async fn signals(drain: Drain, store: std::sync::Arc<PolicyStore>) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+/// SIGTERM, SIGINT and SIGHUP, registered before anything is served (a signal that arrives
+/// early must drain, not kill).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// SIGHUP reloads; SIGTERM or SIGINT starts the drain.
+async fn signals(mut s: Signals, drain: Drain, store: std::sync::Arc<PolicyStore>) {
+    let Signals { term, int, hup } = &mut s;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -39,7 +61,6 @@ async fn signals(drain: Drain, store: std::sync::Arc<PolicyStore>) -> anyhow::Re
     }
     tracing::info!("signal received: draining");
     drain.start();
-    Ok(())
 }
 
 /// Every connection costs a descriptor (two when forwarded): lift the soft limit to the hard
@@ -79,16 +100,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("building the runtime")?;
     runtime.block_on(async {
+        let registered = Signals::register().context("installing signal handlers")?;
         let proxy = Proxy::bind(config, policy)?;
         let drain = Drain::new();
-        let sig = drain.clone();
-        let store = proxy.policy_store();
-        tokio::spawn(async move {
-            if let Err(e) = signals(sig.clone(), store).await {
-                tracing::error!(error = %e, "signal handling failed; draining");
-                sig.start();
-            }
-        });
+        tokio::spawn(signals(registered, drain.clone(), proxy.policy_store()));
         proxy.run(drain).await?;
         tracing::info!("drained; exiting");
         Ok(())

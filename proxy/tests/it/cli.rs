@@ -286,3 +286,73 @@ fn errors_name_each_cause_once() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(count(&err, "Not a directory"), 1, "{err}");
 }
+
+#[test]
+fn sigterm_drains_even_after_stderr_is_gone_and_piped_logs_have_no_colours() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let d = dir(&[("p.yaml", POLICY)]);
+    // Two ports free now (the listeners bind every address, so loopback ones will not do).
+    let free = || {
+        std::net::TcpListener::bind("0.0.0.0:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+            .to_string()
+    };
+    let (inbound, outbound) = (free(), free());
+    let mut child = bin()
+        .args([
+            "run",
+            "--inbound-port",
+            &inbound,
+            "--outbound-port",
+            &outbound,
+        ])
+        .args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--access-log",
+            "off",
+            "--policy",
+        ])
+        .arg(d.0.join("p.yaml"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("serving") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("read") > 0,
+            "exited early"
+        );
+        assert!(
+            !line.contains('\u{1b}'),
+            "ANSI escape in a piped log: {line:?}"
+        );
+    }
+    // `run … 2>&1 | head -2`: the reader goes away, then the operator asks it to stop.
+    drop(stderr);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM did not drain: {status:?}"
+    );
+}
