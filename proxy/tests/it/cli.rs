@@ -300,6 +300,14 @@ fn sigterm_drains_even_after_stderr_is_gone_and_piped_logs_have_no_colours() {
             .port()
             .to_string()
     };
+    /// Kills the proxy however the test ends.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let (inbound, outbound) = (free(), free());
     let mut child = bin()
         .args([
