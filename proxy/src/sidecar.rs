@@ -120,7 +120,10 @@ impl Proxy {
                 what: "admin",
                 source,
             })?;
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(match &identity {
+            Some(_) => Metrics::with_identity(),
+            None => Metrics::new(),
+        });
         if let Some(id) = &identity {
             metrics.set_identity_expiry(id.current().not_after);
         }

@@ -86,6 +86,21 @@ pub(crate) struct HandshakeLabels {
     pub(crate) peer_namespace: String,
 }
 
+/// Every `reason` of `portcullis_connection_errors_total`: admitted connections that could not
+/// be carried (see `ConnectError::reason`, `ConnError::reason`) and requests answered locally
+/// because the upstream failed (see `Local::reason`).
+pub(crate) const ERROR_REASONS: [&str; 9] = [
+    "upstream_socket",
+    "connect_refused",
+    "connect_error",
+    "connect_timeout",
+    "mtls_connect",
+    "upstream_write",
+    "upstream_unavailable",
+    "upstream_timeout",
+    "bad_gateway",
+];
+
 /// Distinct peer namespaces given their own label value; later ones are counted as `other`.
 pub(crate) const MAX_NAMESPACES: usize = 256;
 
@@ -205,11 +220,7 @@ impl Metrics {
                 "protocol_detections",
                 "Connections whose protocol was detected, by outcome",
             ),
-            identity_expiry: register(
-                &mut r,
-                "identity_expiry_timestamp_seconds",
-                "When the workload certificate expires (Unix time)",
-            ),
+            identity_expiry: Gauge::default(),
             handshakes: register(
                 &mut r,
                 "mtls_handshakes",
@@ -223,6 +234,50 @@ impl Metrics {
             namespaces: std::sync::Mutex::default(),
             registry: r,
         }
+        .zeroed()
+    }
+
+    /// The metrics of a proxy with a workload identity: also
+    /// `portcullis_identity_expiry_timestamp_seconds` (absent without one, rather than 0).
+    pub(crate) fn with_identity() -> Self {
+        let mut m = Self::new();
+        m.registry.register(
+            "identity_expiry_timestamp_seconds",
+            "When the workload certificate expires (Unix time)",
+            m.identity_expiry.clone(),
+        );
+        m
+    }
+
+    /// Every series whose labels are known in advance, at 0, so that `increase()` and
+    /// `absent()` alerts see the first event (Prometheus' instrumentation guide). Requests are
+    /// labelled by the policy's own rule names and appear with their first request.
+    fn zeroed(self) -> Self {
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            let dir = DirLabels { direction };
+            self.open.get_or_create(&dir);
+            self.bytes_received.get_or_create(&dir);
+            self.bytes_sent.get_or_create(&dir);
+            self.request_duration.get_or_create(&dir);
+            for verdict in [Verdict::Allow, Verdict::Deny, Verdict::AuditDeny] {
+                self.connections
+                    .get_or_create(&ConnLabels { direction, verdict });
+            }
+            for protocol in ["http1", "http2", "tls", "mtls", "opaque"] {
+                self.detections.get_or_create(&DetectLabels {
+                    direction,
+                    protocol,
+                });
+            }
+            for reason in ERROR_REASONS {
+                self.errors
+                    .get_or_create(&ErrorLabels { direction, reason });
+            }
+        }
+        for result in ["success", "failure"] {
+            self.reloads.get_or_create(&ReloadLabels { result });
+        }
+        self
     }
 
     /// Marks `hash` as the active policy.

@@ -351,3 +351,40 @@ async fn a_request_line_without_a_target_is_judged_and_settled() {
     p.drain.start();
     p.task.await.expect("proxy task");
 }
+
+#[tokio::test]
+async fn every_known_series_exists_from_the_start() {
+    // `increase()` alerts need the series before the first event; a gauge that only means
+    // something with an identity is absent without one rather than 0.
+    let upstream = half_close_upstream().await;
+    let p = start(ProxyConfig::for_tests(upstream));
+    let metrics = http(p.admin, "GET", "/metrics").await.1;
+    for direction in ["inbound", "outbound"] {
+        for verdict in ["allow", "deny", "audit_deny"] {
+            let want = format!(
+                "portcullis_connections_total{{direction=\"{direction}\",verdict=\"{verdict}\"}} 0\n"
+            );
+            assert!(metrics.contains(&want), "{want}{metrics}");
+        }
+        let want = format!(
+            "portcullis_connection_errors_total{{direction=\"{direction}\",reason=\"connect_refused\"}} 0\n"
+        );
+        assert!(metrics.contains(&want), "{want}{metrics}");
+        let want = format!("portcullis_connections_open{{direction=\"{direction}\"}} 0\n");
+        assert!(metrics.contains(&want), "{want}{metrics}");
+    }
+    for result in ["success", "failure"] {
+        let want = format!("portcullis_policy_reloads_total{{result=\"{result}\"}} 0\n");
+        assert!(metrics.contains(&want), "{want}{metrics}");
+    }
+    assert!(
+        metrics.contains("portcullis_connection_panics_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("identity_expiry"),
+        "no identity, no expiry gauge: {metrics}"
+    );
+    p.drain.start();
+    p.task.await.expect("proxy task");
+}
