@@ -255,27 +255,29 @@ impl Metrics {
     fn zeroed(self) -> Self {
         for direction in [Direction::Inbound, Direction::Outbound] {
             let dir = DirLabels { direction };
-            self.open.get_or_create(&dir);
-            self.bytes_received.get_or_create(&dir);
-            self.bytes_sent.get_or_create(&dir);
-            self.request_duration.get_or_create(&dir);
+            let _ = self.open.get_or_create(&dir);
+            let _ = self.bytes_received.get_or_create(&dir);
+            let _ = self.bytes_sent.get_or_create(&dir);
+            let _ = self.request_duration.get_or_create(&dir);
             for verdict in [Verdict::Allow, Verdict::Deny, Verdict::AuditDeny] {
-                self.connections
+                let _ = self
+                    .connections
                     .get_or_create(&ConnLabels { direction, verdict });
             }
             for protocol in ["http1", "http2", "tls", "mtls", "opaque"] {
-                self.detections.get_or_create(&DetectLabels {
+                let _ = self.detections.get_or_create(&DetectLabels {
                     direction,
                     protocol,
                 });
             }
             for reason in ERROR_REASONS {
-                self.errors
+                let _ = self
+                    .errors
                     .get_or_create(&ErrorLabels { direction, reason });
             }
         }
         for result in ["success", "failure"] {
-            self.reloads.get_or_create(&ReloadLabels { result });
+            let _ = self.reloads.get_or_create(&ReloadLabels { result });
         }
         self
     }
