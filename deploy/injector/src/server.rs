@@ -82,7 +82,11 @@ pub async fn serve(
                     Ok(true) => tracing::info!("serving certificate reloaded"),
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::error!(error = %e, "serving certificate reload failed; keeping the current one")
+                        // The error with its cause (the text never repeats it).
+                        let cause = std::error::Error::source(&e)
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default();
+                        tracing::error!(error = %format!("{e}{cause}"), "serving certificate reload failed; keeping the current one")
                     }
                 }
             }

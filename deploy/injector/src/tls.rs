@@ -15,7 +15,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{}", .path.display())]
     Read {
         /// The file.
         path: PathBuf,

@@ -107,48 +107,8 @@ pub(crate) fn parse_request<'b>(
         te_trailers: false,
         bearer: Presented::Nothing,
     };
-    let mut lengths = 0;
-    let mut hosts = 0;
-    for h in req.headers.iter() {
-        let n = h.name;
-        if n.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-            match content_length(h.value) {
-                Some(v) => head.body = v,
-                None => return Parse::Handover("content-length"),
-            }
-        } else if n.eq_ignore_ascii_case("host") {
-            hosts += 1;
-            head.host = value(h);
-            if head.host.is_none() {
-                return Parse::Handover("host");
-            }
-        } else if n.eq_ignore_ascii_case("transfer-encoding")
-            || n.eq_ignore_ascii_case("upgrade")
-            || n.eq_ignore_ascii_case("expect")
-        {
-            return Parse::Handover("framing or protocol switch");
-        } else if n.eq_ignore_ascii_case("content-type") {
-            if h.value.starts_with(b"application/grpc") {
-                return Parse::Handover("grpc");
-            }
-        } else if is_hop_by_hop(n) {
-            head.hop_by_hop = true;
-            if n.eq_ignore_ascii_case("connection") {
-                for t in tokens(h.value) {
-                    if t.eq_ignore_ascii_case("close") {
-                        head.close = true;
-                    } else if t.eq_ignore_ascii_case("upgrade") {
-                        return Parse::Handover("protocol switch");
-                    }
-                }
-            } else if n.eq_ignore_ascii_case("te") {
-                head.te_trailers |= tokens(h.value).any(|t| t.eq_ignore_ascii_case("trailers"));
-            }
-        }
-    }
-    if lengths > 1 || hosts > 1 {
-        return Parse::Handover("repeated framing or host header");
+    if let Err(why) = scan_headers(&mut head, req.headers) {
+        return Parse::Handover(why);
     }
     // No Host, or one that is not a plain host: the full server refuses it (400).
     if !head.host.is_some_and(crate::http::host::is_host) {
@@ -162,6 +122,57 @@ pub(crate) fn parse_request<'b>(
     );
     let count = req.headers.len();
     Parse::Complete((head, count))
+}
+
+/// Reads the headers the relay cares about into `head`; the reason to hand over if any.
+fn scan_headers<'b>(
+    head: &mut RequestHead<'b>,
+    headers: &[Header<'b>],
+) -> Result<(), &'static str> {
+    let mut lengths = 0;
+    let mut hosts = 0;
+    for h in headers {
+        let n = h.name;
+        if n.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            match content_length(h.value) {
+                Some(v) => head.body = v,
+                None => return Err("content-length"),
+            }
+        } else if n.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            head.host = value(h);
+            if head.host.is_none() {
+                return Err("host");
+            }
+        } else if n.eq_ignore_ascii_case("transfer-encoding")
+            || n.eq_ignore_ascii_case("upgrade")
+            || n.eq_ignore_ascii_case("expect")
+        {
+            return Err("framing or protocol switch");
+        } else if n.eq_ignore_ascii_case("content-type") {
+            if h.value.starts_with(b"application/grpc") {
+                return Err("grpc");
+            }
+        } else if is_hop_by_hop(n) {
+            head.hop_by_hop = true;
+            if n.eq_ignore_ascii_case("connection") {
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case("close") {
+                        head.close = true;
+                    } else if t.eq_ignore_ascii_case("upgrade") {
+                        return Err("protocol switch");
+                    }
+                }
+            } else if n.eq_ignore_ascii_case("te") {
+                head.te_trailers |= tokens(h.value).any(|t| t.eq_ignore_ascii_case("trailers"));
+            }
+        }
+    }
+    if lengths > 1 || hosts > 1 {
+        return Err("repeated framing or host header");
+    }
+    Ok(())
 }
 
 /// Names listed in `Connection` headers (they are hop-by-hop too).
