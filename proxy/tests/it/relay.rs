@@ -485,6 +485,10 @@ async fn requests_the_relay_does_not_carry_are_served_by_the_full_server() {
     drain.start();
 }
 
+/// An allowed WebSocket opening request.
+const WEBSOCKET: &str = "GET /public/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\
+    Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
 /// An upstream that switches to whatever protocol a request asks for (`Upgrade: X` gets
 /// `101` with `Upgrade: answer.unwrap_or(X)`) and then echoes raw bytes; anything else gets
 /// `200 ok`. Every request head it reads is recorded.
@@ -577,13 +581,7 @@ async fn a_switch_to_a_protocol_nobody_asked_for_is_refused() {
     let up = switching_upstream(Some("h2c")).await;
     let (addr, drain) = start(up.addr).await;
     let mut c = TcpStream::connect(addr).await.expect("connect");
-    let resp = exchange(
-        &mut c,
-        "GET /public/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        "\r\n\r\n",
-    )
-    .await;
+    let resp = exchange(&mut c, WEBSOCKET, "\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
     drain.start();
 }
@@ -593,13 +591,7 @@ async fn a_websocket_upgrade_still_switches() {
     let up = switching_upstream(None).await;
     let (addr, drain) = start(up.addr).await;
     let mut c = TcpStream::connect(addr).await.expect("connect");
-    let resp = exchange(
-        &mut c,
-        "GET /public/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        "\r\n\r\n",
-    )
-    .await;
+    let resp = exchange(&mut c, WEBSOCKET, "\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 101"), "{resp}");
     assert!(
         resp.to_ascii_lowercase().contains("upgrade: websocket"),
