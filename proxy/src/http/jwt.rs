@@ -42,6 +42,10 @@ pub enum JwtError {
     /// Signature or time checks failed.
     #[error("{0}")]
     Invalid(String),
+    /// The token's header lists critical extensions (`crit`), none of which this proxy
+    /// understands (RFC 7515 §4.1.11: such a token must be refused).
+    #[error("critical header extensions {0:?} are not understood")]
+    Critical(Vec<String>),
 }
 
 #[derive(Debug)]
@@ -68,6 +72,19 @@ fn algorithm(jwk: &Jwk) -> Option<Algorithm> {
     }
 }
 
+/// RSA keys shorter than this are refused at load (NIST SP 800-131A).
+const MIN_RSA_BITS: usize = 2048;
+
+/// The size of an RSA modulus given as base64url (`n`), in bits.
+fn modulus_bits(n: &str) -> Option<usize> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(n.trim_end_matches('='))
+        .ok()?;
+    let first = bytes.iter().position(|b| *b != 0)?;
+    Some((bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize)
+}
+
 fn parse_keys(path: &Path, text: &str) -> Result<HashMap<String, Key>, JwtError> {
     let err = |message: String| JwtError::Keys {
         path: path.display().to_string(),
@@ -83,6 +100,15 @@ fn parse_keys(path: &Path, text: &str) -> Result<HashMap<String, Key>, JwtError>
             .ok_or_else(|| err("every key needs a kid".into()))?;
         let algorithm =
             algorithm(jwk).ok_or_else(|| err(format!("key {kid}: no usable algorithm")))?;
+        if let AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
+            let bits =
+                modulus_bits(&rsa.n).ok_or_else(|| err(format!("key {kid}: bad modulus")))?;
+            if bits < MIN_RSA_BITS {
+                return Err(err(format!(
+                    "key {kid}: a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are needed"
+                )));
+            }
+        }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| err(format!("key {kid}: {e}")))?;
         keys.insert(kid, Key { algorithm, key });
     }
@@ -142,6 +168,9 @@ impl Jwks {
     /// Validates a token and returns its claims.
     pub(crate) fn validate(&self, token: &str) -> Result<JwtClaims, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        if let Some(crit) = header.crit {
+            return Err(JwtError::Critical(crit));
+        }
         let keys = self.keys.load();
         let key = header
             .kid

@@ -183,3 +183,50 @@ fn bearer_header_parsing() {
     );
     assert_eq!(presented(&h), Presented::Several);
 }
+
+#[test]
+fn critical_header_extensions_are_refused() {
+    let (path, jwks) = jwks_file("crit", json!({"keys": [oct("k1", Some("HS256"), SECRET)]}));
+    let claims = json!({"iss": "https://issuer.example", "exp": now() + 60});
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k1".into());
+    header.crit = Some(vec!["b64".into()]);
+    let signed = encode(&header, &claims, &EncodingKey::from_secret(SECRET)).expect("sign");
+    assert_eq!(
+        jwks.validate(&signed).map(|_| ()),
+        Err(JwtError::Critical(vec!["b64".into()]))
+    );
+    // The same token without `crit` is fine: only the extension is refused.
+    header.crit = None;
+    let plain = encode(&header, &claims, &EncodingKey::from_secret(SECRET)).expect("sign");
+    assert!(jwks.validate(&plain).is_ok());
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn short_rsa_keys_are_refused_at_load() {
+    let modulus = |bits: usize| {
+        // A modulus of exactly `bits` bits (top bit set), as base64url.
+        let mut n = vec![0xffu8; bits / 8];
+        n[0] = 0x80 | 0x01;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n)
+    };
+    let rsa =
+        |bits| json!({"kty": "RSA", "kid": "r1", "alg": "RS256", "n": modulus(bits), "e": "AQAB"});
+    for (bits, ok) in [(1024, false), (2040, false), (2048, true), (4096, true)] {
+        let path = std::env::temp_dir().join(format!(
+            "portcullis-jwks-rsa{bits}-{}.json",
+            std::process::id()
+        ));
+        std::fs::write(&path, json!({"keys": [rsa(bits)]}).to_string()).expect("write");
+        let loaded = Jwks::load(&path);
+        assert_eq!(loaded.is_ok(), ok, "{bits} bits: {loaded:?}");
+        if let Err(e) = loaded {
+            assert!(
+                e.to_string().contains(&format!("a {bits}-bit RSA key")),
+                "{e}"
+            );
+        }
+        let _ = std::fs::remove_file(path);
+    }
+}
