@@ -118,6 +118,16 @@ fn compile_paths(d: &mut Diagnostics<'_>, paths: &[Spanned<String>]) -> Option<P
     let mut ok = true;
     for p in paths {
         let text = p.value.as_str();
+        if !text.starts_with('~') && text.contains('?') {
+            d.error(
+                p,
+                format!(
+                    "path {text:?} holds a `?`: paths never include the query, so it never matches"
+                ),
+            );
+            ok = false;
+            continue;
+        }
         if text == "*" {
             set.any = true;
         } else if let Some(re) = text.strip_prefix('~') {
@@ -195,6 +205,16 @@ fn compile_http(d: &mut Diagnostics<'_>, h: &Spanned<model::HttpMatch>) -> Optio
         && !methods.iter().any(|x| x.value == "*")
     {
         for x in methods {
+            if is_token(&x.value) && x.value.bytes().any(|b| b.is_ascii_lowercase()) {
+                d.warn(
+                    x,
+                    format!(
+                        "method {:?} is matched case-sensitively: requests that say {:?} do not match",
+                        x.value,
+                        x.value.to_ascii_uppercase()
+                    ),
+                );
+            }
             if !is_token(&x.value) {
                 d.error(
                     x,
@@ -296,6 +316,25 @@ fn compile_rule(
             } else {
                 "outbound rules name peers with `to`, not `from`"
             },
+        );
+        ok = false;
+    }
+    if let Some(list) = peers_field.as_ref().filter(|l| l.value.is_empty()) {
+        let (field, any) = if inbound {
+            ("from", "from any peer")
+        } else {
+            ("to", "to any peer")
+        };
+        d.error(
+            list,
+            format!("`{field}: []` matches no peer, so this rule never applies (omit `{field}` for a rule {any})"),
+        );
+        ok = false;
+    }
+    if let Some(list) = rule.ports.as_ref().filter(|l| l.value.is_empty()) {
+        d.error(
+            list,
+            "`ports: []` matches no port, so this rule never applies (omit `ports` for any port)",
         );
         ok = false;
     }

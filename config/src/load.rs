@@ -143,6 +143,14 @@ pub fn parse_str(file: &str, text: &str) -> Result<Vec<SourceDoc>, PolicyError> 
         });
     }
     match serde_saphyr::from_multiple_with_options::<Document>(text, options()) {
+        // An empty file is a mistake (a truncated ConfigMap, the wrong path), never "no rules":
+        // it is refused rather than read as a policy that enforces nothing.
+        Ok(docs) if docs.is_empty() => Err(PolicyError {
+            file,
+            line: 1,
+            column: 1,
+            message: "no policy document in this file".into(),
+        }),
         Ok(docs) => Ok(docs
             .into_iter()
             .map(|doc| SourceDoc {

@@ -243,3 +243,17 @@ fn invalid_policies_are_refused_with_located_errors() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn lower_case_methods_are_warned_about_where_they_are_written() {
+    let yaml = "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: m}\nspec:\n  inbound:\n    rules:\n      - {name: reads, action: allow, http: [{methods: [GET, get]}]}\n";
+    let docs = load::parse_str("m.yaml", yaml).expect("parse");
+    let (_, warnings) = compile::compile(&docs, &CompileContext::default()).expect("compile");
+    let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "m.yaml:7:61: warning: method \"get\" is matched case-sensitively: requests that say \"GET\" do not match"
+        ],
+    );
+}
