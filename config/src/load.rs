@@ -131,6 +131,38 @@ fn options() -> serde_saphyr::Options {
     opts
 }
 
+/// Only the kind of a document, read first: a foreign object (an Istio AuthorizationPolicy, a
+/// CiliumNetworkPolicy, a ConfigMap) is named as such instead of as a list of unknown fields.
+#[derive(Debug, serde::Deserialize)]
+struct KindOnly {
+    kind: Option<crate::model::Spanned<String>>,
+}
+
+/// The first document of `text` whose kind this loader does not read, as an error.
+fn foreign_kind(file: &Arc<str>, text: &str) -> Option<PolicyError> {
+    let docs = serde_saphyr::from_multiple_with_options::<KindOnly>(text, options()).ok()?;
+    docs.into_iter().find_map(|d| {
+        let kind = d.kind?;
+        let hint = match kind.value.as_str() {
+            "AccessPolicy" | "NetworkPolicy" => return None,
+            "ConfigMap" => "; mount the ConfigMap and point --policy at the directory",
+            "AuthorizationPolicy" | "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy" => {
+                "; Portcullis reads its own AccessPolicy and Kubernetes NetworkPolicy"
+            }
+            _ => "",
+        };
+        Some(PolicyError {
+            file: file.clone(),
+            line: kind.referenced.line(),
+            column: kind.referenced.column(),
+            message: format!(
+                "unsupported kind {:?} (expected AccessPolicy or NetworkPolicy{hint})",
+                kind.value
+            ),
+        })
+    })
+}
+
 /// Parses the documents of one file.
 pub fn parse_str(file: &str, text: &str) -> Result<Vec<SourceDoc>, PolicyError> {
     let file: Arc<str> = file.into();
@@ -141,6 +173,9 @@ pub fn parse_str(file: &str, text: &str) -> Result<Vec<SourceDoc>, PolicyError> 
             column: 0,
             message: format!("file is larger than {MAX_FILE_BYTES} bytes"),
         });
+    }
+    if let Some(e) = foreign_kind(&file, text) {
+        return Err(e);
     }
     match serde_saphyr::from_multiple_with_options::<Document>(text, options()) {
         // An empty file is a mistake (a truncated ConfigMap, the wrong path), never "no rules":
@@ -170,11 +205,16 @@ pub fn parse_str(file: &str, text: &str) -> Result<Vec<SourceDoc>, PolicyError> 
     }
 }
 
-/// serde-saphyr appends the location in words; we print it as `file:line:col:` instead.
+/// serde-saphyr appends the location in words (we print it as `file:line:col:` instead) and
+/// sometimes advice meant for programmers, which never reaches a user.
 fn clean_message(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg).trim();
-    match first.rfind(" at line ") {
-        Some(i) => first[..i].to_string(),
+    let first = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    match first.split_once(", set DuplicateKeyPolicy") {
+        Some((dup, _)) => dup.replace("duplicate mapping key: ", "duplicate key "),
         None => first.to_string(),
     }
 }
