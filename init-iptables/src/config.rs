@@ -232,7 +232,9 @@ pub enum ConfigError {
     SamePorts(u16),
 }
 
-fn port_list(s: &str) -> Result<Vec<PortRange>, ConfigError> {
+/// Parses `22,8000-8100` (the `--exclude-*-ports` syntax; the injector validates pod
+/// annotations with it too, so a pod is refused at admission rather than failing to start).
+pub fn port_list(s: &str) -> Result<Vec<PortRange>, ConfigError> {
     let mut v = s
         .split(',')
         .map(str::trim)
@@ -242,6 +244,20 @@ fn port_list(s: &str) -> Result<Vec<PortRange>, ConfigError> {
     v.sort();
     v.dedup();
     Ok(v)
+}
+
+/// Parses `10.0.0.0/8,fd00::/8` (a bare address is a single host); also used by the injector.
+pub fn cidr_list(s: &str) -> Result<Vec<IpNet>, ConfigError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| ConfigError::Cidr(c.to_string()))
+        })
+        .collect()
 }
 
 impl InitConfig {
@@ -259,18 +275,7 @@ impl InitConfig {
             exclude_inbound_ports.insert(0, PortRange::single(ADMIN_PORT));
             exclude_inbound_ports.sort();
         }
-        let exclude_outbound_cidrs = args
-            .exclude_outbound_cidrs
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(|c| {
-                c.parse::<IpNet>()
-                    .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map(|n| n.trunc())
-                    .map_err(|_| ConfigError::Cidr(c.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let exclude_outbound_cidrs = cidr_list(&args.exclude_outbound_cidrs)?;
         Ok(Self {
             mode: args.mode,
             proxy_uid: args.proxy_uid,

@@ -155,20 +155,34 @@ fn pick<'a>(
 }
 
 /// A comma list annotation, checked for characters that could smuggle extra flags.
-fn list<'a>(
-    pod: &'a Value,
+/// What a list annotation holds, checked with the parser its consumer uses.
+#[derive(Debug, Clone, Copy)]
+enum ListKind {
+    Ports,
+    Cidrs,
+}
+
+fn list(
+    pod: &Value,
     key: &'static str,
-    default: &'a str,
+    default: &str,
+    kind: ListKind,
 ) -> Result<String, AnnotationError> {
     let v = annotation(pod, key).unwrap_or(default).trim();
-    let ok = v
-        .chars()
-        .all(|c| c.is_ascii_hexdigit() || matches!(c, ',' | '-' | '.' | ':' | '/' | ' '));
-    if !ok || v.starts_with('-') {
+    // The same parsers as portcullis-init's flags: a value it would refuse is refused here, at
+    // admission, instead of leaving a pod that cannot start.
+    let parsed = match kind {
+        ListKind::Ports => portcullis_init::config::port_list(v).map(|_| ()),
+        ListKind::Cidrs => portcullis_init::config::cidr_list(v).map(|_| ()),
+    };
+    if parsed.is_err() || v.starts_with('-') {
         return Err(AnnotationError {
             key,
             value: v.to_string(),
-            allowed: "a comma list of ports, ranges or CIDRs",
+            allowed: match kind {
+                ListKind::Ports => "a comma list of ports (1-65535) and ranges (8000-8100)",
+                ListKind::Cidrs => "a comma list of CIDRs (10.0.0.0/8, fd00::/8)",
+            },
         });
     }
     Ok(v.split(',')
@@ -237,10 +251,25 @@ fn settings(pod: &Value, cfg: &InjectConfig) -> Result<PodSettings, AnnotationEr
         mode: pick(pod, MODE, &cfg.mode, ("enforce", "audit"))?.to_string(),
         capture: pick(pod, CAPTURE, &cfg.capture, ("redirect", "tproxy"))?.to_string(),
         policy: policy.to_string(),
-        exclude_inbound_ports: list(pod, EXCLUDE_INBOUND_PORTS, &cfg.exclude_inbound_ports)?,
-        exclude_outbound_ports: list(pod, EXCLUDE_OUTBOUND_PORTS, &cfg.exclude_outbound_ports)?,
-        exclude_outbound_cidrs: list(pod, EXCLUDE_OUTBOUND_CIDRS, &cfg.exclude_outbound_cidrs)?,
-        opaque_ports: list(pod, OPAQUE_PORTS, &cfg.opaque_ports)?,
+        exclude_inbound_ports: list(
+            pod,
+            EXCLUDE_INBOUND_PORTS,
+            &cfg.exclude_inbound_ports,
+            ListKind::Ports,
+        )?,
+        exclude_outbound_ports: list(
+            pod,
+            EXCLUDE_OUTBOUND_PORTS,
+            &cfg.exclude_outbound_ports,
+            ListKind::Ports,
+        )?,
+        exclude_outbound_cidrs: list(
+            pod,
+            EXCLUDE_OUTBOUND_CIDRS,
+            &cfg.exclude_outbound_cidrs,
+            ListKind::Cidrs,
+        )?,
+        opaque_ports: list(pod, OPAQUE_PORTS, &cfg.opaque_ports, ListKind::Ports)?,
     })
 }
 

@@ -357,3 +357,48 @@ fn malformed_reviews_are_allowed_without_a_patch_and_bad_annotations_denied() {
         "{resp}"
     );
 }
+
+#[test]
+fn list_annotations_portcullis_init_would_refuse_are_refused_at_admission() {
+    // Validated with portcullis-init's own parsers: a pod the injector admits can start.
+    let cfg = InjectConfig::defaults();
+    let input: Value = serde_json::from_slice(&recorded("plain.json")).expect("json");
+    let with = |key: &str, value: &str| {
+        let mut review = input.clone();
+        review["request"]["object"]["metadata"]["annotations"][key] = Value::String(value.into());
+        review
+    };
+    for (key, value) in [
+        ("portcullis.dev/exclude-inbound-ports", "99999"),
+        ("portcullis.dev/exclude-inbound-ports", "9-3"),
+        ("portcullis.dev/exclude-outbound-ports", "10.0.0.0/8"),
+        ("portcullis.dev/exclude-outbound-ports", "0"),
+        ("portcullis.dev/opaque-ports", "3306,70000"),
+        ("portcullis.dev/exclude-outbound-cidrs", "10.0.0.0/33"),
+        ("portcullis.dev/exclude-outbound-cidrs", "25"),
+    ] {
+        let body = serde_json::to_vec(&with(key, value)).expect("json");
+        let answer = review(&body, &cfg);
+        assert!(
+            matches!(&answer.outcome, Outcome::Denied(w) if w.contains(key) && w.contains(value)),
+            "{key}={value}: {:?}",
+            answer.outcome
+        );
+        assert_eq!(answer.body["response"]["allowed"], false, "{key}={value}");
+    }
+    for (key, value) in [
+        ("portcullis.dev/exclude-inbound-ports", "22, 8000-8100"),
+        (
+            "portcullis.dev/exclude-outbound-cidrs",
+            "10.0.0.0/8,fd00::/8,10.1.2.3",
+        ),
+    ] {
+        let body = serde_json::to_vec(&with(key, value)).expect("json");
+        let answer = review(&body, &cfg);
+        assert!(
+            matches!(answer.outcome, Outcome::Injected(_)),
+            "{key}={value}: {:?}",
+            answer.outcome
+        );
+    }
+}
