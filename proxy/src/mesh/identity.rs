@@ -45,6 +45,14 @@ pub enum IdentityError {
         /// Why.
         source: SpiffeError,
     },
+    /// The certificate does not chain to the trust bundle beside it, or is not valid now.
+    #[error("{}: not trusted by {CA_FILE} or not valid now", .path.display())]
+    Untrusted {
+        /// The certificate file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::Error,
+    },
     /// The files parse but do not make a TLS identity (key does not match, unusable root).
     #[error("{dir}: not a usable TLS identity")]
     Tls {
@@ -111,6 +119,10 @@ impl IdentityMaterial {
                 path: cert_path,
                 source,
             })?;
+        super::tls::verify_own(&chain, &roots).map_err(|source| IdentityError::Untrusted {
+            path: dir.join(CERT_FILE),
+            source,
+        })?;
         let tls = MeshTls::new(&chain, &key, &roots).map_err(|source| IdentityError::Tls {
             dir: dir.to_path_buf(),
             source,
@@ -143,6 +155,8 @@ pub(crate) struct IdentityStore {
     dir: PathBuf,
     current: arc_swap::ArcSwap<IdentityMaterial>,
     seen: std::sync::Mutex<u64>,
+    /// The fingerprint of files that failed to load, so that they are reported once.
+    failed: std::sync::Mutex<Option<u64>>,
 }
 
 fn fingerprint(dir: &Path) -> u64 {
@@ -162,6 +176,7 @@ impl IdentityStore {
             dir: dir.to_path_buf(),
             current: arc_swap::ArcSwap::from_pointee(material),
             seen: std::sync::Mutex::new(fingerprint(dir)),
+            failed: std::sync::Mutex::new(None),
         })
     }
 
@@ -171,15 +186,25 @@ impl IdentityStore {
     }
 
     /// Re-reads the files if they changed; invalid new files keep the old material.
+    /// A set of files that fails is reported once (`Err`), then `Ok(false)` until it changes.
     pub(crate) fn reload(&self) -> Result<bool, IdentityError> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         let now = fingerprint(&self.dir);
-        if *seen == now {
+        if *seen == now || *failed == Some(now) {
             return Ok(false);
         }
-        let material = IdentityMaterial::load(&self.dir)?;
-        self.current.store(material.into());
-        *seen = now;
-        Ok(true)
+        match IdentityMaterial::load(&self.dir) {
+            Ok(material) => {
+                self.current.store(material.into());
+                *seen = now;
+                *failed = None;
+                Ok(true)
+            }
+            Err(e) => {
+                *failed = Some(now);
+                Err(e)
+            }
+        }
     }
 }

@@ -180,6 +180,27 @@ impl ServerCertVerifier for MeshServerVerifier {
     }
 }
 
+/// Checks the workload's own leaf the way a peer will: it chains to `roots` (the pod's own
+/// trust bundle) and is valid now. Material that fails is never rotated in.
+pub(crate) fn verify_own(
+    chain: &[CertificateDer<'static>],
+    roots: &[CertificateDer<'static>],
+) -> Result<(), rustls::Error> {
+    let provider = provider();
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone())?;
+    }
+    let leaf = ParsedCertificate::try_from(&chain[0])?;
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &leaf,
+        &store,
+        &chain[1..],
+        UnixTime::now(),
+        provider.signature_verification_algorithms.all,
+    )
+}
+
 /// Whether a ClientHello's ALPN list marks a connection from another sidecar.
 pub(crate) fn is_mesh(alpn: &[String]) -> bool {
     alpn.iter().any(|p| p == MESH_ALPN_STR)

@@ -138,6 +138,8 @@ pub(crate) struct Metrics {
     pub(crate) identity_expiry: Gauge,
     /// `portcullis_mtls_handshakes_total`.
     pub(crate) handshakes: Family<HandshakeLabels, Counter>,
+    /// `portcullis_identity_reloads_total`: rotations taken in, and refused sets of files.
+    pub(crate) identity_reloads: Family<ReloadLabels, Counter>,
     /// `portcullis_connection_panics_total`.
     pub(crate) panics: Counter<u64, AtomicU64>,
     namespaces: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -226,6 +228,7 @@ impl Metrics {
                 "mtls_handshakes",
                 "Mutual TLS handshakes between sidecars, by result and peer namespace",
             ),
+            identity_reloads: Family::default(),
             panics: register(
                 &mut r,
                 "connection_panics",
@@ -238,7 +241,8 @@ impl Metrics {
     }
 
     /// The metrics of a proxy with a workload identity: also
-    /// `portcullis_identity_expiry_timestamp_seconds` (absent without one, rather than 0).
+    /// `portcullis_identity_expiry_timestamp_seconds` and `portcullis_identity_reloads_total`
+    /// (absent without one, rather than 0).
     pub(crate) fn with_identity() -> Self {
         let mut m = Self::new();
         m.registry.register(
@@ -246,6 +250,14 @@ impl Metrics {
             "When the workload certificate expires (Unix time)",
             m.identity_expiry.clone(),
         );
+        m.registry.register(
+            "identity_reloads",
+            "Identity material re-reads that changed it, by result (a refused set keeps the last good)",
+            m.identity_reloads.clone(),
+        );
+        for result in ["success", "failure"] {
+            let _ = m.identity_reloads.get_or_create(&ReloadLabels { result });
+        }
         m
     }
 

@@ -15,6 +15,7 @@ use crate::drain::Drain;
 use crate::http::jwt::Jwks;
 use crate::mesh::identity::IdentityStore;
 use crate::observe::Chain;
+use crate::observe::metrics::ReloadLabels;
 
 /// Watches the policy source until the drain starts: directory events (debounced) and a
 /// periodic content-hash poll both lead to [`PolicyStore::reload`].
@@ -41,20 +42,26 @@ pub(crate) async fn watch(
             }
         }
         if let Some(id) = &identity {
-            match id.reload() {
+            let result = match id.reload() {
+                Ok(false) => return,
                 Ok(true) => {
                     let current = id.current();
                     metrics.set_identity_expiry(current.not_after);
                     tracing::info!(identity = %current.spiffe_id, "identity material rotated");
+                    "success"
                 }
-                Ok(false) => {}
                 Err(e) => {
                     tracing::error!(
-                        "identity reload failed; keeping the current material: {}",
+                        "identity reload refused; keeping the current material: {}",
                         Chain(&e)
-                    )
+                    );
+                    "failure"
                 }
-            }
+            };
+            metrics
+                .identity_reloads
+                .get_or_create(&ReloadLabels { result })
+                .inc();
         }
     };
     let dir = if path.is_dir() {

@@ -101,3 +101,94 @@ async fn expiry_and_rotation_are_seen_without_a_restart() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[tokio::test]
+async fn rotation_refuses_untrusted_or_expired_material_and_keeps_the_last_good() {
+    let root = std::env::temp_dir().join(format!("portcullis-identity-bad-{}", std::process::id()));
+    let dir = root.join("identity");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    material(&root, &dir, Duration::from_secs(3600));
+    std::fs::write(root.join("policy.yaml"), "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: open}\nspec: {}\n").expect("policy");
+    let mut config = ProxyConfig::for_tests("127.0.0.1:9".parse().expect("addr"));
+    config.identity_dir = Some(dir.clone());
+    config.policy_source = Some((root.join("policy.yaml"), Workload::default()));
+    config.policy_poll = Duration::from_millis(50);
+    let loaded = LoadedPolicy {
+        policy: CompiledPolicy::default(),
+        warnings: Vec::new(),
+        hash: "x".into(),
+    };
+    let proxy = Proxy::bind(config, loaded).expect("bind");
+    let admin = proxy.admin_addr().expect("admin");
+    let drain = Drain::new();
+    let d = drain.clone();
+    let task = tokio::spawn(async move { proxy.run(d).await.expect("run") });
+    let metric = async |name: &str| -> String {
+        let m = get(admin, "/metrics", None).await;
+        m.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let expiry = metric("portcullis_identity_expiry_timestamp_seconds ").await;
+    assert_eq!(
+        metric("portcullis_identity_reloads_total{result=\"failure\"}").await,
+        "0"
+    );
+
+    // A certificate from another CA under the pod's own ca.crt: refused, the old one kept.
+    let other = write_dev_certs(
+        &root.join("other"),
+        "cluster.local",
+        &["app/web".into()],
+        Duration::from_secs(3600),
+    )
+    .expect("other CA");
+    for f in ["tls.crt", "tls.key"] {
+        std::fs::copy(other[0].join(f), dir.join(f)).expect("copy");
+    }
+    eventually("the untrusted material is refused", async || {
+        metric("portcullis_identity_reloads_total{result=\"failure\"}").await == "1"
+    })
+    .await;
+    assert_eq!(
+        metric("portcullis_identity_expiry_timestamp_seconds ").await,
+        expiry
+    );
+    assert!(get(admin, "/ready", None).await.ends_with("ready\n"));
+    // Reported once, not on every poll.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        metric("portcullis_identity_reloads_total{result=\"failure\"}").await,
+        "1"
+    );
+
+    // An expired certificate from the right CA: refused too, and /ready stays ready.
+    let stale = root.join("stale");
+    std::fs::create_dir_all(&stale).expect("mkdir");
+    material(&root, &stale, Duration::ZERO);
+    // Past its not-after (which has a one-second resolution) before it is rotated in.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for f in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::copy(stale.join(f), dir.join(f)).expect("copy");
+    }
+    // (Copied file by file, a half-written set may be refused on the way: at least once more.)
+    eventually("the expired material is refused", async || {
+        metric("portcullis_identity_reloads_total{result=\"failure\"}")
+            .await
+            .parse::<u32>()
+            .is_ok_and(|n| n >= 2)
+    })
+    .await;
+    assert_eq!(
+        metric("portcullis_identity_expiry_timestamp_seconds ").await,
+        expiry
+    );
+    assert!(get(admin, "/ready", None).await.ends_with("ready\n"));
+    assert_eq!(
+        metric("portcullis_identity_reloads_total{result=\"success\"}").await,
+        "0"
+    );
+    drain.start();
+    task.await.expect("proxy");
+    let _ = std::fs::remove_dir_all(&root);
+}
