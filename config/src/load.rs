@@ -305,7 +305,7 @@ mod tests {
     fn errors_name_file_line_and_column() {
         let err = parse_str(
             "p.yaml",
-            "apiVersion: v\nkind: k\nmetadata: {name: x}\nspec: {bogus: 1}\n",
+            "apiVersion: v\nkind: AccessPolicy\nmetadata: {name: x}\nspec: {bogus: 1}\n",
         )
         .expect_err("unknown field");
         assert_eq!((err.line, err.column), (4, 8), "{err}");
