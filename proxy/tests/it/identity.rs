@@ -26,14 +26,19 @@ fn material(root: &Path, dir: &Path, validity: Duration) {
     }
 }
 
-#[tokio::test]
-async fn expiry_and_rotation_are_seen_without_a_restart() {
-    let root = std::env::temp_dir().join(format!("portcullis-identity-{}", std::process::id()));
+/// A running proxy with valid material in `root/identity`, re-read every 50 ms.
+struct Started {
+    dir: std::path::PathBuf,
+    admin: std::net::SocketAddr,
+    drain: Drain,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(root: &Path) -> Started {
     let dir = root.join("identity");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    material(&root, &dir, Duration::from_secs(3600));
+    material(root, &dir, Duration::from_secs(3600));
     std::fs::write(root.join("policy.yaml"), "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: open}\nspec: {}\n").expect("policy");
-
     let mut config = ProxyConfig::for_tests("127.0.0.1:9".parse().expect("addr"));
     config.identity_dir = Some(dir.clone());
     config.policy_source = Some((root.join("policy.yaml"), Workload::default()));
@@ -48,6 +53,23 @@ async fn expiry_and_rotation_are_seen_without_a_restart() {
     let drain = Drain::new();
     let d = drain.clone();
     let task = tokio::spawn(async move { proxy.run(d).await.expect("run") });
+    Started {
+        dir,
+        admin,
+        drain,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn expiry_and_rotation_are_seen_without_a_restart() {
+    let root = std::env::temp_dir().join(format!("portcullis-identity-{}", std::process::id()));
+    let Started {
+        dir,
+        admin,
+        drain,
+        task,
+    } = start(&root);
 
     assert!(get(admin, "/ready", None).await.ends_with("ready\n"));
     let expiry = |m: &str| -> i64 {
@@ -105,24 +127,12 @@ async fn expiry_and_rotation_are_seen_without_a_restart() {
 #[tokio::test]
 async fn rotation_refuses_untrusted_or_expired_material_and_keeps_the_last_good() {
     let root = std::env::temp_dir().join(format!("portcullis-identity-bad-{}", std::process::id()));
-    let dir = root.join("identity");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    material(&root, &dir, Duration::from_secs(3600));
-    std::fs::write(root.join("policy.yaml"), "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: open}\nspec: {}\n").expect("policy");
-    let mut config = ProxyConfig::for_tests("127.0.0.1:9".parse().expect("addr"));
-    config.identity_dir = Some(dir.clone());
-    config.policy_source = Some((root.join("policy.yaml"), Workload::default()));
-    config.policy_poll = Duration::from_millis(50);
-    let loaded = LoadedPolicy {
-        policy: CompiledPolicy::default(),
-        warnings: Vec::new(),
-        hash: "x".into(),
-    };
-    let proxy = Proxy::bind(config, loaded).expect("bind");
-    let admin = proxy.admin_addr().expect("admin");
-    let drain = Drain::new();
-    let d = drain.clone();
-    let task = tokio::spawn(async move { proxy.run(d).await.expect("run") });
+    let Started {
+        dir,
+        admin,
+        drain,
+        task,
+    } = start(&root);
     let metric = async |name: &str| -> String {
         let m = get(admin, "/metrics", None).await;
         m.lines()
