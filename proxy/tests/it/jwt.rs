@@ -165,3 +165,30 @@ async fn two_authorization_headers_are_refused_on_every_path() {
     task.await.expect("proxy");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_empty_bearer_gets_the_same_answer_on_every_path() {
+    let dir = std::env::temp_dir().join(format!("portcullis-jwt3-{}", std::process::id()));
+    let (addr, drain, task) = start(&dir).await;
+    let mut answers = Vec::new();
+    for auth in ["Authorization: Bearer \r\n", "Authorization: Bearer\r\n"] {
+        for request in [
+            format!("GET /admin/x HTTP/1.1\r\nHost: a\r\n{auth}Connection: close\r\n\r\n"),
+            format!(
+                "POST /admin/x HTTP/1.1\r\nHost: a\r\n{auth}Transfer-Encoding: chunked\r\n\
+                 Connection: close\r\n\r\n0\r\n\r\n"
+            ),
+        ] {
+            let r = raw(addr, &request).await;
+            answers.push(r.lines().next().unwrap_or_default().to_string());
+        }
+    }
+    // No token to validate: the plain denial, the same from the relay and the full server.
+    assert!(
+        answers.iter().all(|a| a == "HTTP/1.1 403 Forbidden"),
+        "{answers:?}"
+    );
+    drain.start();
+    task.await.expect("proxy");
+    let _ = std::fs::remove_dir_all(&dir);
+}
