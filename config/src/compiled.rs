@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::index::DirectionIndex;
 use crate::model::Action;
 use crate::rule::CompiledRule;
+use crate::workload::NamedPort;
 
 /// Facts about the workload that NetworkPolicy import needs.
 #[derive(Debug, Clone, Default)]
@@ -14,7 +15,9 @@ pub struct CompileContext {
     /// The workload's own labels (Downward API); `None` when unknown.
     pub workload_labels: Option<BTreeMap<String, String>>,
     /// The workload's named container ports.
-    pub named_ports: BTreeMap<String, u16>,
+    pub named_ports: BTreeMap<String, NamedPort>,
+    /// The workload's own namespace (Downward API); `None` when unknown.
+    pub workload_namespace: Option<String>,
 }
 
 /// The rules of one direction.

@@ -202,6 +202,13 @@ fn peer_matches(p: &PeerMatch, c: &Connection<'_>, host: Option<&str>) -> Tri {
     {
         return Tri::No;
     }
+    if let Some(reqs) = &p.namespace_names
+        && !c.identity.is_some_and(|i| {
+            ours(i) && spiffe_namespace(i).is_some_and(|ns| reqs.iter().all(|r| r.matches(ns)))
+        })
+    {
+        return Tri::No;
+    }
     match (&p.host, c.sni.or(host)) {
         (Some(h), Some(name)) if !h.matches(name) => Tri::No,
         (Some(_), None) => Tri::Unknown,

@@ -62,6 +62,11 @@ impl<'a> Diagnostics<'a> {
         self.errors.push(e);
     }
 
+    /// How many errors have been recorded so far (to tell whether a step added one).
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// Records a warning at `at`.
     pub fn warn<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
         let w = Warning(self.make(at, message.into()));

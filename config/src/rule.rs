@@ -16,10 +16,38 @@ pub struct PeerMatch {
     pub identity: Option<IdentityPattern>,
     /// Identity namespace.
     pub namespace: Option<String>,
+    /// NetworkPolicy `namespaceSelector` on `kubernetes.io/metadata.name`: requirements on the
+    /// peer identity's namespace (all must hold).
+    pub namespace_names: Option<Vec<NameRequirement>>,
     /// SNI or HTTP host (outbound).
     pub host: Option<HostPattern>,
     /// A peer a sidecar cannot see (NetworkPolicy pod selectors): never matches.
     pub never: bool,
+}
+
+/// One label-selector requirement on a namespace's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameRequirement {
+    /// The name is one of these.
+    In(Vec<String>),
+    /// The name is none of these.
+    NotIn(Vec<String>),
+    /// Every namespace has a name.
+    Exists,
+    /// No namespace lacks a name.
+    DoesNotExist,
+}
+
+impl NameRequirement {
+    /// Whether a namespace called `name` meets the requirement.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Self::In(v) => v.iter().any(|n| n == name),
+            Self::NotIn(v) => !v.iter().any(|n| n == name),
+            Self::Exists => true,
+            Self::DoesNotExist => false,
+        }
+    }
 }
 
 /// One `http` entry, compiled.

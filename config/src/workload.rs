@@ -1,6 +1,6 @@
 //! What the policy needs to know about the workload itself: its labels, as the Kubernetes
 //! Downward API writes them (`key="value"` per line, values with Go-style escapes), and its
-//! named container ports (`name=port` pairs).
+//! named container ports (`name=port` pairs, `name=port/UDP` for another protocol than TCP).
 
 use std::collections::BTreeMap;
 
@@ -52,8 +52,27 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, WorkloadErro
     Ok(out)
 }
 
-/// Parses `name=port,name=port`.
-pub fn parse_named_ports(text: &str) -> Result<BTreeMap<String, u16>, WorkloadError> {
+/// A named container port: its number and protocol (`TCP`, `UDP` or `SCTP`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPort {
+    /// The port number.
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`, as Kubernetes spells them.
+    pub protocol: String,
+}
+
+impl NamedPort {
+    /// A TCP port.
+    pub fn tcp(port: u16) -> Self {
+        Self {
+            port,
+            protocol: "TCP".into(),
+        }
+    }
+}
+
+/// Parses `name=port[/PROTOCOL],…` (the protocol defaults to TCP, as in a container port).
+pub fn parse_named_ports(text: &str) -> Result<BTreeMap<String, NamedPort>, WorkloadError> {
     let mut out = BTreeMap::new();
     for (i, item) in text
         .split(',')
@@ -61,17 +80,21 @@ pub fn parse_named_ports(text: &str) -> Result<BTreeMap<String, u16>, WorkloadEr
         .filter(|s| !s.is_empty())
         .enumerate()
     {
-        let parsed = item
-            .split_once('=')
-            .and_then(|(n, p)| Some((n.trim().to_string(), p.trim().parse::<u16>().ok()?)));
+        let parsed = item.split_once('=').and_then(|(n, rest)| {
+            let (port, protocol) = rest.trim().split_once('/').unwrap_or((rest.trim(), "TCP"));
+            let protocol =
+                matches!(protocol, "TCP" | "UDP" | "SCTP").then(|| protocol.to_string())?;
+            let port = port.trim().parse::<u16>().ok().filter(|p| *p > 0)?;
+            Some((n.trim().to_string(), NamedPort { port, protocol }))
+        });
         match parsed {
-            Some((name, port)) if !name.is_empty() && port > 0 => {
+            Some((name, port)) if !name.is_empty() => {
                 out.insert(name, port);
             }
             _ => {
                 return Err(WorkloadError {
                     line: i + 1,
-                    message: format!("expected name=port, got {item:?}"),
+                    message: format!("expected name=port or name=port/UDP|SCTP, got {item:?}"),
                 });
             }
         }
@@ -97,9 +120,15 @@ mod tests {
 
     #[test]
     fn named_ports() {
-        let got = parse_named_ports("http=8080, metrics=9090").expect("valid");
-        assert_eq!(got.get("http"), Some(&8080));
-        assert!(parse_named_ports("http=0").is_err());
-        assert!(parse_named_ports("http").is_err());
+        let got = parse_named_ports("http=8080, metrics=9090/TCP,dns=53/UDP").expect("valid");
+        assert_eq!(got.get("http"), Some(&NamedPort::tcp(8080)));
+        assert_eq!(got.get("metrics"), Some(&NamedPort::tcp(9090)));
+        assert_eq!(
+            got.get("dns").map(|p| (p.port, p.protocol.as_str())),
+            Some((53, "UDP"))
+        );
+        for bad in ["http=0", "http", "dns=53/udp", "dns=53/QUIC", "=80"] {
+            assert!(parse_named_ports(bad).is_err(), "{bad}");
+        }
     }
 }

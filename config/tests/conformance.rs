@@ -19,8 +19,11 @@ struct CaseFile {
     description: String,
     #[serde(default)]
     workload_labels: Option<BTreeMap<String, String>>,
+    /// `name=port[/PROTOCOL],…`, as `--named-ports` takes them.
     #[serde(default)]
-    named_ports: BTreeMap<String, u16>,
+    named_ports: String,
+    #[serde(default)]
+    workload_namespace: Option<String>,
     policy: String,
     cases: Vec<Case>,
 }
@@ -156,7 +159,9 @@ fn conformance_cases() {
             .unwrap_or_else(|e| panic!("{}: policy: {e}", path.display()));
         let ctx = CompileContext {
             workload_labels: file.workload_labels.clone(),
-            named_ports: file.named_ports.clone(),
+            named_ports: portcullis_config::workload::parse_named_ports(&file.named_ports)
+                .unwrap_or_else(|e| panic!("{}: named_ports: {e}", path.display())),
+            workload_namespace: file.workload_namespace.clone(),
         };
         let (policy, _) = compile::compile(&docs, &ctx).unwrap_or_else(|e| {
             panic!(

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
+use portcullis_config::workload::NamedPort;
 use portcullis_config::{CompileContext, compile, parse_str};
 
 fuzz_target!(|data: &[u8]| {
@@ -13,13 +14,23 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = compile::compile(&docs, &CompileContext::default());
-    // With the workload's labels and named ports known, NetworkPolicy selection runs too.
+    // With the workload's labels, namespace and named ports known, NetworkPolicy selection runs too.
     let ctx = CompileContext {
         workload_labels: Some(BTreeMap::from([
             ("app".to_string(), "web".to_string()),
             ("tier".to_string(), "frontend".to_string()),
         ])),
-        named_ports: BTreeMap::from([("http".to_string(), 8080)]),
+        named_ports: BTreeMap::from([
+            ("http".to_string(), NamedPort::tcp(8080)),
+            (
+                "dns".to_string(),
+                NamedPort {
+                    port: 53,
+                    protocol: "UDP".into(),
+                },
+            ),
+        ]),
+        workload_namespace: Some("web".into()),
     };
     let _ = compile::compile(&docs, &ctx);
 });

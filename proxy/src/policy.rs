@@ -17,6 +17,26 @@ pub struct Workload {
     pub labels_file: Option<PathBuf>,
     /// The workload's named container ports: `name=port,…`.
     pub named_ports: String,
+    /// The workload's namespace.
+    pub namespace: Option<String>,
+}
+
+impl Workload {
+    /// What the policy's meaning depends on besides its source: the labels file's content (a
+    /// relabelled pod may be selected by other policies). Reloads compare it with the source.
+    pub(crate) fn fingerprint(&self) -> Result<String, PolicyLoadError> {
+        Ok(match &self.labels_file {
+            None => String::new(),
+            Some(path) => read_labels(path)?,
+        })
+    }
+}
+
+fn read_labels(path: &std::path::Path) -> Result<String, PolicyLoadError> {
+    std::fs::read_to_string(path).map_err(|source| PolicyLoadError::LabelsRead {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Why the policy could not be loaded.
@@ -41,6 +61,9 @@ pub enum PolicyLoadError {
     /// The named ports.
     #[error("--named-ports")]
     NamedPorts(#[source] WorkloadError),
+    /// The namespace is not a namespace name.
+    #[error("--pod-namespace {0:?}: not a namespace name (a DNS label: a-z, 0-9, '-', at most 63)")]
+    Namespace(String),
     /// The policy itself.
     #[error(transparent)]
     Policy(#[from] LoadError),
@@ -51,11 +74,7 @@ pub(crate) fn context(args: &Workload) -> Result<CompileContext, PolicyLoadError
     let workload_labels = match &args.labels_file {
         None => None,
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| PolicyLoadError::LabelsRead {
-                    path: path.clone(),
-                    source,
-                })?;
+            let text = read_labels(path)?;
             let labels = parse_labels(&text).map_err(|source| PolicyLoadError::Labels {
                 path: path.clone(),
                 source,
@@ -64,10 +83,24 @@ pub(crate) fn context(args: &Workload) -> Result<CompileContext, PolicyLoadError
         }
     };
     let named_ports = parse_named_ports(&args.named_ports).map_err(PolicyLoadError::NamedPorts)?;
+    let workload_namespace = match &args.namespace {
+        Some(ns) if !is_dns_label(ns) => return Err(PolicyLoadError::Namespace(ns.clone())),
+        other => other.clone(),
+    };
     Ok(CompileContext {
         workload_labels,
         named_ports,
+        workload_namespace,
     })
+}
+
+fn is_dns_label(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    s.len() <= 63
+        && edge(s.chars().next())
+        && edge(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Loads and compiles the policy at `path`.

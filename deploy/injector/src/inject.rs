@@ -192,18 +192,24 @@ fn list(
         .join(","))
 }
 
-/// The pod's named container ports, for `--named-ports`.
+/// The pod's named container ports, for `--named-ports` (`name=port`, or `name=port/UDP` and
+/// `/SCTP`: a NetworkPolicy's named port matches only with its protocol).
 fn named_ports(pod: &Value) -> String {
     let mut out = BTreeMap::new();
     for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
         for p in c["ports"].as_array().into_iter().flatten() {
             if let (Some(name), Some(port)) = (p["name"].as_str(), p["containerPort"].as_i64()) {
-                out.entry(name.to_string()).or_insert(port);
+                let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                out.entry(name.to_string())
+                    .or_insert((port, protocol.to_string()));
             }
         }
     }
     out.into_iter()
-        .map(|(n, p)| format!("{n}={p}"))
+        .map(|(n, (p, proto))| match proto.as_str() {
+            "TCP" => format!("{n}={p}"),
+            _ => format!("{n}={p}/{proto}"),
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -350,17 +356,21 @@ fn proxy_container(
     if !s.opaque_ports.is_empty() {
         args.extend(["--opaque-ports".into(), s.opaque_ports.clone()]);
     }
-    let mut env = vec![EnvVar {
-        name: "PORTCULLIS_POD_IP".into(),
+    let field = |name: &str, field_path: &str| EnvVar {
+        name: name.into(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "status.podIP".into(),
+                field_path: field_path.into(),
                 ..Default::default()
             }),
             ..Default::default()
         }),
         ..Default::default()
-    }];
+    };
+    let mut env = vec![
+        field("PORTCULLIS_POD_IP", "status.podIP"),
+        field("PORTCULLIS_POD_NAMESPACE", "metadata.namespace"),
+    ];
     if let Some(json) = app_probes {
         env.push(EnvVar {
             name: "PORTCULLIS_APP_PROBES".into(),

@@ -144,7 +144,8 @@ fn a_plain_pod_gets_init_native_sidecar_volumes_and_probes() {
     );
     assert_eq!(
         flag(proxy, "--named-ports").as_deref(),
-        Some("http=8080,metrics=9090")
+        Some("http=8080,metrics=9090,serve-80-udp=80/UDP"),
+        "named ports keep their protocol"
     );
     assert_eq!(flag(init, "--mode").as_deref(), Some("redirect"));
     let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
@@ -207,6 +208,11 @@ fn a_plain_pod_gets_init_native_sidecar_volumes_and_probes() {
     assert_eq!(
         env(proxy, "PORTCULLIS_POD_IP").expect("pod ip")["valueFrom"]["fieldRef"]["fieldPath"],
         "status.podIP"
+    );
+    assert_eq!(
+        env(proxy, "PORTCULLIS_POD_NAMESPACE").expect("namespace")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace",
+        "the proxy knows its namespace, so other namespaces' policies never apply"
     );
     // What the injector does not know about is kept.
     assert_eq!(pod["spec"]["os"]["name"], "linux");

@@ -41,13 +41,27 @@ pub enum Reload {
     Failed(String),
 }
 
+/// What a compiled policy was compiled from: the source's content hash and the workload facts
+/// that can change under a running pod (its labels file).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Inputs {
+    source: String,
+    workload: String,
+}
+
+/// The inputs of the active policy and of the last that failed (reported once, not every poll).
+#[derive(Debug, Default)]
+struct Seen {
+    active: Inputs,
+    failed: Option<Inputs>,
+}
+
 /// The active policy and where it comes from.
 #[derive(Debug)]
 pub struct PolicyStore {
     current: ArcSwap<Active>,
-    /// Serializes reloads (SIGHUP, the watcher and the poll may fire together) and remembers the
-    /// content hash of the last source that failed, so it is reported once, not on every poll.
-    reloading: Mutex<Option<String>>,
+    /// Serializes reloads (SIGHUP, the watcher and the poll may fire together).
+    reloading: Mutex<Seen>,
     source: Option<(PathBuf, Workload)>,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -60,12 +74,22 @@ impl PolicyStore {
         metrics: Arc<Metrics>,
     ) -> Self {
         metrics.set_policy_hash(&loaded.hash);
+        let active = Inputs {
+            source: loaded.hash.clone(),
+            workload: source
+                .as_ref()
+                .and_then(|(_, w)| w.fingerprint().ok())
+                .unwrap_or_default(),
+        };
         Self {
             current: ArcSwap::from_pointee(Active {
                 loaded,
                 loaded_at: SystemTime::now(),
             }),
-            reloading: Mutex::new(None),
+            reloading: Mutex::new(Seen {
+                active,
+                failed: None,
+            }),
             source,
             metrics,
         }
@@ -81,20 +105,32 @@ impl PolicyStore {
         self.source.as_ref().map(|(p, _)| p.as_path())
     }
 
-    /// Reads the source and activates it if it changed and is valid (blocking: file IO and
-    /// compilation).
+    /// The workload's labels file, whose changes re-evaluate which policies select it.
+    pub(crate) fn labels_path(&self) -> Option<&Path> {
+        self.source.as_ref()?.1.labels_file.as_deref()
+    }
+
+    /// Reads the source (and the workload's labels) and activates the policy if either changed
+    /// and it is valid (blocking: file IO and compilation).
     pub fn reload(&self) -> Reload {
         let Some((path, workload)) = &self.source else {
             return Reload::Unchanged;
         };
-        let mut last_failed = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = match read_source(path).map(|src| src.content_hash()) {
-            Ok(seen)
-                if seen == self.current().loaded.hash || last_failed.as_ref() == Some(&seen) =>
-            {
+        let mut seen = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let inputs = read_source(path)
+            .map_err(|e| Chain(&e).to_string())
+            .and_then(|src| {
+                let workload = workload.fingerprint().map_err(|e| Chain(&e).to_string())?;
+                Ok(Inputs {
+                    source: src.content_hash(),
+                    workload,
+                })
+            });
+        let outcome = match inputs {
+            Ok(now) if now == seen.active || seen.failed.as_ref() == Some(&now) => {
                 return Reload::Unchanged;
             }
-            Ok(seen) => match super::load(path, workload) {
+            Ok(now) => match super::load(path, workload) {
                 Ok(loaded) => {
                     let hash = loaded.hash.clone();
                     for w in &loaded.warnings {
@@ -105,15 +141,18 @@ impl PolicyStore {
                         loaded,
                         loaded_at: SystemTime::now(),
                     }));
-                    *last_failed = None;
+                    *seen = Seen {
+                        active: now,
+                        failed: None,
+                    };
                     Reload::Reloaded { hash }
                 }
                 Err(e) => {
-                    *last_failed = Some(seen);
+                    seen.failed = Some(now);
                     Reload::Failed(Chain(&e).to_string())
                 }
             },
-            Err(e) => Reload::Failed(Chain(&e).to_string()),
+            Err(e) => Reload::Failed(e),
         };
         let result = match &outcome {
             Reload::Reloaded { hash } => {

@@ -17,8 +17,47 @@ use crate::mesh::identity::IdentityStore;
 use crate::observe::Chain;
 use crate::observe::metrics::ReloadLabels;
 
-/// Watches the policy source until the drain starts: directory events (debounced) and a
-/// periodic content-hash poll both lead to [`PolicyStore::reload`].
+/// The directories whose entries change when the policy or the labels file change (a
+/// ConfigMap or Downward API volume swaps a `..data` symlink inside them).
+fn watched_dirs(policy: &Path, labels: Option<&Path>) -> Vec<PathBuf> {
+    let parent = |p: &Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    };
+    let mut dirs = vec![if policy.is_dir() {
+        policy.to_path_buf()
+    } else {
+        parent(policy)
+    }];
+    if let Some(l) = labels.map(parent)
+        && !dirs.contains(&l)
+    {
+        dirs.push(l);
+    }
+    dirs
+}
+
+/// Sends on `tx` for every non-access event in `dirs`; `None` (polling only) when it cannot.
+fn watch_dirs(dirs: &[PathBuf], tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reading the policy is itself an access event: reacting to it would loop forever.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            let _ = tx.try_send(());
+        }
+    })
+    .inspect_err(|e| tracing::warn!(error = %e, "cannot watch for policy changes; polling only"))
+    .ok()?;
+    for dir in dirs {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch this directory; polling only");
+        }
+    }
+    Some(watcher)
+}
+
+/// Watches the policy source and the labels file until the drain starts: directory events
+/// (debounced) and a periodic content-hash poll both lead to [`PolicyStore::reload`].
 pub(crate) async fn watch(
     store: Arc<PolicyStore>,
     jwks: Option<Arc<Jwks>>,
@@ -64,23 +103,8 @@ pub(crate) async fn watch(
                 .inc();
         }
     };
-    let dir = if path.is_dir() {
-        path.clone()
-    } else {
-        path.parent()
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-    };
     let (tx, mut rx) = mpsc::channel::<()>(16);
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Reading the policy is itself an access event: reacting to it would loop forever.
-        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-            let _ = tx.try_send(());
-        }
-    })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-    if let Err(e) = &watcher {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the policy directory; polling only");
-    }
+    let _watcher = watch_dirs(&watched_dirs(&path, store.labels_path()), tx);
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -58,9 +58,13 @@ pub struct WorkloadArgs {
     /// The workload's labels, as the Downward API writes them (`key="value"` lines).
     #[arg(long, env = "PORTCULLIS_WORKLOAD_LABELS")]
     pub workload_labels: Option<PathBuf>,
-    /// The workload's named container ports: `name=port,…`.
+    /// The workload's named container ports: `name=port,…` (`name=port/UDP` for UDP or SCTP).
     #[arg(long, default_value = "", env = "PORTCULLIS_NAMED_PORTS")]
     pub named_ports: String,
+    /// The workload's namespace (Downward API `metadata.namespace`): NetworkPolicies of other
+    /// namespaces never apply, and policies without `metadata.namespace` are in this one.
+    #[arg(long, env = "PORTCULLIS_POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
 }
 
 impl WorkloadArgs {
@@ -69,6 +73,7 @@ impl WorkloadArgs {
         Workload {
             labels_file: self.workload_labels.clone(),
             named_ports: self.named_ports.clone(),
+            namespace: self.pod_namespace.clone(),
         }
     }
 }

@@ -26,12 +26,15 @@ impl Drop for Dir {
 }
 
 async fn start(audit: bool, dir: &Dir) -> (SocketAddr, SocketAddr, Drain) {
+    start_as(audit, dir, Workload::default()).await
+}
+
+async fn start_as(audit: bool, dir: &Dir, workload: Workload) -> (SocketAddr, SocketAddr, Drain) {
     let file = dir.0.join("policy.yaml");
-    let loaded =
-        portcullis_proxy::policy::load(&file, &Workload::default()).expect("initial policy");
+    let loaded = portcullis_proxy::policy::load(&file, &workload).expect("initial policy");
     let mut config = ProxyConfig::for_tests(http_upstream().await);
     config.audit = audit;
-    config.policy_source = Some((file, Workload::default()));
+    config.policy_source = Some((file, workload));
     config.policy_poll = Duration::from_millis(50);
     let proxy = Proxy::bind(config, loaded).expect("bind");
     let addr = proxy.addrs(Direction::Inbound)[0];
@@ -121,5 +124,48 @@ async fn audit_mode_logs_would_be_denials_and_lets_traffic_pass() {
             .await
             .contains("\"mode\":\"audit\"")
     );
+    drain.start();
+}
+
+#[tokio::test]
+async fn relabelling_the_workload_re_evaluates_which_network_policies_select_it() {
+    let dir = temp_dir("labels");
+    let podinfo = dir.0.join("podinfo");
+    std::fs::create_dir_all(&podinfo).expect("mkdir");
+    let labels = podinfo.join("labels");
+    std::fs::write(&labels, "app=\"open\"\n").expect("write labels");
+    std::fs::write(
+        dir.0.join("policy.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: lock, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: locked}}\n  policyTypes: [Ingress]\n",
+    )
+    .expect("write");
+    let workload = Workload {
+        labels_file: Some(labels.clone()),
+        namespace: Some("shop".into()),
+        ..Workload::default()
+    };
+    let (addr, admin, drain) = start_as(false, &dir, workload).await;
+    assert!(
+        get(addr, "/x", None).await.ends_with("upstream"),
+        "not selected yet"
+    );
+
+    // The Downward API rewrites the file when the pod's labels change; the policy file does not.
+    std::fs::write(&labels, "app=\"locked\"\n").expect("relabel");
+    eventually("the policy now selects the workload", async || {
+        !get(addr, "/x", None).await.ends_with("upstream")
+    })
+    .await;
+    assert!(
+        get(admin, "/policy", None)
+            .await
+            .contains("\"applies\":true"),
+        "/policy shows the policy as applying"
+    );
+    std::fs::write(&labels, "app=\"open\"\n").expect("relabel back");
+    eventually("the policy lets go again", async || {
+        get(addr, "/x", None).await.ends_with("upstream")
+    })
+    .await;
     drain.start();
 }

@@ -1,0 +1,335 @@
+//! NetworkPolicy import as the API server and the upstream e2e suite mean it: defaulting of
+//! `policyTypes`, namespace scope, named ports with protocols, namespace-name selectors, and the
+//! API server's refusals.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::compiled::CompileContext;
+use crate::decide::{ConnDecision, Connection, Direction};
+use crate::workload::parse_named_ports;
+use crate::{compile, load};
+
+fn ctx(ns: Option<&str>, labels: &[(&str, &str)], named: &str) -> CompileContext {
+    CompileContext {
+        workload_labels: Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        named_ports: parse_named_ports(named).expect("named ports"),
+        workload_namespace: ns.map(str::to_string),
+    }
+}
+
+fn netpol(meta: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {meta}\nspec:\n{spec}"
+    )
+}
+
+fn compiled(yaml: &str, c: &CompileContext) -> crate::CompiledPolicy {
+    let docs = load::parse_str("np.yaml", yaml).expect("parse");
+    match compile::compile(&docs, c) {
+        Ok((p, _)) => p,
+        Err(e) => panic!(
+            "{}",
+            e.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    let docs = load::parse_str("np.yaml", yaml).expect("parse");
+    match compile::compile(&docs, &ctx(Some("x"), &[], "")) {
+        Ok(_) => vec![],
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn warnings(yaml: &str, c: &CompileContext) -> Vec<String> {
+    let docs = load::parse_str("np.yaml", yaml).expect("parse");
+    let (_, w) = compile::compile(&docs, c).expect("compile");
+    w.iter().map(ToString::to_string).collect()
+}
+
+fn verdict(
+    p: &crate::CompiledPolicy,
+    dir: Direction,
+    peer: &str,
+    port: u16,
+    id: Option<&str>,
+) -> String {
+    let conn = Connection {
+        direction: dir,
+        peer: peer.parse::<IpAddr>().expect("ip"),
+        port,
+        identity: id,
+        sni: None,
+        trust_domain: None,
+    };
+    match p.decide_connection(&conn, None) {
+        ConnDecision::Final(d) => d.verdict.as_str().to_string(),
+        ConnDecision::NeedHttp => "need-http".into(),
+    }
+}
+
+const IN: Direction = Direction::Inbound;
+const OUT: Direction = Direction::Outbound;
+
+#[test]
+fn empty_policy_types_default_like_an_absent_field() {
+    let c = ctx(Some("x"), &[], "");
+    for types in ["", "  policyTypes: []\n"] {
+        let spec = format!(
+            "  podSelector: {{}}\n{types}  egress: [{{to: [{{ipBlock: {{cidr: 10.0.0.0/8}}}}]}}]\n"
+        );
+        let p = compiled(&netpol("{name: a}", &spec), &c);
+        assert!(p.inbound.mentioned, "{types:?}: Ingress is isolated");
+        assert!(p.outbound.mentioned, "{types:?}: egress rules add Egress");
+        assert_eq!(verdict(&p, IN, "10.1.1.1", 80, None), "deny");
+        assert_eq!(verdict(&p, OUT, "10.1.1.1", 80, None), "allow");
+        assert_eq!(verdict(&p, OUT, "11.1.1.1", 80, None), "deny");
+    }
+}
+
+#[test]
+fn empty_egress_without_policy_types_does_not_isolate_egress() {
+    let p = compiled(
+        &netpol("{name: a}", "  podSelector: {}\n  egress: []\n"),
+        &ctx(None, &[], ""),
+    );
+    assert!(p.inbound.mentioned);
+    assert!(!p.outbound.mentioned);
+    assert_eq!(verdict(&p, OUT, "203.0.113.1", 443, None), "allow");
+}
+
+#[test]
+fn a_policy_of_another_namespace_never_applies() {
+    let yaml = netpol(
+        "{name: deny-all, namespace: other}",
+        "  podSelector: {}\n  policyTypes: [Ingress, Egress]\n",
+    );
+    let p = compiled(&yaml, &ctx(Some("mine"), &[], ""));
+    assert!(!p.inbound.mentioned && !p.outbound.mentioned);
+    assert!(!p.documents[0].applies);
+    assert_eq!(verdict(&p, IN, "10.0.0.1", 80, None), "allow");
+    let own = compiled(&yaml, &ctx(Some("other"), &[], ""));
+    assert!(own.documents[0].applies);
+    assert_eq!(verdict(&own, IN, "10.0.0.1", 80, None), "deny");
+}
+
+#[test]
+fn pod_selector_peer_without_metadata_namespace_is_the_workloads_namespace() {
+    let yaml = netpol(
+        "{name: same-ns}",
+        "  podSelector: {}\n  ingress: [{from: [{podSelector: {}}]}]\n",
+    );
+    let p = compiled(&yaml, &ctx(Some("shop"), &[], ""));
+    assert_eq!(
+        verdict(
+            &p,
+            IN,
+            "10.0.0.1",
+            80,
+            Some("spiffe://cluster.local/ns/shop/sa/a")
+        ),
+        "allow"
+    );
+    assert_eq!(
+        verdict(
+            &p,
+            IN,
+            "10.0.0.1",
+            80,
+            Some("spiffe://cluster.local/ns/web/sa/a")
+        ),
+        "deny"
+    );
+}
+
+#[test]
+fn named_ports_carry_their_protocol() {
+    let yaml = netpol(
+        "{name: named}",
+        "  podSelector: {}\n  ingress:\n    - ports: [{port: serve-80-udp}, {port: web}]\n    - ports: [{port: dns, protocol: UDP}]\n",
+    );
+    let c = ctx(None, &[], "serve-80-udp=80/UDP,web=8080,dns=53/UDP");
+    let p = compiled(&yaml, &c);
+    assert_eq!(
+        verdict(&p, IN, "10.0.0.1", 80, None),
+        "deny",
+        "a UDP port name admits no TCP"
+    );
+    assert_eq!(verdict(&p, IN, "10.0.0.1", 8080, None), "allow");
+    assert_eq!(
+        verdict(&p, IN, "10.0.0.1", 53, None),
+        "deny",
+        "UDP entries allow no TCP"
+    );
+    let w = warnings(&yaml, &c);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("\"serve-80-udp\" is a UDP port of this workload, not TCP")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn egress_named_ports_never_match_the_workloads_own_ports() {
+    let yaml = netpol(
+        "{name: named-egress}",
+        "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n    - to: [{ipBlock: {cidr: 0.0.0.0/0}}]\n      ports: [{port: web}, {port: 5432}]\n",
+    );
+    let c = ctx(None, &[], "web=8080");
+    let p = compiled(&yaml, &c);
+    assert_eq!(verdict(&p, OUT, "10.0.0.1", 8080, None), "deny");
+    assert_eq!(verdict(&p, OUT, "10.0.0.1", 5432, None), "allow");
+    let w = warnings(&yaml, &c);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("np.yaml:9:22: warning: named port \"web\" in an egress rule"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn namespace_name_selectors_with_every_operator_use_the_peers_namespace() {
+    let expr = |op: &str, vals: &str| {
+        netpol(
+            "{name: ns}",
+            &format!(
+                "  podSelector: {{}}\n  ingress:\n    - from: [{{namespaceSelector: {{matchExpressions: [{{key: kubernetes.io/metadata.name, operator: {op}{vals}}}]}}}}]\n"
+            ),
+        )
+    };
+    let c = ctx(Some("x"), &[], "");
+    let id = |ns: &str| format!("spiffe://cluster.local/ns/{ns}/sa/s");
+    let table: &[(&str, &str, &str, Option<&str>, &str)] = &[
+        (
+            "NotIn",
+            ", values: [blocked]",
+            "10.0.0.1",
+            Some("web"),
+            "allow",
+        ),
+        (
+            "NotIn",
+            ", values: [blocked]",
+            "10.0.0.1",
+            Some("blocked"),
+            "deny",
+        ),
+        ("NotIn", ", values: [blocked]", "10.0.0.1", None, "deny"),
+        ("Exists", "", "10.0.0.1", Some("any"), "allow"),
+        ("Exists", "", "10.0.0.1", None, "deny"),
+        ("DoesNotExist", "", "10.0.0.1", Some("any"), "deny"),
+        ("In", ", values: [a, b]", "10.0.0.1", Some("b"), "allow"),
+        ("In", ", values: [a, b]", "10.0.0.1", Some("c"), "deny"),
+    ];
+    for (op, vals, peer, ns, want) in table {
+        let p = compiled(&expr(op, vals), &c);
+        let identity = ns.map(id);
+        assert_eq!(
+            verdict(&p, IN, peer, 80, identity.as_deref()),
+            *want,
+            "{op}{vals} from {ns:?}"
+        );
+        assert!(
+            warnings(&expr(op, vals), &c).is_empty(),
+            "{op}: no 'cannot see' warning"
+        );
+    }
+}
+
+#[test]
+fn documents_the_api_server_refuses_are_refused_with_its_reason() {
+    let spec = |body: &str| netpol("{name: bad}", &format!("  podSelector: {{}}\n{body}"));
+    let table: &[(&str, &str)] = &[
+        ("  ingress: [{from: [{}]}]\n", "must specify a peer"),
+        (
+            "  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}}]}]\n",
+            "must be a strict subset of `cidr`",
+        ),
+        (
+            "  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}]\n",
+            "may not specify both ipBlock and another peer",
+        ),
+        (
+            "  policyTypes: [Ingress, Egress, Ingress]\n",
+            "may not specify more than two policyTypes",
+        ),
+        (
+            "  policyTypes: [ingress]\n",
+            "Unsupported value: \"ingress\"",
+        ),
+        (
+            "  ingress: [{ports: [{port: http_alt}]}]\n",
+            "must contain only alpha-numeric characters",
+        ),
+        (
+            "  ingress: [{ports: [{port: \"80\"}]}]\n",
+            "must contain at least one letter (a-z)",
+        ),
+        (
+            "  ingress: [{ports: [{port: web, endPort: 90}]}]\n",
+            "may not be specified when `port` is non-numeric",
+        ),
+        (
+            "  ingress: [{ports: [{port: 90, endPort: 80}]}]\n",
+            "must be greater than or equal to `port`",
+        ),
+        (
+            "  ingress: [{ports: [{port: 0}]}]\n",
+            "must be between 1 and 65535, inclusive",
+        ),
+        (
+            "  ingress: [{ports: [{endPort: 80}]}]\n",
+            "may not be specified when `port` is not specified",
+        ),
+        (
+            "  ingress: [{ports: [{port: 80, protocol: tcp}]}]\n",
+            "protocol: Unsupported value: \"tcp\"",
+        ),
+        (
+            "  ingress: [{from: [{podSelector: {matchLabels: {\"-app\": web}}}]}]\n",
+            "invalid label key \"-app\"",
+        ),
+        (
+            "  ingress: [{from: [{podSelector: {matchLabels: {app: \"web/1\"}}}]}]\n",
+            "invalid label value \"web/1\"",
+        ),
+        (
+            "  ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: a, operator: In, values: [\"-x\"]}]}}]}]\n",
+            "invalid value \"-x\"",
+        ),
+        (
+            "  ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: a, operator: In}]}}]}]\n",
+            "must be specified when `operator` is 'In' or 'NotIn'",
+        ),
+        (
+            "  ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: a, operator: Has}]}}]}]\n",
+            "not a valid selector operator",
+        ),
+    ];
+    for (body, want) in table {
+        let errs = errors(&spec(body));
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{body}: want {want:?}, got {errs:#?}"
+        );
+    }
+    let on_pod_selector = errors(&netpol(
+        "{name: bad}",
+        "  podSelector: {matchLabels: {app: \"a b\"}}\n",
+    ));
+    assert_eq!(on_pod_selector.len(), 1, "{on_pod_selector:?}");
+    assert!(
+        on_pod_selector[0].starts_with("np.yaml:5:16: invalid label value \"a b\""),
+        "{on_pod_selector:?}"
+    );
+}
