@@ -8,7 +8,8 @@
 
 /// The HTTP/2 connection preface.
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// The longest request line worth waiting for before calling the stream opaque.
+/// How much of a request line is read before calling it HTTP/1 without its end (the HTTP
+/// server then answers a line that never ends with 431).
 pub(crate) const MAX_REQUEST_LINE: usize = 8 * 1024;
 
 /// What the client speaks.
@@ -46,11 +47,13 @@ fn http1(buf: &[u8]) -> Detected {
         Some(_) => return Detected::Opaque,
     }
     let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
+        // A long request line is still HTTP: the HTTP server answers it (414/431), rather than
+        // the connection being closed unanswered as opaque traffic.
         let printable = buf.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\r');
-        return if printable && buf.len() < MAX_REQUEST_LINE {
-            Detected::NeedMore
-        } else {
-            Detected::Opaque
+        return match (printable, buf.len() < MAX_REQUEST_LINE) {
+            (false, _) => Detected::Opaque,
+            (true, true) => Detected::NeedMore,
+            (true, false) => Detected::Http1,
         };
     };
     let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);

@@ -62,19 +62,19 @@ type Key = (Direction, Option<IpAddr>, SocketAddr);
 /// Upstream HTTP connections shared by every downstream connection.
 #[derive(Debug, Default)]
 pub(crate) struct Pools {
-    h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Incoming>>>>,
+    h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Body>>>>,
     /// Idle connections of the HTTP/1 relay, between exchanges.
     raw: Mutex<HashMap<Key, Vec<Stream>>>,
     h2: Mutex<HashMap<Key, http2::SendRequest<Incoming>>>,
 }
 
 impl Pools {
-    fn take_h1(&self, key: &Key) -> Vec<http1::SendRequest<Incoming>> {
+    fn take_h1(&self, key: &Key) -> Vec<http1::SendRequest<Body>> {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         map.get_mut(key).map(std::mem::take).unwrap_or_default()
     }
 
-    fn put_h1(&self, key: Key, sender: http1::SendRequest<Incoming>) {
+    fn put_h1(&self, key: Key, sender: http1::SendRequest<Body>) {
         let mut map = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_KEYS && !map.contains_key(&key) {
             return;
@@ -107,7 +107,7 @@ impl Pools {
         }
     }
 
-    fn give_back_h1(&self, key: Key, mut rest: Vec<http1::SendRequest<Incoming>>) {
+    fn give_back_h1(&self, key: Key, mut rest: Vec<http1::SendRequest<Body>>) {
         if rest.is_empty() {
             return;
         }
@@ -126,6 +126,48 @@ fn is_quiet(stream: &mut Stream) -> bool {
     let mut buf = tokio::io::ReadBuf::new(&mut byte);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
+}
+
+/// A copy of an idempotent request whose body has already ended (nothing to stream), to send
+/// again on a fresh connection.
+fn replayable(req: &Request<Incoming>) -> Option<Request<Body>> {
+    let idempotent = matches!(
+        *req.method(),
+        hyper::Method::GET
+            | hyper::Method::HEAD
+            | hyper::Method::OPTIONS
+            | hyper::Method::TRACE
+            | hyper::Method::PUT
+            | hyper::Method::DELETE
+    );
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    use http_body_util::BodyExt as _;
+    let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {});
+    let mut copy = Request::new(empty.boxed());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// Whether the connection may carry another request after this response (not HTTP/1.0 without
+/// keep-alive, no `Connection: close`).
+fn keeps_alive<B>(resp: &Response<B>) -> bool {
+    let says = |token: &str| {
+        resp.headers()
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match resp.version() {
+        hyper::Version::HTTP_10 => says("keep-alive"),
+        _ => !says("close"),
+    }
 }
 
 /// A response body that hands its HTTP/1 connection back to the pool once read to the end.
@@ -218,7 +260,12 @@ impl Upstream {
         (self.direction, spoofed, self.dst)
     }
 
-    async fn h1_connection(&self) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+    async fn h1_connection<B>(&self) -> Result<http1::SendRequest<B>, UpstreamError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let tcp = self
             .connector
             .connect(self.direction, self.client, self.dst)
@@ -233,32 +280,58 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// Sends over HTTP/1.1 on an idle pooled connection, or a new one.
-    pub(crate) async fn send_h1(
-        &self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, UpstreamError> {
-        let key = self.key();
-        let mut idle = self.pools.take_h1(&key);
-        let mut sender = None;
+    /// An idle pooled HTTP/1 connection that is ready at once, if one is kept.
+    async fn pooled_h1(&self, key: &Key) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.pools.take_h1(key);
+        let mut found = None;
         while let Some(mut s) = idle.pop() {
             // A pooled connection is handed back only after its response ended, so a healthy one
             // is ready at once; one that is not (an upstream that sent more than it was asked
             // for, say) is dropped rather than waited on.
             let ready = tokio::time::timeout(POOLED_READY_TIMEOUT, s.ready()).await;
             if !s.is_closed() && matches!(ready, Ok(Ok(()))) {
-                sender = Some(s);
+                found = Some(s);
                 break;
             }
         }
-        self.pools.give_back_h1(key, idle);
-        let mut sender = match sender {
-            Some(s) => s,
-            None => self.h1_connection().await?,
+        self.pools.give_back_h1(*key, idle);
+        found
+    }
+
+    /// Sends over HTTP/1.1 on an idle pooled connection, or a new one. A pooled connection that
+    /// fails before any response (the app closed it as the request arrived) is replaced once,
+    /// for idempotent requests without a body — as the relay does.
+    pub(crate) async fn send_h1(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let key = self.key();
+        let replay = replayable(&req);
+        let req = req.map(http_body_util::BodyExt::boxed);
+        let (sender, resp) = match self.pooled_h1(&key).await {
+            Some(mut pooled) => match (pooled.send_request(req).await, replay) {
+                (Ok(resp), _) => (pooled, resp),
+                (Err(e), Some(again)) => {
+                    tracing::debug!(error = %e, "pooled upstream connection was stale; retrying");
+                    let mut fresh = self.h1_connection().await?;
+                    let resp = fresh.send_request(again).await?;
+                    (fresh, resp)
+                }
+                (Err(e), None) => return Err(e.into()),
+            },
+            None => {
+                let mut fresh = self.h1_connection().await?;
+                let resp = fresh.send_request(req).await?;
+                (fresh, resp)
+            }
         };
-        let resp = sender.send_request(req).await?;
+        let keep = keeps_alive(&resp);
         let pools = self.pools.clone();
-        let give_back = move || pools.put_h1(key, sender);
+        let give_back = move || {
+            if keep && !sender.is_closed() {
+                pools.put_h1(key, sender);
+            }
+        };
         Ok(resp.map(|inner| {
             if inner.is_end_stream() {
                 give_back();

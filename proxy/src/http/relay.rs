@@ -204,7 +204,8 @@ impl Relay {
             }
             Parse::Complete(parsed) => parsed,
         };
-        if head.body > MAX_BUFFERED_BODY {
+        // Over-long heads and large bodies are the full server's (which answers 431 to the one).
+        if head.len > MAX_HEADER_BYTES || head.body > MAX_BUFFERED_BODY {
             return Step::Handover;
         }
         let consumed = head.len + head.body as usize;

@@ -601,3 +601,78 @@ async fn a_websocket_upgrade_still_switches() {
     assert_eq!(echoed, "frame");
     drain.start();
 }
+
+#[tokio::test]
+async fn the_full_server_retries_a_stale_pooled_connection_for_idempotent_requests() {
+    // HTTP/1.0 clients are served by the full server (not the relay): its pool must replace a
+    // pooled connection that the app closed just as the request arrived, as the relay does.
+    static SCRIPT: [Act; 2] = [Act::Answer(OK), Act::Close];
+    let up = scripted(&SCRIPT).await;
+    let (addr, drain) = start(up.addr).await;
+    let get = "GET /public/a HTTP/1.0\r\nHost: a\r\n\r\n";
+    for i in 0..20 {
+        let got = support::raw(addr, get).await;
+        assert!(got.ends_with("ok"), "request {i}: {got}");
+    }
+    let post = "POST /upload HTTP/1.0\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+    let before = *up.connections.lock().expect("lock");
+    let refused = support::raw(addr, post).await;
+    assert!(refused.starts_with("HTTP/1.0 502"), "{refused}");
+    assert_eq!(
+        *up.connections.lock().expect("lock"),
+        before,
+        "a POST is never resent"
+    );
+    drain.start();
+}
+
+#[tokio::test]
+async fn the_full_server_never_pools_a_connection_the_response_closed() {
+    static SCRIPT: [Act; 2] = [
+        Act::Answer("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"),
+        Act::Answer(OK),
+    ];
+    let up = scripted(&SCRIPT).await;
+    let (addr, drain) = start(up.addr).await;
+    for i in 0..3 {
+        let got = support::raw(addr, "GET /public/a HTTP/1.0\r\nHost: a\r\n\r\n").await;
+        assert!(got.ends_with("ok"), "request {i}: {got}");
+    }
+    assert_eq!(
+        *up.connections.lock().expect("lock"),
+        3,
+        "one connection per closing response"
+    );
+    drain.start();
+}
+
+#[tokio::test]
+async fn long_request_lines_are_answered_not_reset() {
+    static SCRIPT: [Act; 1] = [Act::AnswerClose(OK)];
+    let up = scripted(&SCRIPT).await;
+    let (addr, drain) = start(up.addr).await;
+    // 9 KiB of target: past the detection window, well inside the head limit: served.
+    let long = format!("/public/{}", "a".repeat(9 * 1024));
+    let got = support::raw(
+        addr,
+        &format!("GET {long} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(
+        got.starts_with("HTTP/1.1 200"),
+        "{}",
+        &got[..got.len().min(200)]
+    );
+    // Past the head limit: 431 (or 414), never a reset.
+    let huge = format!("/public/{}", "a".repeat(70 * 1024));
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s
+        .write_all(format!("GET {huge} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .await;
+    let got = read_until(&mut s, "\r\n\r\n").await;
+    assert!(
+        got.starts_with("HTTP/1.1 431") || got.starts_with("HTTP/1.1 414"),
+        "{got:?}"
+    );
+    drain.start();
+}

@@ -66,10 +66,14 @@ fn tls_client_hello_gives_sni_and_alpn() {
 }
 
 #[test]
-fn a_long_line_without_http_version_is_opaque() {
+fn a_long_request_line_is_http_so_that_it_gets_an_answer() {
     let mut line = b"GET /".to_vec();
     line.extend(std::iter::repeat_n(b'a', MAX_REQUEST_LINE));
-    assert_eq!(detect(&line), Detected::Opaque);
+    assert_eq!(detect(&line), Detected::Http1);
+    assert_eq!(detect(&line[..MAX_REQUEST_LINE - 1]), Detected::NeedMore);
+    let mut binary = b"GET /".to_vec();
+    binary.extend(std::iter::repeat_n(0u8, MAX_REQUEST_LINE));
+    assert_eq!(detect(&binary), Detected::Opaque);
 }
 
 proptest! {
