@@ -250,10 +250,13 @@ pub(crate) fn presented(headers: &http::HeaderMap) -> Presented<'_> {
     )
 }
 
-/// The token in an `Authorization` header value, if its scheme is `Bearer`.
+/// The token in an `Authorization` header value, if its scheme is `Bearer` and it has one. The
+/// value is trimmed first, as HTTP/1 parsers trim it and HTTP/2 does not: `Bearer ` presents
+/// nothing on every protocol.
 pub(crate) fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]

@@ -188,6 +188,24 @@ async fn an_empty_bearer_gets_the_same_answer_on_every_path() {
         answers.iter().all(|a| a == "HTTP/1.1 403 Forbidden"),
         "{answers:?}"
     );
+    // And over HTTP/2 (prior knowledge), whose header values hyper hands over as sent.
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut c, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .expect("h2");
+    tokio::spawn(conn);
+    for value in ["Bearer ", "Bearer", "bearer "] {
+        let req = http::Request::get("http://a/admin/x")
+            .header("authorization", value)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let resp = c.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 403, "HTTP/2 {value:?}");
+        assert!(resp.headers().get("www-authenticate").is_none(), "{value:?}: no challenge");
+    }
     drain.start();
     task.await.expect("proxy");
     let _ = std::fs::remove_dir_all(&dir);

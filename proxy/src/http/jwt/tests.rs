@@ -230,3 +230,12 @@ fn short_rsa_keys_are_refused_at_load() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+#[test]
+fn an_empty_bearer_presents_nothing_however_it_is_spaced() {
+    for value in ["Bearer ", "Bearer", "bearer  ", " Bearer \t", "Basic abc"] {
+        assert_eq!(bearer_token(value), None, "{value:?}");
+    }
+    assert_eq!(bearer_token("Bearer abc "), Some("abc"));
+    assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+}
