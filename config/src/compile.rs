@@ -12,7 +12,8 @@ pub use crate::compiled::{CompileContext, CompiledPolicy, DirectionRules, DocSum
 use crate::diagnostics::Diagnostics;
 pub use crate::diagnostics::{Warning, cidr_match, parse_cidr};
 use crate::matchers::{
-    HeaderValue, HostPattern, IdentityPattern, PathSet, PortSet, anchored, anchored_set,
+    HeaderValue, HostPattern, IdentityPattern, POLICY_REGEX_BUDGET, PathSet, PortSet, anchored,
+    anchored_set,
 };
 use crate::model::{self, PortValue, Spanned};
 use crate::netpol;
@@ -132,6 +133,8 @@ fn compile_paths(d: &mut Diagnostics<'_>, paths: &[Spanned<String>]) -> Option<P
             set.any = true;
         } else if let Some(re) = text.strip_prefix('~') {
             match anchored(re) {
+                // Kept twice: in the entry's set and in the direction's path index.
+                Ok(_) if !d.charge_regex(p, re, 2) => ok = false,
                 Ok(_) => regexes.push(re.to_string()),
                 Err(e) => {
                     d.error(
@@ -259,6 +262,10 @@ fn compile_http(d: &mut Diagnostics<'_>, h: &Spanned<model::HttpMatch>) -> Optio
                 "*" => HeaderValue::Present,
                 s => match s.strip_prefix('~') {
                     Some(re) => match anchored(re) {
+                        Ok(_) if !d.charge_regex(value, re, 1) => {
+                            ok = false;
+                            continue;
+                        }
                         Ok(r) => HeaderValue::Regex(r),
                         Err(_) => {
                             d.error(value, format!("invalid regex {re:?}"));
@@ -456,8 +463,14 @@ pub fn compile(
     let mut warnings = Vec::new();
     let mut out = CompiledPolicy::default();
     let mut policy_names = HashSet::new();
+    let mut regex_budget = POLICY_REGEX_BUDGET;
     for sd in docs {
-        let mut d = Diagnostics::new(sd.file.clone(), &mut errors, &mut warnings);
+        let mut d = Diagnostics::new(
+            sd.file.clone(),
+            &mut errors,
+            &mut warnings,
+            &mut regex_budget,
+        );
         let doc = &sd.doc;
         let kind = doc.kind.value.as_str();
         let api = doc.api_version.value.as_str();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::matchers::CidrMatch;
+use crate::matchers::{CidrMatch, POLICY_REGEX_BUDGET, REGEX_SIZE_LIMIT, compiled_size};
 use crate::model::Spanned;
 use crate::source::PolicyError;
 
@@ -31,20 +31,47 @@ pub struct Diagnostics<'a> {
     file: Arc<str>,
     errors: &'a mut Vec<PolicyError>,
     warnings: &'a mut Vec<Warning>,
+    regex_budget: &'a mut usize,
 }
 
 impl<'a> Diagnostics<'a> {
-    /// Collects into `errors` and `warnings` for `file`.
+    /// Collects into `errors` and `warnings` for `file`, charging regexes to `regex_budget`
+    /// (bytes left for the whole policy).
     pub fn new(
         file: Arc<str>,
         errors: &'a mut Vec<PolicyError>,
         warnings: &'a mut Vec<Warning>,
+        regex_budget: &'a mut usize,
     ) -> Self {
         Self {
             file,
             errors,
             warnings,
+            regex_budget,
         }
+    }
+
+    /// Charges `copies` compiled copies of the regex `re` (written at `at`) to the policy's
+    /// budget; false (after reporting) when it does not fit.
+    pub fn charge_regex<T>(&mut self, at: &Spanned<T>, re: &str, copies: usize) -> bool {
+        let cost = compiled_size(re)
+            .unwrap_or(REGEX_SIZE_LIMIT)
+            .saturating_mul(copies);
+        if cost <= *self.regex_budget {
+            *self.regex_budget -= cost;
+            return true;
+        }
+        let mib = |b: usize| b as f64 / f64::from(1u32 << 20);
+        self.error(
+            at,
+            format!(
+                "the policy's regexes exceed their compiled-size budget of {:.0} MiB: this one needs {:.1} MiB, {:.1} MiB are left (simplify or merge regexes)",
+                mib(POLICY_REGEX_BUDGET),
+                mib(cost),
+                mib(*self.regex_budget)
+            ),
+        );
+        false
     }
 
     fn make<T>(&self, at: &Spanned<T>, message: String) -> PolicyError {

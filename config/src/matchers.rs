@@ -228,6 +228,22 @@ impl HeaderValue {
     }
 }
 
+/// What all the regexes of one policy may cost together once compiled (see [`compiled_size`]):
+/// each may take up to [`REGEX_SIZE_LIMIT`], and a policy file may hold thousands of them.
+pub const POLICY_REGEX_BUDGET: usize = 32 << 20;
+
+/// An estimate of what `re` costs compiled: its Thompson NFA's heap size (what
+/// [`REGEX_SIZE_LIMIT`] bounds), twice (the matcher keeps a forward and a reverse automaton).
+/// `None` if it does not compile within the per-regex limit.
+pub fn compiled_size(re: &str) -> Option<usize> {
+    use regex_automata::nfa::thompson::{Config, NFA};
+    let nfa = NFA::compiler()
+        .configure(Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+        .build(&format!("^(?:{re})$"))
+        .ok()?;
+    Some(nfa.memory_usage().saturating_mul(2))
+}
+
 /// Compiles `~REGEX` text (without the `~`) anchored on the whole input.
 pub fn anchored(re: &str) -> Result<Regex, regex::Error> {
     regex::RegexBuilder::new(&format!("^(?:{re})$"))

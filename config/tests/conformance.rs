@@ -262,3 +262,43 @@ fn lower_case_methods_are_warned_about_where_they_are_written() {
         ],
     );
 }
+
+#[test]
+fn regexes_share_one_compiled_size_budget() {
+    // Each regex is within the per-regex limit; together they would cost every sidecar far
+    // more than a policy should. The first one past the budget is the error, where it is.
+    let re = "~/[a-z0-9]{6000}";
+    let many = |n: usize| {
+        let mut y = String::from(
+            "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: big}\nspec:\n  inbound:\n    rules:\n",
+        );
+        for i in 0..n {
+            y.push_str(&format!(
+                "      - {{name: r{i}, action: deny, http: [{{paths: [\"{re}\"]}}]}}\n"
+            ));
+        }
+        y
+    };
+    let fits = load::parse_str("big.yaml", &many(8)).expect("parse");
+    assert!(
+        compile::compile(&fits, &CompileContext::default()).is_ok(),
+        "8 fit"
+    );
+    let docs = load::parse_str("big.yaml", &many(80)).expect("parse");
+    let errors: Vec<String> = match compile::compile(&docs, &CompileContext::default()) {
+        Ok(_) => panic!("80 large regexes must not load"),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    };
+    let first = errors.first().expect("an error");
+    assert!(
+        first.contains("exceed their compiled-size budget of 32 MiB"),
+        "{first}"
+    );
+    let line: usize = first
+        .split(':')
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .expect("line");
+    assert!((7..86).contains(&line), "at one of the regexes: {first}");
+    assert!(line > 7 + 8, "the first rules fit: {first}");
+}
