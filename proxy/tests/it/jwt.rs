@@ -204,7 +204,10 @@ async fn an_empty_bearer_gets_the_same_answer_on_every_path() {
             .expect("request");
         let resp = c.send_request(req).await.expect("response");
         assert_eq!(resp.status(), 403, "HTTP/2 {value:?}");
-        assert!(resp.headers().get("www-authenticate").is_none(), "{value:?}: no challenge");
+        assert!(
+            resp.headers().get("www-authenticate").is_none(),
+            "{value:?}: no challenge"
+        );
     }
     drain.start();
     task.await.expect("proxy");
