@@ -6,9 +6,10 @@
 //! Two servers carry requests: the HTTP/1.1 [`relay`] takes plain requests itself and hands
 //! anything else (and HTTP/2, from the start) to the hyper [`server`]. Both share [`conn`] (the
 //! per-connection state, records and the judgement), [`host`] (the one host a request names),
-//! [`headers`], [`jwt`] (bearer tokens),
+//! [`headers`], [`jwt`] (bearer tokens), [`body`] (chunked bodies read ahead),
 //! [`idle`] (activity tracking) and the [`limits`].
 
+pub(crate) mod body;
 pub(crate) mod conn;
 pub(crate) mod headers;
 pub(crate) mod host;

@@ -12,6 +12,10 @@ pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// (streamed).
 pub(crate) const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
+/// How long the full server waits for a chunked request body to end before it starts
+/// forwarding what it has (a streaming client is not held up longer than this).
+pub(crate) const BODY_READ_AHEAD: Duration = Duration::from_millis(100);
+
 /// How long a client may take to send a request head (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 

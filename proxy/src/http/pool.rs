@@ -130,7 +130,7 @@ fn is_quiet(stream: &mut Stream) -> bool {
 
 /// A copy of an idempotent request whose body has already ended (nothing to stream), to send
 /// again on a fresh connection.
-fn replayable(req: &Request<Incoming>) -> Option<Request<Body>> {
+fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
     let idempotent = matches!(
         *req.method(),
         hyper::Method::GET
@@ -303,11 +303,10 @@ impl Upstream {
     /// for idempotent requests without a body — as the relay does.
     pub(crate) async fn send_h1(
         &self,
-        req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
         let key = self.key();
         let replay = replayable(&req);
-        let req = req.map(http_body_util::BodyExt::boxed);
         let (sender, resp) = match self.pooled_h1(&key).await {
             Some(mut pooled) => match (pooled.send_request(req).await, replay) {
                 (Ok(resp), _) => (pooled, resp),

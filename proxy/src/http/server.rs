@@ -14,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portcullis_config::normalize::Target;
 
+use super::body::ReadAhead;
 use super::conn::HttpConn;
 use super::headers::{PolicyHeaders, strip_hop_by_hop};
 use super::host::request_host;
@@ -194,7 +195,10 @@ impl HttpConn {
         } else if self.http2 {
             self.upstream.send_h2(req).await
         } else {
-            self.upstream.send_h1(req).await
+            match self.send_h1(req, rec).await {
+                Ok(result) => result,
+                Err(answer) => return local(answer, grpc),
+            }
         };
         let result = result.and_then(|resp| {
             // Only a request that asked may be answered with a switch.
@@ -215,6 +219,32 @@ impl HttpConn {
                 self.count_error(e.local());
                 local(e.local(), grpc)
             }
+        }
+    }
+
+    /// Forwards over HTTP/1 with the body read ahead ([`ReadAhead`]): malformed framing is a
+    /// 400 (`Err`), before anything is forwarded or, for a long body, once it shows.
+    async fn send_h1(
+        &self,
+        req: Request<Incoming>,
+        rec: &mut Record,
+    ) -> Result<Result<Response<Body>, UpstreamError>, Local> {
+        let (parts, body) = req.into_parts();
+        let malformed = |rec: &mut Record, e: &(dyn std::error::Error + 'static)| {
+            rec.verdict = Verdict::Deny;
+            rec.reason = Some(format!("malformed request body: {}", Chain(e)));
+            rec.policy = None;
+            rec.rule = None;
+            Local::BadRequest
+        };
+        let (body, broke) = match ReadAhead::read(body).await {
+            Ok(read) => read,
+            Err(e) => return Err(malformed(rec, &e)),
+        };
+        let req = Request::from_parts(parts, body.boxed());
+        match self.upstream.send_h1(req).await {
+            Err(e) if broke.get() => Err(malformed(rec, &e)),
+            result => Ok(result),
         }
     }
 

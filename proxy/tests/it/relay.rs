@@ -676,3 +676,68 @@ async fn long_request_lines_are_answered_not_reset() {
     );
     drain.start();
 }
+
+#[tokio::test]
+async fn malformed_chunk_framing_is_a_400_and_reaches_nobody() {
+    static SCRIPT: [Act; 1] = [Act::AnswerClose(OK)];
+    let up = scripted(&SCRIPT).await;
+    let (addr, drain) = start(up.addr).await;
+    for body in [
+        "zz\r\nhello\r\n0\r\n\r\n",      // not a chunk size
+        "5\r\nhello\r\n3\r\nabcdef\r\n", // a chunk longer than its size
+        "5\r\nhelloXX0\r\n\r\n",         // no CRLF after the data
+    ] {
+        let got = support::raw(
+            addr,
+            &format!(
+                "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}"
+            ),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{body:?}: {got}");
+    }
+    assert!(
+        up.requests.lock().expect("lock").is_empty(),
+        "nothing was forwarded: {:?}",
+        up.requests.lock().expect("lock")
+    );
+    drain.start();
+}
+
+#[tokio::test]
+async fn chunk_framing_that_breaks_mid_stream_is_still_a_400() {
+    // An upstream that answers only once it has the whole chunked body.
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let up = l.local_addr().expect("addr");
+    let complete = Arc::new(Mutex::new(0usize));
+    let seen = complete.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !got.ends_with(b"0\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(n) if n > 0 => got.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                *seen.lock().expect("lock") += 1;
+                let _ = s.write_all(OK.as_bytes()).await;
+            });
+        }
+    });
+    let (addr, drain) = start(up).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await
+        .expect("write");
+    // Past the read-ahead window: the head and first chunk are on their way to the app.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.write_all(b"zz\r\nnot a chunk\r\n0\r\n\r\n").await.expect("write");
+    let got = read_until(&mut c, "\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
+    assert_eq!(*complete.lock().expect("lock"), 0, "the app never saw a complete request");
+    drain.start();
+}
