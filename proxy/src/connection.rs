@@ -12,6 +12,7 @@ pub(crate) mod admit;
 pub(crate) mod context;
 pub(crate) mod destination;
 pub(crate) mod detect;
+pub(crate) mod http_ports;
 pub(crate) mod listener;
 pub(crate) mod mesh_accept;
 pub(crate) mod outcome;
@@ -29,6 +30,7 @@ use self::context::Context;
 use self::detect::Detected;
 use self::mesh_accept::{Authenticated, authenticate};
 use self::outcome::{ConnError, Settle, Transfer};
+use self::sniff::{FirstByte, sniff};
 use crate::drain::Drain;
 use crate::http;
 use crate::net::prefixed::Prefixed;
@@ -133,10 +135,20 @@ async fn classify(
     let sniffed = sniffed.take();
     let (prefix, admission) = match admit::at_open(view, conn) {
         None => {
-            let (prefix, detected) = match sniffed {
-                Some(s) => s,
-                None => self::sniff::sniff(ctx, direction, stream).await,
+            // On a port known to carry HTTP, a client that has said nothing yet (an HTTP pool
+            // connecting early) gets an HTTP server's patience, not the detect timeout.
+            let first_byte = if ctx.http_ports.knows(direction, dst.port()) {
+                FirstByte::Http
+            } else {
+                FirstByte::Detect
             };
+            let (prefix, detected) = match sniffed {
+                Some(s) if !s.0.is_empty() || matches!(first_byte, FirstByte::Detect) => s,
+                _ => sniff(ctx, direction, stream, first_byte).await,
+            };
+            if matches!(detected, Detected::Http1 | Detected::Http2) {
+                ctx.http_ports.learn(direction, dst.port());
+            }
             if let Detected::Tls { sni, .. } = &detected {
                 record.protocol = "tls";
                 record.sni.clone_from(sni);

@@ -195,6 +195,7 @@ impl Proxy {
             pools: Arc::default(),
             opaque_ports: config.opaque_ports.clone(),
             detect_timeout: config.detect_timeout,
+            http_ports: Default::default(),
             identity: self.identity.clone(),
         }
     }

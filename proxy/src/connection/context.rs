@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use portcullis_config::matchers::PortSet;
 
+use super::http_ports::HttpPorts;
 use crate::http::jwt::Jwks;
 use crate::http::pool::Pools;
 use crate::mesh::identity::IdentityStore;
@@ -43,6 +44,8 @@ pub(crate) struct Context {
     pub(crate) opaque_ports: PortSet,
     /// How long to wait for a client's first bytes when requests matter.
     pub(crate) detect_timeout: Duration,
+    /// Destination ports that have carried HTTP (their silent clients get more patience).
+    pub(crate) http_ports: HttpPorts,
     /// The workload identity: inbound mutual TLS from peer sidecars is terminated with it.
     pub(crate) identity: Option<Arc<IdentityStore>>,
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use super::context::Context;
 use super::detect::Detected;
 use super::outcome::ConnError;
-use super::sniff::sniff;
+use super::sniff::{FirstByte, sniff};
 use crate::mesh::tls;
 use crate::net::prefixed::Prefixed;
 use crate::net::stream::Stream;
@@ -51,7 +51,7 @@ pub(crate) async fn authenticate(
     else {
         return Ok(plain(client, None));
     };
-    let (prefix, detected) = sniff(ctx, direction, &mut client).await;
+    let (prefix, detected) = sniff(ctx, direction, &mut client, FirstByte::Detect).await;
     if !matches!(&detected, Detected::Tls { alpn, .. } if tls::is_mesh(alpn)) {
         return Ok(plain(client, Some((prefix, detected))));
     }

@@ -730,14 +730,57 @@ async fn chunk_framing_that_breaks_mid_stream_is_still_a_400() {
     });
     let (addr, drain) = start(up).await;
     let mut c = TcpStream::connect(addr).await.expect("connect");
-    c.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        .await
-        .expect("write");
+    c.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .expect("write");
     // Past the read-ahead window: the head and first chunk are on their way to the app.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.write_all(b"zz\r\nnot a chunk\r\n0\r\n\r\n").await.expect("write");
+    c.write_all(b"zz\r\nnot a chunk\r\n0\r\n\r\n")
+        .await
+        .expect("write");
     let got = read_until(&mut c, "\r\n\r\n").await;
     assert!(got.starts_with("HTTP/1.1 400"), "{got:?}");
-    assert_eq!(*complete.lock().expect("lock"), 0, "the app never saw a complete request");
+    assert_eq!(
+        *complete.lock().expect("lock"),
+        0,
+        "the app never saw a complete request"
+    );
+    drain.start();
+}
+
+#[tokio::test]
+async fn a_client_that_connects_early_gets_an_http_servers_patience() {
+    // On a port known to carry HTTP, a pool that connects and sends its first request only
+    // later is answered, not closed at the detect timeout.
+    static SCRIPT: [Act; 1] = [Act::AnswerClose(OK)];
+    let up = scripted(&SCRIPT).await;
+    let mut config = ProxyConfig::for_tests(up.addr);
+    config.detect_timeout = Duration::from_millis(200);
+    let proxy = Proxy::bind(config, support::loaded(POLICY)).expect("bind");
+    let addr = proxy.addrs(Direction::Inbound)[0];
+    let drain = Drain::new();
+    let d = drain.clone();
+    tokio::spawn(async move { proxy.run(d).await.expect("run") });
+    let get = "GET /public/a HTTP/1.1\r\nHost: a\r\n\r\n";
+    // A port not yet seen speaking HTTP: silence is a server-first protocol after 200 ms.
+    let mut early = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        exchange(&mut early, get, "ok").await,
+        "",
+        "cut at the detect timeout"
+    );
+    // Once it has carried HTTP, a silent client is an HTTP client that connected early.
+    let mut first = TcpStream::connect(addr).await.expect("connect");
+    assert!(exchange(&mut first, get, "ok").await.ends_with("ok"));
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let got = exchange(&mut c, get, "ok").await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("ok"),
+        "{got:?}"
+    );
     drain.start();
 }
