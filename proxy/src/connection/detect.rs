@@ -6,8 +6,8 @@
 //! be any of these, the answer is [`Detected::NeedMore`]; callers bound that with a byte limit and
 //! a timeout (server-first protocols send nothing at all).
 
-/// The HTTP/2 connection preface.
-pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+use crate::net::H2_PREFACE;
+
 /// How much of a request line is read before calling it HTTP/1 without its end (the HTTP
 /// server then answers a line that never ends with 431).
 pub(crate) const MAX_REQUEST_LINE: usize = 8 * 1024;

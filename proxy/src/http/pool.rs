@@ -4,7 +4,8 @@
 //! client's own IP when TPROXY preserves it, else none): HTTP/2 connections are shared and
 //! multiplexed; an HTTP/1 connection returns to an idle list when its response body has been
 //! read to the end, and is taken again only if it is still open. Protocol switches (Upgrade,
-//! CONNECT) get a connection of their own that is never reused.
+//! CONNECT) get a connection of their own that is never reused. Whether a destination speaks
+//! HTTP/2 with prior knowledge is probed once and remembered ([`Upstream::speaks_h2`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,9 @@ const MAX_IDLE_PER_KEY: usize = 64;
 const POOLED_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
 /// Keys kept at most (destinations × sources); past it, connections are not kept idle.
 const MAX_KEYS: usize = 4096;
+
+/// How long an upstream may take to answer the HTTP/2 preface before it is taken for HTTP/1.
+const H2_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,8 @@ pub(crate) struct Pools {
     /// Idle connections of the HTTP/1 relay, between exchanges.
     raw: Mutex<HashMap<Key, Vec<Stream>>>,
     h2: Mutex<HashMap<Key, http2::SendRequest<Incoming>>>,
+    /// Whether each destination speaks HTTP/2 with prior knowledge (as probed).
+    h2_support: Mutex<HashMap<Key, bool>>,
 }
 
 impl Pools {
@@ -107,6 +113,18 @@ impl Pools {
         }
     }
 
+    fn h2_support(&self, key: &Key) -> Option<bool> {
+        let map = self.h2_support.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).copied()
+    }
+
+    fn remember_h2_support(&self, key: Key, speaks: bool) {
+        let mut map = self.h2_support.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() < MAX_KEYS || map.contains_key(&key) {
+            map.insert(key, speaks);
+        }
+    }
+
     fn give_back_h1(&self, key: Key, mut rest: Vec<http1::SendRequest<Body>>) {
         if rest.is_empty() {
             return;
@@ -126,6 +144,26 @@ fn is_quiet(stream: &mut Stream) -> bool {
     let mut buf = tokio::io::ReadBuf::new(&mut byte);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     matches!(Pin::new(stream).poll_read(&mut cx, &mut buf), Poll::Pending)
+}
+
+/// Sends the HTTP/2 preface and an empty SETTINGS frame and reads the first frame header: an
+/// HTTP/2 server answers with SETTINGS; an HTTP/1 server with a status line, or it closes.
+/// `None` when the upstream says nothing in time (nothing is learned).
+async fn probe_h2(stream: &mut Stream) -> Option<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+    let exchange = async {
+        stream.write_all(crate::net::H2_PREFACE).await?;
+        stream.write_all(&EMPTY_SETTINGS).await?;
+        let mut head = [0u8; 9];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    match tokio::time::timeout(H2_PROBE_TIMEOUT, exchange).await {
+        Ok(Ok(head)) => Some(head[3] == 0x4),
+        Ok(Err(_)) => Some(false),
+        Err(_) => None,
+    }
 }
 
 /// A copy of an idempotent request whose body has already ended (nothing to stream), to send
@@ -341,6 +379,23 @@ impl Upstream {
                 done: Some(Box::new(give_back)),
             })
         }))
+    }
+
+    /// Whether the destination speaks HTTP/2 with prior knowledge: probed once on a connection
+    /// of its own ([`probe_h2`]), then remembered. An upstream that cannot be reached is an
+    /// error, as for a request.
+    pub(crate) async fn speaks_h2(&self) -> Result<bool, UpstreamError> {
+        let key = self.key();
+        if let Some(known) = self.pools.h2_support(&key) {
+            return Ok(known);
+        }
+        let mut probe = self.connect().await?;
+        let answer = probe_h2(&mut probe).await;
+        if let Some(speaks) = answer {
+            self.pools.remember_h2_support(key, speaks);
+        }
+        tracing::debug!(dst = %self.dst, ?answer, "probed the upstream for HTTP/2");
+        Ok(answer.unwrap_or(false))
     }
 
     /// Sends over HTTP/2 (prior knowledge) on the shared connection for this destination.

@@ -106,6 +106,22 @@ fn forwarded_uri(
         .build()
 }
 
+/// Turns an HTTP/2 request into the HTTP/1.1 request that says the same: origin-form target,
+/// `:authority` as `Host` (the judged host; a differing `host` header was refused earlier).
+fn as_http1<B>(req: &mut Request<B>) {
+    *req.version_mut() = http::Version::HTTP_11;
+    if let Some(authority) = req.uri().authority()
+        && let Ok(v) = http::HeaderValue::from_str(authority.as_str())
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    let origin = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    *req.uri_mut() = origin;
+}
+
 impl HttpConn {
     /// Judges and answers or forwards one request.
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
@@ -193,7 +209,19 @@ impl HttpConn {
         let result = if switching {
             self.switch_protocols(req).await
         } else if self.http2 {
-            self.upstream.send_h2(req).await
+            match self.upstream.speaks_h2().await {
+                Ok(true) => self.upstream.send_h2(req).await,
+                Ok(false) => {
+                    // The app speaks only HTTP/1: the request goes to it translated (as Envoy
+                    // does), judged exactly as it was.
+                    as_http1(&mut req);
+                    match self.send_h1(req, rec).await {
+                        Ok(result) => result,
+                        Err(answer) => return local(answer, grpc),
+                    }
+                }
+                Err(e) => Err(e),
+            }
         } else {
             match self.send_h1(req, rec).await {
                 Ok(result) => result,

@@ -308,40 +308,45 @@ fn sigterm_drains_even_after_stderr_is_gone_and_piped_logs_have_no_colours() {
             let _ = self.0.wait();
         }
     }
-    let (inbound, outbound) = (free(), free());
-    let mut child = bin()
-        .args([
-            "run",
-            "--inbound-port",
-            &inbound,
-            "--outbound-port",
-            &outbound,
-        ])
-        .args([
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--access-log",
-            "off",
-            "--policy",
-        ])
-        .arg(d.0.join("p.yaml"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Reap)
-        .expect("spawn");
-    let mut stderr = BufReader::new(child.0.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while !line.contains("serving") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).expect("read") > 0,
-            "exited early"
-        );
-        assert!(
-            !line.contains('\u{1b}'),
-            "ANSI escape in a piped log: {line:?}"
-        );
-    }
+    // Another test may take a "free" port before the proxy binds it: then try other ports.
+    let (mut child, stderr) = (0..5)
+        .find_map(|_| {
+            let (inbound, outbound) = (free(), free());
+            let mut child = bin()
+                .args([
+                    "run",
+                    "--inbound-port",
+                    &inbound,
+                    "--outbound-port",
+                    &outbound,
+                ])
+                .args([
+                    "--admin-addr",
+                    "127.0.0.1:0",
+                    "--access-log",
+                    "off",
+                    "--policy",
+                ])
+                .arg(d.0.join("p.yaml"))
+                .stderr(Stdio::piped())
+                .spawn()
+                .map(Reap)
+                .expect("spawn");
+            let mut stderr = BufReader::new(child.0.stderr.take().expect("stderr"));
+            let mut line = String::new();
+            while !line.contains("serving") {
+                line.clear();
+                if stderr.read_line(&mut line).expect("read") == 0 {
+                    return None; // exited early (a port was taken)
+                }
+                assert!(
+                    !line.contains('\u{1b}'),
+                    "ANSI escape in a piped log: {line:?}"
+                );
+            }
+            Some((child, stderr))
+        })
+        .expect("the proxy started on one of five port pairs");
     // `run … 2>&1 | head -2`: the reader goes away, then the operator asks it to stop.
     drop(stderr);
     let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);

@@ -394,8 +394,8 @@ async fn upstream_connections_are_reused_across_client_connections() {
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
-        2,
-        "HTTP/2: one more, shared by every client"
+        3,
+        "HTTP/2: one probe (does the app speak HTTP/2?), then one connection shared by every client"
     );
     p.drain.start();
 }
@@ -583,5 +583,37 @@ async fn http2_authority_and_a_different_host_header_are_refused() {
     assert_eq!(same.status(), StatusCode::OK);
     let other = send("b.example").await.expect("response");
     assert_eq!(other.status(), StatusCode::BAD_REQUEST);
+    p.drain.start();
+}
+
+#[tokio::test]
+async fn h2c_to_an_http1_only_app_is_translated() {
+    // `support::http_upstream` speaks HTTP/1.1 only, as most applications do.
+    let p = start(crate::support::http_upstream().await).await;
+    for round in 0..2 {
+        let s = TcpStream::connect(p.addr).await.expect("connect");
+        let (mut c, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+                .await
+                .expect("h2");
+        tokio::spawn(conn);
+        let req = Request::post("http://api.local/public/b")
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .expect("request");
+        let resp = c.send_request(req).await.expect("response");
+        assert_eq!(resp.version(), http::Version::HTTP_2, "round {round}");
+        let (s, b) = text(resp).await;
+        assert_eq!(
+            (s, b.as_str()),
+            (StatusCode::OK, "upstream"),
+            "round {round}"
+        );
+        // Denials are still judged on the HTTP/2 request.
+        let denied = Request::get("http://api.local/private")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let (s, _) = text(c.send_request(denied).await.expect("response")).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
     p.drain.start();
 }
