@@ -41,13 +41,17 @@ docker-compose -p "$project" down -v --remove-orphans >/dev/null 2>&1 || true
 docker-compose -p "$project" up -d
 dc_exec() { docker-compose -p "$project" exec -T "$@"; }
 
-echo "waiting for the sidecar"
-for _ in $(seq 1 100); do
-  [ "$(dc_exec allowed-client curl -s -m 2 http://172.29.0.10:15020/ready 2>/dev/null)" = ready ] && break
-  sleep 0.2
+echo "waiting for the sidecars"
+for pod in 172.29.0.10 172.29.0.11; do
+  for _ in $(seq 1 100); do
+    [ "$(dc_exec allowed-client curl -s -m 2 "http://$pod:15020/ready" 2>/dev/null)" = ready ] && break
+    sleep 0.2
+  done
 done
-init_exit=$(docker inspect -f '{{.State.ExitCode}}' "$(docker-compose -p "$project" ps -q init)")
-[ "$init_exit" = 0 ] || { echo "init container failed"; docker-compose -p "$project" logs init; exit 1; }
+for init in init init-tproxy; do
+  init_exit=$(docker inspect -f '{{.State.ExitCode}}' "$(docker-compose -p "$project" ps -q "$init")")
+  [ "$init_exit" = 0 ] || { echo "$init container failed"; docker-compose -p "$project" logs "$init"; exit 1; }
+done
 
 failures=0
 check() {
@@ -66,13 +70,18 @@ CURL_ARGS=(http://172.29.0.10:8080/hello);  check "denied client GET /hello   �
 CURL_ARGS=(http://172.29.0.40:8080/public/x); check "app GET upstream /public/x → allowed (outbound)" 200 --user 1000 app
 CURL_ARGS=(http://172.29.0.40:8080/private); check "app GET upstream /private  → 403 (outbound)" 403 --user 1000 app
 CURL_ARGS=(http://172.29.0.40:8080/public/x); check "denied client → upstream directly (no sidecar there) → 200" 200 denied-client
+CURL_ARGS=(http://172.29.0.11:8080/hello);  check "tproxy: allowed client GET /hello → app"        200 allowed-client
+CURL_ARGS=(http://172.29.0.11:8080/hello);  check "tproxy: denied client GET /hello  → refused"    000 denied-client
+seen=$(dc_exec allowed-client curl -s -m 5 http://172.29.0.11:8080/hello || true)
+if printf '%s' "$seen" | grep -q '"client_ip": "172.29.0.20"'; then mark=ok; else mark=FAIL; failures=$((failures + 1)); fi
+printf '%-4s %-62s %s\n' "$mark" "tproxy: the app sees the client's own address" "$seen"
 echo
 echo "== the sidecar's access log =="
 docker-compose -p "$project" logs --no-color proxy | grep -o '{"ts".*' || true
 echo
 if [ "$failures" -ne 0 ]; then
   echo "$failures unexpected outcome(s)"
-  docker-compose -p "$project" logs --no-color init proxy | tail -40
+  docker-compose -p "$project" logs --no-color init proxy init-tproxy proxy-tproxy | tail -60
   exit 1
 fi
 echo "all requests had the expected outcome"

@@ -12,7 +12,7 @@
 //! - [`policy`]: loading the policy, the store that swaps it atomically, the reload watcher;
 //! - [`observe`]: Prometheus metrics and the JSON access log;
 //! - [`admin`]: health, metrics, policy and kubelet-probe endpoints;
-//! - [`drain`]: graceful shutdown;
+//! - [`drain`]: graceful shutdown; [`privileges`]: the capability TPROXY capture needs;
 //! - [`sidecar`]: binds every port, wires the pieces together and runs until drained;
 //! - [`settings`]: flags (clap, in [`settings::cli`]) → one validated [`ProxyConfig`];
 //! - [`commands`]: `check`, `explain`, `dev-certs`.
@@ -31,6 +31,7 @@ pub(crate) mod mesh;
 pub(crate) mod net;
 pub(crate) mod observe;
 pub mod policy;
+pub mod privileges;
 pub mod settings;
 pub mod sidecar;
 pub mod vocab;

@@ -8,6 +8,7 @@ use clap::Parser;
 use portcullis_proxy::drain::Drain;
 use portcullis_proxy::policy::store::PolicyStore;
 use portcullis_proxy::settings::cli::{Cli, Command, LogFormat, RunArgs};
+use portcullis_proxy::vocab::CaptureMode;
 use portcullis_proxy::{Proxy, ProxyConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -85,6 +86,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!(hash = %policy.hash, documents = policy.policy.documents.len(), "policy loaded");
     raise_fd_limit();
+    if config.capture == CaptureMode::Tproxy {
+        // Before any thread exists: every runtime thread inherits the raised capability.
+        portcullis_proxy::privileges::raise_for_tproxy()?;
+    }
     // One worker: a current-thread runtime does the same work without cross-thread wake-ups
     // and work-stealing bookkeeping.
     let mut builder = if args.worker_threads == 1 {
