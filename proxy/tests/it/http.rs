@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -614,6 +615,52 @@ async fn h2c_to_an_http1_only_app_is_translated() {
             .expect("request");
         let (s, _) = text(c.send_request(denied).await.expect("response")).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    p.drain.start();
+}
+
+#[tokio::test]
+async fn an_early_local_answer_on_http2_ends_the_stream_with_no_error() {
+    // RFC 9113 §8.1: a complete response sent before the request ended is followed by
+    // RST_STREAM(NO_ERROR), so the client stops sending without treating it as a failure.
+    let p = start(upstream().await).await;
+    let s = TcpStream::connect(p.addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(s).await.expect("h2");
+    tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    for (path, grpc, want) in [
+        ("/private", false, 403),
+        ("/public/a%2Fb", false, 400),
+        ("/pkg.Svc/Delete", true, 200),
+    ] {
+        let mut req = Request::post(format!("http://api.local{path}"));
+        if grpc {
+            req = req
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
+        }
+        let req = req.body(()).expect("request");
+        let (response, mut body) = client.send_request(req, false).expect("send");
+        body.send_data(Bytes::from_static(b"part of a body"), false)
+            .expect("data");
+        let resp = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("answered")
+            .expect("response");
+        assert_eq!(resp.status(), want, "{path}");
+        let mut resp_body = resp.into_body();
+        while let Some(chunk) = resp_body.data().await {
+            chunk.expect("body");
+        }
+        let reset = tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| body.poll_reset(cx)),
+        )
+        .await
+        .expect("the stream is reset")
+        .expect("reason");
+        assert_eq!(reset, h2::Reason::NO_ERROR, "{path}");
+        client = client.ready().await.expect("the connection carries on");
     }
     p.drain.start();
 }
