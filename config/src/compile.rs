@@ -204,6 +204,16 @@ fn compile_http(d: &mut Diagnostics<'_>, h: &Spanned<model::HttpMatch>) -> Optio
     let m = &h.value;
     let mut out = HttpRule::default();
     let mut ok = true;
+    for (field, empty) in [
+        ("methods", m.methods.as_ref().is_some_and(Vec::is_empty)),
+        ("paths", m.paths.as_ref().is_some_and(Vec::is_empty)),
+        ("hosts", m.hosts.as_ref().is_some_and(Vec::is_empty)),
+    ] {
+        if empty {
+            d.error(h, format!("`{field}: []` matches no request, so this entry never applies (omit `{field}` for any)"));
+            ok = false;
+        }
+    }
     if let Some(methods) = &m.methods
         && !methods.iter().any(|x| x.value == "*")
     {

@@ -105,7 +105,7 @@ fn rules(
         let peers = peers_field
             .as_ref()
             .filter(|l| !l.is_empty())
-            .map(|l| peers::peers(d, l, namespace));
+            .map(|l| peers::peers(d, l, namespace, inbound));
         let ports = r
             .value
             .ports

@@ -1,8 +1,10 @@
 //! NetworkPolicy peers and label selectors: what the API server refuses, and what a sidecar can
-//! see of the rest. `ipBlock` → CIDR; a `namespaceSelector` on `kubernetes.io/metadata.name`
-//! only (any operator) → requirements on the peer identity's namespace; `namespaceSelector: {}`
-//! → any authenticated peer; `podSelector: {}` alone → the policy's own namespace. Selectors on
-//! other labels cannot be seen by a sidecar: they never match, with a warning.
+//! see of the rest. `ipBlock` → CIDR; inbound, a `namespaceSelector` on
+//! `kubernetes.io/metadata.name` only (any operator) → requirements on the peer identity's
+//! namespace; `namespaceSelector: {}` → any authenticated peer; `podSelector: {}` alone → the
+//! policy's own namespace. Selectors on other labels — and every selector peer of an egress rule,
+//! whose destination is known only by its address — cannot be seen by a sidecar: they never
+//! match, with a warning.
 
 use std::collections::BTreeMap;
 
@@ -145,6 +147,7 @@ fn one_peer(
     d: &mut Diagnostics<'_>,
     p: &Spanned<model::NetPeer>,
     own_namespace: Option<&str>,
+    inbound: bool,
     out: &mut Vec<PeerMatch>,
 ) {
     let peer = &p.value;
@@ -174,6 +177,16 @@ fn one_peer(
         valid &= validate_selector(d, sel);
     }
     if !valid {
+        return;
+    }
+    if !inbound {
+        // An outbound connection is judged before it opens, on its destination address: the
+        // destination's namespace and labels are not known to a sidecar.
+        out.push(never(
+            d,
+            p,
+            "an egress peer selected by namespace or pod labels",
+        ));
         return;
     }
     let pods_any = peer
@@ -216,10 +229,11 @@ pub(super) fn peers(
     d: &mut Diagnostics<'_>,
     list: &[Spanned<model::NetPeer>],
     own_namespace: Option<&str>,
+    inbound: bool,
 ) -> Vec<PeerMatch> {
     let mut out = Vec::new();
     for p in list {
-        one_peer(d, p, own_namespace, &mut out);
+        one_peer(d, p, own_namespace, inbound, &mut out);
     }
     out
 }

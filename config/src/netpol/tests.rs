@@ -333,3 +333,22 @@ fn documents_the_api_server_refuses_are_refused_with_its_reason() {
         "{on_pod_selector:?}"
     );
 }
+
+#[test]
+fn egress_selector_peers_never_match_and_say_so() {
+    let yaml = netpol(
+        "{name: eg, namespace: x}",
+        "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n    - to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: db}}}, {podSelector: {}}]\n",
+    );
+    let c = ctx(Some("x"), &[], "");
+    let p = compiled(&yaml, &c);
+    let db = Some("spiffe://cluster.local/ns/db/sa/pg");
+    assert_eq!(verdict(&p, OUT, "10.0.0.9", 5432, db), "deny");
+    let w = warnings(&yaml, &c);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w.iter()
+            .all(|w| w.contains("an egress peer selected by namespace or pod labels")),
+        "{w:?}"
+    );
+}

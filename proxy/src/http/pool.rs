@@ -148,7 +148,7 @@ fn is_quiet(stream: &mut Stream) -> bool {
 
 /// Sends the HTTP/2 preface and an empty SETTINGS frame and reads the first frame header: an
 /// HTTP/2 server answers with SETTINGS; an HTTP/1 server with a status line, or it closes.
-/// `None` when the upstream says nothing in time (nothing is learned).
+/// `None` when the upstream says nothing in time.
 async fn probe_h2(stream: &mut Stream) -> Option<bool> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
@@ -390,12 +390,12 @@ impl Upstream {
             return Ok(known);
         }
         let mut probe = self.connect().await?;
-        let answer = probe_h2(&mut probe).await;
-        if let Some(speaks) = answer {
-            self.pools.remember_h2_support(key, speaks);
-        }
-        tracing::debug!(dst = %self.dst, ?answer, "probed the upstream for HTTP/2");
-        Ok(answer.unwrap_or(false))
+        // An HTTP/2 server sends its SETTINGS at once; one silent past the timeout is taken
+        // (and remembered) as HTTP/1, so later requests do not wait for the probe again.
+        let speaks = probe_h2(&mut probe).await.unwrap_or(false);
+        self.pools.remember_h2_support(key, speaks);
+        tracing::debug!(dst = %self.dst, speaks, "probed the upstream for HTTP/2");
+        Ok(speaks)
     }
 
     /// Sends over HTTP/2 (prior knowledge) on the shared connection for this destination.
