@@ -476,7 +476,7 @@ pub fn compile(
     let mut regex_budget = POLICY_REGEX_BUDGET;
     for sd in docs {
         let mut d = Diagnostics::new(
-            sd.file.clone(),
+            (sd.file.clone(), sd.line_offset),
             &mut errors,
             &mut warnings,
             &mut regex_budget,

@@ -29,22 +29,24 @@ impl std::fmt::Display for Warning {
 #[derive(Debug)]
 pub struct Diagnostics<'a> {
     file: Arc<str>,
+    line_offset: u64,
     errors: &'a mut Vec<PolicyError>,
     warnings: &'a mut Vec<Warning>,
     regex_budget: &'a mut usize,
 }
 
 impl<'a> Diagnostics<'a> {
-    /// Collects into `errors` and `warnings` for `file`, charging regexes to `regex_budget`
-    /// (bytes left for the whole policy).
+    /// Collects into `errors` and `warnings` for the document of `file` that starts after
+    /// `line_offset` lines, charging regexes to `regex_budget` (bytes left for the whole policy).
     pub fn new(
-        file: Arc<str>,
+        (file, line_offset): (Arc<str>, u64),
         errors: &'a mut Vec<PolicyError>,
         warnings: &'a mut Vec<Warning>,
         regex_budget: &'a mut usize,
     ) -> Self {
         Self {
             file,
+            line_offset,
             errors,
             warnings,
             regex_budget,
@@ -77,7 +79,7 @@ impl<'a> Diagnostics<'a> {
     fn make<T>(&self, at: &Spanned<T>, message: String) -> PolicyError {
         PolicyError {
             file: self.file.clone(),
-            line: at.referenced.line(),
+            line: at.referenced.line() + self.line_offset,
             column: at.referenced.column(),
             message,
         }

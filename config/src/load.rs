@@ -138,7 +138,7 @@ struct KindOnly {
     kind: Option<crate::model::Spanned<String>>,
 }
 
-/// The first document of `text` whose kind this loader does not read, as an error.
+/// The document's kind, if this loader does not read it, as an error.
 fn foreign_kind(file: &Arc<str>, text: &str) -> Option<PolicyError> {
     let docs = serde_saphyr::from_multiple_with_options::<KindOnly>(text, options()).ok()?;
     docs.into_iter().find_map(|d| {
@@ -163,46 +163,102 @@ fn foreign_kind(file: &Arc<str>, text: &str) -> Option<PolicyError> {
     })
 }
 
-/// Parses the documents of one file.
-pub fn parse_str(file: &str, text: &str) -> Result<Vec<SourceDoc>, PolicyError> {
-    let file: Arc<str> = file.into();
-    if text.len() > MAX_FILE_BYTES {
-        return Err(PolicyError {
-            file,
-            line: 0,
-            column: 0,
-            message: format!("file is larger than {MAX_FILE_BYTES} bytes"),
-        });
+/// The documents of a multi-document YAML text, each with the number of lines before it, split
+/// at `---` and after `...` lines, so that each is parsed (and its first error reported) on its
+/// own. A text with directives (`%YAML`) is not split.
+pub fn split_documents(text: &str) -> Vec<(u64, &str)> {
+    if text.lines().any(|l| l.starts_with('%')) {
+        return vec![(0, text)];
     }
-    if let Some(e) = foreign_kind(&file, text) {
-        return Err(e);
+    let mut out = Vec::new();
+    let (mut start, mut start_line, mut line, mut at) = (0usize, 0u64, 0u64, 0usize);
+    for l in text.split_inclusive('\n') {
+        let bare = l.trim_end_matches(['\n', '\r']);
+        let opens = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        if opens && at > start {
+            out.push((start_line, &text[start..at]));
+            (start, start_line) = (at, line);
+        }
+        at += l.len();
+        line += 1;
+        if bare == "..." {
+            out.push((start_line, &text[start..at]));
+            (start, start_line) = (at, line);
+        }
+    }
+    if at > start {
+        out.push((start_line, &text[start..at]));
+    }
+    out
+}
+
+/// Parses one document's text (`offset` lines into the file).
+fn parse_document(
+    file: &Arc<str>,
+    offset: u64,
+    text: &str,
+) -> Result<Option<SourceDoc>, PolicyError> {
+    let located = |mut e: PolicyError| {
+        e.line += offset;
+        e
+    };
+    if let Some(e) = foreign_kind(file, text) {
+        return Err(located(e));
     }
     match serde_saphyr::from_multiple_with_options::<Document>(text, options()) {
-        // An empty file is a mistake (a truncated ConfigMap, the wrong path), never "no rules":
-        // it is refused rather than read as a policy that enforces nothing.
-        Ok(docs) if docs.is_empty() => Err(PolicyError {
-            file,
-            line: 1,
-            column: 1,
-            message: "no policy document in this file".into(),
-        }),
-        Ok(docs) => Ok(docs
-            .into_iter()
-            .map(|doc| SourceDoc {
-                file: file.clone(),
-                doc,
-            })
-            .collect()),
+        Ok(docs) => Ok(docs.into_iter().next().map(|doc| SourceDoc {
+            file: file.clone(),
+            line_offset: offset,
+            doc,
+        })),
         Err(e) => {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            Err(PolicyError {
-                file,
+            Err(located(PolicyError {
+                file: file.clone(),
                 line,
                 column,
                 message: clean_message(&e.to_string()),
-            })
+            }))
         }
     }
+}
+
+/// Parses the documents of one file; every document is parsed, and the first error of each
+/// is returned.
+pub fn parse_str(file: &str, text: &str) -> Result<Vec<SourceDoc>, Vec<PolicyError>> {
+    match parse_lenient(file, text) {
+        (docs, errors) if errors.is_empty() => Ok(docs),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// [`parse_str`], keeping the documents that parsed beside the errors of those that did not.
+fn parse_lenient(file: &str, text: &str) -> (Vec<SourceDoc>, Vec<PolicyError>) {
+    let file: Arc<str> = file.into();
+    let at_start = |message: String, line| PolicyError {
+        file: file.clone(),
+        line,
+        column: line,
+        message,
+    };
+    if text.len() > MAX_FILE_BYTES {
+        let message = format!("file is larger than {MAX_FILE_BYTES} bytes");
+        return (Vec::new(), vec![at_start(message, 0)]);
+    }
+    let (mut docs, mut errors) = (Vec::new(), Vec::new());
+    for (offset, chunk) in split_documents(text) {
+        match parse_document(&file, offset, chunk) {
+            Ok(Some(doc)) => docs.push(doc),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    // An empty file is a mistake (a truncated ConfigMap, the wrong path), never "no rules": it
+    // is refused rather than read as a policy that enforces nothing.
+    if docs.is_empty() && errors.is_empty() {
+        errors.push(at_start("no policy document in this file".into(), 1));
+    }
+    (docs, errors)
 }
 
 /// serde-saphyr appends the location in words (we print it as `file:line:col:` instead) and
@@ -219,21 +275,17 @@ fn clean_message(msg: &str) -> String {
     }
 }
 
-/// Parses every file of a source; all files are parsed and all their errors returned.
-pub fn parse_source(source: &Source) -> Result<Vec<SourceDoc>, Vec<PolicyError>> {
+/// Parses every file of a source: the documents that parse, and the errors of those that do
+/// not (every file and every document is parsed).
+pub fn parse_source(source: &Source) -> (Vec<SourceDoc>, Vec<PolicyError>) {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for (name, text) in &source.files {
-        match parse_str(name, text) {
-            Ok(mut d) => docs.append(&mut d),
-            Err(e) => errors.push(e),
-        }
+        let (file_docs, file_errors) = parse_lenient(name, text);
+        docs.extend(file_docs);
+        errors.extend(file_errors);
     }
-    if errors.is_empty() {
-        Ok(docs)
-    } else {
-        Err(errors)
-    }
+    (docs, errors)
 }
 
 /// A compiled policy with what it was compiled from.
@@ -247,22 +299,34 @@ pub struct LoadedPolicy {
     pub hash: String,
 }
 
-/// Reads, parses and compiles a policy source; any error anywhere fails the whole load.
+/// Reads, parses and compiles a policy source; any error anywhere fails the whole load, and
+/// every error found is reported: those of documents that do not parse and those of the
+/// documents that do, in file order.
 pub fn load_policy(path: &Path, ctx: &CompileContext) -> Result<LoadedPolicy, LoadError> {
-    let (source, docs) = load_path(path)?;
-    let (policy, warnings) = crate::compile::compile(&docs, ctx).map_err(LoadError::Invalid)?;
-    Ok(LoadedPolicy {
-        policy,
-        warnings,
-        hash: source.content_hash(),
-    })
+    let source = read_source(path)?;
+    let (docs, mut errors) = parse_source(&source);
+    match crate::compile::compile(&docs, ctx) {
+        Ok((policy, warnings)) if errors.is_empty() => Ok(LoadedPolicy {
+            policy,
+            warnings,
+            hash: source.content_hash(),
+        }),
+        Ok(_) => Err(LoadError::Invalid(errors)),
+        Err(more) => {
+            errors.extend(more);
+            errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+            Err(LoadError::Invalid(errors))
+        }
+    }
 }
 
 /// Reads and parses a policy source.
 pub fn load_path(path: &Path) -> Result<(Source, Vec<SourceDoc>), LoadError> {
     let source = read_source(path)?;
-    let docs = parse_source(&source).map_err(LoadError::Invalid)?;
-    Ok((source, docs))
+    match parse_source(&source) {
+        (docs, errors) if errors.is_empty() => Ok((source, docs)),
+        (_, errors) => Err(LoadError::Invalid(errors)),
+    }
 }
 
 #[cfg(test)]
@@ -283,7 +347,9 @@ mod tests {
             };
             bomb.push_str(&format!("    l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
-        let err = parse_str("bomb.yaml", &bomb).expect_err("alias bomb refused");
+        let err = parse_str("bomb.yaml", &bomb)
+            .expect_err("alias bomb refused")
+            .remove(0);
         assert!(
             err.message.to_lowercase().contains("budget") || err.message.contains("alias"),
             "{err}"
@@ -294,7 +360,9 @@ mod tests {
             "[".repeat(MAX_DEPTH + 10),
             "]".repeat(MAX_DEPTH + 10)
         );
-        let err = parse_str("deep.yaml", &deep).expect_err("too deep");
+        let err = parse_str("deep.yaml", &deep)
+            .expect_err("too deep")
+            .remove(0);
         assert!(
             err.message.to_lowercase().contains("depth") || err.message.contains("budget"),
             "{err}"
@@ -307,12 +375,61 @@ mod tests {
             "p.yaml",
             "apiVersion: v\nkind: AccessPolicy\nmetadata: {name: x}\nspec: {bogus: 1}\n",
         )
-        .expect_err("unknown field");
+        .expect_err("unknown field")
+        .remove(0);
         assert_eq!((err.line, err.column), (4, 8), "{err}");
         assert!(
             err.to_string()
                 .starts_with("p.yaml:4:8: unknown field `bogus`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn documents_are_split_at_their_markers_with_their_line_offsets() {
+        let cases: &[(&str, &[(u64, &str)])] = &[
+            ("a: 1\n", &[(0, "a: 1\n")]),
+            ("a: 1\n---\nb: 2\n", &[(0, "a: 1\n"), (1, "---\nb: 2\n")]),
+            (
+                "---\na: 1\n--- \nb: 2",
+                &[(0, "---\na: 1\n"), (2, "--- \nb: 2")],
+            ),
+            ("a: 1\n...\nb: 2\n", &[(0, "a: 1\n...\n"), (2, "b: 2\n")]),
+            ("a: |\n  ---x\n----\n", &[(0, "a: |\n  ---x\n----\n")]),
+            (
+                "%YAML 1.2\n---\na: 1\n---\nb: 2\n",
+                &[(0, "%YAML 1.2\n---\na: 1\n---\nb: 2\n")],
+            ),
+            (
+                "a: 1\r\n---\r\nb: 2\r\n",
+                &[(0, "a: 1\r\n"), (1, "---\r\nb: 2\r\n")],
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(split_documents(text), *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn every_document_reports_its_first_error_at_its_own_line() {
+        let text = "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: a}\nspec: {bogus: 1}\n---\napiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: b}\nspec:\n  inbound: {default: maybe}\n---\nkind: CiliumNetworkPolicy\n";
+        let errors: Vec<String> = parse_str("m.yaml", text)
+            .expect_err("three broken documents")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("m.yaml:4:8: unknown field `bogus`"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].starts_with("m.yaml:10:22: unknown variant `maybe`"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].starts_with("m.yaml:12:7: unsupported kind \"CiliumNetworkPolicy\""),
+            "{errors:#?}"
         );
     }
 }

@@ -34,6 +34,8 @@ impl fmt::Display for PolicyError {
 pub struct SourceDoc {
     /// File name as given.
     pub file: Arc<str>,
+    /// Lines of the file before this document (its locations are relative to its own start).
+    pub line_offset: u64,
     /// The document.
     pub doc: Document,
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use portcullis_config::decide::{JwtClaims, Trace};
 use portcullis_config::normalize::{normalize_host, normalize_target};
 use portcullis_config::{
-    CompileContext, ConnDecision, Connection, Direction, Request, compile, load,
+    CompileContext, ConnDecision, Connection, Direction, LoadError, Request, compile, load,
 };
 use serde::Deserialize;
 
@@ -156,7 +156,7 @@ fn conformance_cases() {
         let file: CaseFile =
             serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let docs = load::parse_str("policy.yaml", &file.policy)
-            .unwrap_or_else(|e| panic!("{}: policy: {e}", path.display()));
+            .unwrap_or_else(|e| panic!("{}: policy: {e:?}", path.display()));
         let ctx = CompileContext {
             workload_labels: file.workload_labels.clone(),
             named_ports: portcullis_config::workload::parse_named_ports(&file.named_ports)
@@ -220,16 +220,15 @@ fn invalid_policies_are_refused_with_located_errors() {
             .filter_map(|l| l.strip_prefix("# expect: "))
             .collect();
         assert!(!expected.is_empty(), "{name}: no `# expect:` lines");
-        let errors: Vec<String> = match load::parse_str(&name, &text) {
+        // As the proxy and `check` load it: every document's errors, parse and compile alike.
+        let errors: Vec<String> = match load::load_policy(&path, &CompileContext::default()) {
+            Err(LoadError::Invalid(errs)) => errs.iter().map(ToString::to_string).collect(),
             Err(e) => vec![e.to_string()],
-            Ok(docs) => match compile::compile(&docs, &CompileContext::default()) {
-                Ok(_) => vec![],
-                Err(errs) => errs.iter().map(ToString::to_string).collect(),
-            },
+            Ok(_) => vec![],
         };
         for want in &expected {
             let (loc, msg) = want.split_once(": ").unwrap_or((want, ""));
-            let prefix = format!("{name}:{loc}: ");
+            let prefix = format!("{}:{loc}: ", path.display());
             if !errors
                 .iter()
                 .any(|e| e.starts_with(&prefix) && e.contains(msg))
