@@ -15,6 +15,7 @@ have wrk       || need+=(wrk)
 have nginx     || need+=(nginx-light)
 have socat     || need+=(socat)
 have openssl   || need+=(openssl)
+have ab        || need+=(apache2-utils)
 have nghttp    || need+=(nghttp2-client)
 # Peers and tools of the load harness (benches/).
 have haproxy   || need+=(haproxy)

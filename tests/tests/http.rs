@@ -463,3 +463,45 @@ fn bypass_corpus_never_reaches_a_denied_path() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn http_1_0_clients_never_see_a_502_from_a_closed_pooled_connection() -> Result<()> {
+    // ApacheBench speaks HTTP/1.0 without keep-alive: every request is served by the full
+    // server, whose upstream connections the Python app closes after each HTTP/1.0 exchange.
+    let tb = start()?;
+    let out = tb
+        .client
+        .command("ab")
+        .args([
+            "-q",
+            "-n",
+            "1000",
+            "-c",
+            "1",
+            &format!("http://{POD_V4}:8080/public/ab"),
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    assert_eq!(
+        field("Complete requests:").as_deref(),
+        Some("1000"),
+        "{text}"
+    );
+    assert_eq!(field("Failed requests:").as_deref(), Some("0"), "{text}");
+    assert_eq!(
+        field("Non-2xx responses:"),
+        None,
+        "every answer was a 200: {text}"
+    );
+    Ok(())
+}
