@@ -18,6 +18,9 @@ pub struct CompileContext {
     pub named_ports: BTreeMap<String, NamedPort>,
     /// The workload's own namespace (Downward API); `None` when unknown.
     pub workload_namespace: Option<String>,
+    /// The cluster, when the control plane (or a snapshot) tells it: selectors then resolve to
+    /// the pods they select. `None`: a sidecar on its own, which cannot see other pods.
+    pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 /// The rules of one direction.

@@ -1,4 +1,4 @@
-//! The Portcullis policy language (`../shared/spec/POLICY.md`): parsing, validation and
+//! The Portcullis policy language (`docs/policy.md`): parsing, validation and
 //! compilation into an immutable [`CompiledPolicy`], and the pure decision functions.
 //! No IO except [`load`], which reads the policy source.
 //!
@@ -12,11 +12,14 @@
 //! - [`decide`]: connection-level and request-level judgement, with an optional trace;
 //! - [`index`]: per-direction candidate indexes (ports, CIDR trie, paths) behind `decide`;
 //! - [`normalize`]: the request normalization the proxy forwards and the engine judges;
-//! - [`workload`]: the workload's own labels and named ports (NetworkPolicy selection).
+//! - [`workload`]: the workload's own labels and named ports (NetworkPolicy selection);
+//! - [`selector`]: Kubernetes label selector semantics;
+//! - [`cluster`]: what the control plane knows of other pods and namespaces, for selectors.
 //!
 //! Modules depend one way (no import cycles; `scripts/check-module-cycles.py`): inside the
 //! crate, items are named by their defining module, never through the re-exports below.
 
+pub mod cluster;
 pub mod compile;
 pub mod compiled;
 pub mod decide;
@@ -28,6 +31,7 @@ pub mod model;
 pub mod netpol;
 pub mod normalize;
 pub mod rule;
+pub mod selector;
 pub mod source;
 pub mod workload;
 

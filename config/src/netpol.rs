@@ -14,14 +14,18 @@ mod ports;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use peers::selector_matches;
+use crate::selector::selector_matches;
 
+use crate::cluster::Pod;
 use crate::compiled::{CompileContext, CompiledPolicy};
 use crate::diagnostics::Diagnostics;
+use crate::matchers::PortSet;
 use crate::model::{self, Action, Spanned};
 use crate::rule::CompiledRule;
+use peers::{Resolved, Scope, pod_matches};
 
 /// The directions a policy isolates, defaulted as the API server defaults `policyTypes`.
 fn policy_types(d: &mut Diagnostics<'_>, s: &model::Spec) -> (bool, bool) {
@@ -88,6 +92,11 @@ fn rules(
     } else {
         ("egress", "to", "from")
     };
+    let scope = Scope {
+        own_namespace: namespace,
+        inbound,
+        cluster: ctx.cluster.as_deref(),
+    };
     let mut compiled = Vec::new();
     for (i, r) in list.iter().flat_map(|l| l.value.iter()).enumerate() {
         let (peers_field, wrong) = if inbound {
@@ -102,25 +111,72 @@ fn rules(
             );
         }
         // An absent or empty peer list means every peer (Kubernetes), unlike AccessPolicy.
-        let peers = peers_field
+        let resolved = peers_field
             .as_ref()
             .filter(|l| !l.is_empty())
-            .map(|l| peers::peers(d, l, namespace, inbound));
+            .map(|l| peers::peers(d, l, scope));
         let ports = r
             .value
             .ports
             .as_ref()
-            .and_then(|l| ports::ports(d, l, inbound, ctx));
-        compiled.push(CompiledRule {
+            .map(|l| ports::ports(d, l, inbound, ctx))
+            .unwrap_or_default();
+        let name: Arc<str> = format!("{prefix}[{i}]").into();
+        let rule = |peers, ports| CompiledRule {
             policy: policy.clone(),
-            name: format!("{prefix}[{i}]").into(),
+            name: name.clone(),
             action: Action::Allow,
             peers,
             ports,
             http: None,
+        };
+        let peers = resolved.as_ref().map(|r| {
+            r.iter()
+                .flat_map(|p| match p {
+                    Resolved::Match(m) => vec![m.clone()],
+                    Resolved::Pods(pods) => pod_matches(pods).collect(),
+                })
+                .collect()
         });
+        compiled.push(rule(peers, ports.numbers));
+        // Egress named ports: each destination pod says which port its name is.
+        for port_name in &ports.egress_names {
+            for (port, pods) in named_destinations(ctx, resolved.as_deref(), port_name) {
+                compiled.push(rule(
+                    Some(pod_matches(&pods).collect()),
+                    Some(PortSet::new(vec![(port, port)])),
+                ));
+            }
+        }
     }
     compiled
+}
+
+/// The destination pods of a rule that name a TCP port `name`, by that port's number.
+fn named_destinations<'c>(
+    ctx: &'c CompileContext,
+    resolved: Option<&[Resolved<'c>]>,
+    name: &str,
+) -> BTreeMap<u16, Vec<&'c Pod>> {
+    let all: Vec<&Pod> = match (resolved, ctx.cluster.as_deref()) {
+        (Some(list), _) => list
+            .iter()
+            .flat_map(|r| match r {
+                Resolved::Pods(pods) => pods.clone(),
+                Resolved::Match(_) => Vec::new(),
+            })
+            .collect(),
+        // No `to`: every pod is a destination.
+        (None, Some(cluster)) => cluster.pods.iter().collect(),
+        (None, None) => Vec::new(),
+    };
+    let mut by_port: BTreeMap<u16, Vec<&Pod>> = BTreeMap::new();
+    for pod in all {
+        if let Some(p) = pod.named_ports.get(name).filter(|p| p.protocol == "TCP") {
+            by_port.entry(p.port).or_default().push(pod);
+        }
+    }
+    by_port
 }
 
 /// Imports one NetworkPolicy (`namespace` is its `metadata.namespace`); returns (inbound rules,

@@ -162,6 +162,7 @@ fn conformance_cases() {
             named_ports: portcullis_config::workload::parse_named_ports(&file.named_ports)
                 .unwrap_or_else(|e| panic!("{}: named_ports: {e}", path.display())),
             workload_namespace: file.workload_namespace.clone(),
+            cluster: None,
         };
         let (policy, _) = compile::compile(&docs, &ctx).unwrap_or_else(|e| {
             panic!(

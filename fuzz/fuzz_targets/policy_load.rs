@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
             ),
         ]),
         workload_namespace: Some("web".into()),
+        cluster: None,
     };
     let _ = compile::compile(&docs, &ctx);
 });

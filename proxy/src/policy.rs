@@ -91,6 +91,7 @@ pub(crate) fn context(args: &Workload) -> Result<CompileContext, PolicyLoadError
         workload_labels,
         named_ports,
         workload_namespace,
+        cluster: None,
     })
 }
 

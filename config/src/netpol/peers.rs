@@ -4,13 +4,15 @@
 //! namespace; `namespaceSelector: {}` → any authenticated peer; `podSelector: {}` alone → the
 //! policy's own namespace. Selectors on other labels — and every selector peer of an egress rule,
 //! whose destination is known only by its address — cannot be seen by a sidecar: they never
-//! match, with a warning.
+//! match, with a warning. With the [`Cluster`] (from the control plane or a snapshot), every
+//! selector peer resolves instead to the addresses of the pods it selects.
 
 use std::collections::BTreeMap;
 
 use super::apivalidation::{label_value, qualified_name};
+use crate::cluster::{Cluster, Pod};
 use crate::diagnostics::{Diagnostics, cidr_match};
-use crate::matchers::IdentityPattern;
+use crate::matchers::{CidrMatch, IdentityPattern};
 use crate::model::{self, LabelSelector, Spanned};
 use crate::rule::{NameRequirement, PeerMatch};
 
@@ -61,28 +63,6 @@ pub(super) fn validate_selector(d: &mut Diagnostics<'_>, sel: &Spanned<LabelSele
         }
     }
     d.error_count() == before
-}
-
-/// Kubernetes label selector semantics over a label map.
-pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let exact = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    exact
-        && sel.match_expressions.iter().flatten().all(|e| {
-            let e = &e.value;
-            let values = e.values.as_deref().unwrap_or_default();
-            let have = labels.get(&e.key);
-            match e.operator.value.as_str() {
-                "In" => have.is_some_and(|v| values.contains(v)),
-                "NotIn" => have.is_none_or(|v| !values.contains(v)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            }
-        })
 }
 
 fn is_empty(sel: &LabelSelector) -> bool {
@@ -143,57 +123,48 @@ fn strict_subsets(d: &mut Diagnostics<'_>, block: &model::IpBlock) -> bool {
     ok
 }
 
-fn one_peer(
-    d: &mut Diagnostics<'_>,
-    p: &Spanned<model::NetPeer>,
-    own_namespace: Option<&str>,
-    inbound: bool,
-    out: &mut Vec<PeerMatch>,
-) {
+/// What a peer entry became.
+#[derive(Debug)]
+pub(super) enum Resolved<'c> {
+    /// A peer the engine matches itself (a CIDR, an identity's namespace, or never).
+    Match(PeerMatch),
+    /// The pods the cluster says the selectors select (resolved by the control plane).
+    Pods(Vec<&'c Pod>),
+}
+
+/// Where a rule's peers are resolved: the policy's namespace, the direction, and the cluster
+/// when it is known.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Scope<'c> {
+    pub(super) own_namespace: Option<&'c str>,
+    pub(super) inbound: bool,
+    pub(super) cluster: Option<&'c Cluster>,
+}
+
+/// A host route for each address of each pod.
+pub(super) fn pod_matches(pods: &[&Pod]) -> impl Iterator<Item = PeerMatch> {
+    pods.iter().flat_map(|p| p.ips.iter()).map(|ip| PeerMatch {
+        cidr: Some(CidrMatch {
+            net: ipnet::IpNet::from(*ip),
+            except: Vec::new(),
+        }),
+        ..PeerMatch::default()
+    })
+}
+
+/// A valid selector peer, without the cluster: what a sidecar alone can tell of it.
+fn unresolved(d: &mut Diagnostics<'_>, p: &Spanned<model::NetPeer>, scope: Scope<'_>) -> PeerMatch {
     let peer = &p.value;
-    if let Some(block) = &peer.ip_block {
-        if peer.namespace_selector.is_some() || peer.pod_selector.is_some() {
-            d.error(p, "may not specify both ipBlock and another peer");
-        } else if strict_subsets(d, &block.value)
-            && let Some(c) = cidr_match(d, &block.value.cidr, block.value.except.as_ref())
-        {
-            out.push(PeerMatch {
-                cidr: Some(c),
-                ..PeerMatch::default()
-            });
-        }
-        return;
-    }
-    let selectors = [&peer.namespace_selector, &peer.pod_selector];
-    if selectors.iter().all(|s| s.is_none()) {
-        d.error(
-            p,
-            "must specify a peer (ipBlock, namespaceSelector or podSelector)",
-        );
-        return;
-    }
-    let mut valid = true;
-    for sel in selectors.into_iter().flatten() {
-        valid &= validate_selector(d, sel);
-    }
-    if !valid {
-        return;
-    }
-    if !inbound {
+    if !scope.inbound {
         // An outbound connection is judged before it opens, on its destination address: the
         // destination's namespace and labels are not known to a sidecar.
-        out.push(never(
-            d,
-            p,
-            "an egress peer selected by namespace or pod labels",
-        ));
-        return;
+        return never(d, p, "an egress peer selected by namespace or pod labels");
     }
     let pods_any = peer
         .pod_selector
         .as_ref()
         .is_none_or(|s| is_empty(&s.value));
-    out.push(match (&peer.namespace_selector, pods_any) {
+    match (&peer.namespace_selector, pods_any) {
         (_, false) => never(d, p, "podSelector with labels"),
         (Some(ns), true) if is_empty(&ns.value) => PeerMatch {
             identity: Some(IdentityPattern::Any),
@@ -210,7 +181,7 @@ fn one_peer(
                 "namespaceSelector on labels other than kubernetes.io/metadata.name",
             ),
         },
-        (None, true) => match own_namespace {
+        (None, true) => match scope.own_namespace {
             Some(ns) => PeerMatch {
                 namespace: Some(ns.to_string()),
                 ..PeerMatch::default()
@@ -221,19 +192,59 @@ fn one_peer(
                 "podSelector: {} in a policy without metadata.namespace (and no --pod-namespace)",
             ),
         },
-    });
+    }
 }
 
-/// Compiles a rule's peers (`from` or `to`); `own_namespace` is the policy's.
-pub(super) fn peers(
+fn one_peer<'c>(
+    d: &mut Diagnostics<'_>,
+    p: &Spanned<model::NetPeer>,
+    scope: Scope<'c>,
+) -> Option<Resolved<'c>> {
+    let peer = &p.value;
+    if let Some(block) = &peer.ip_block {
+        if peer.namespace_selector.is_some() || peer.pod_selector.is_some() {
+            d.error(p, "may not specify both ipBlock and another peer");
+            return None;
+        }
+        if !strict_subsets(d, &block.value) {
+            return None;
+        }
+        let c = cidr_match(d, &block.value.cidr, block.value.except.as_ref())?;
+        return Some(Resolved::Match(PeerMatch {
+            cidr: Some(c),
+            ..PeerMatch::default()
+        }));
+    }
+    let selectors = [&peer.namespace_selector, &peer.pod_selector];
+    if selectors.iter().all(|s| s.is_none()) {
+        d.error(
+            p,
+            "must specify a peer (ipBlock, namespaceSelector or podSelector)",
+        );
+        return None;
+    }
+    let mut valid = true;
+    for sel in selectors.into_iter().flatten() {
+        valid &= validate_selector(d, sel);
+    }
+    if !valid {
+        return None;
+    }
+    match (scope.cluster, scope.own_namespace) {
+        (Some(cluster), Some(ns)) => Some(Resolved::Pods(cluster.select(
+            ns,
+            peer.namespace_selector.as_ref().map(|s| &s.value),
+            peer.pod_selector.as_ref().map(|s| &s.value),
+        ))),
+        _ => Some(Resolved::Match(unresolved(d, p, scope))),
+    }
+}
+
+/// Compiles a rule's peers (`from` or `to`).
+pub(super) fn peers<'c>(
     d: &mut Diagnostics<'_>,
     list: &[Spanned<model::NetPeer>],
-    own_namespace: Option<&str>,
-    inbound: bool,
-) -> Vec<PeerMatch> {
-    let mut out = Vec::new();
-    for p in list {
-        one_peer(d, p, own_namespace, inbound, &mut out);
-    }
-    out
+    scope: Scope<'c>,
+) -> Vec<Resolved<'c>> {
+    list.iter().filter_map(|p| one_peer(d, p, scope)).collect()
 }

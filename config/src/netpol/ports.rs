@@ -2,7 +2,8 @@
 //! TCP reaches the proxy, so UDP and SCTP entries allow nothing here. A named port resolves,
 //! as in Kubernetes, on the pod the rule protects: for ingress the workload's own container
 //! ports (name *and* protocol must match); for egress the destination pod's, which a sidecar
-//! cannot know, so there it matches nothing, with a warning.
+//! alone cannot know, so there it matches nothing, with a warning — unless the cluster is known,
+//! and each destination pod resolves the name itself ([`Ports::egress_names`]).
 
 use super::apivalidation::port_name;
 use crate::compiled::CompileContext;
@@ -32,7 +33,9 @@ fn named(
     ctx: &CompileContext,
 ) -> Option<u16> {
     if !inbound {
-        d.warn(at, format!("named port {name:?} in an egress rule names a port of the destination pod, which a sidecar cannot know; it matches nothing (use the port number)"));
+        if ctx.cluster.is_none() {
+            d.warn(at, format!("named port {name:?} in an egress rule names a port of the destination pod, which a sidecar cannot know; it matches nothing (use the port number)"));
+        }
         return None;
     }
     match ctx.named_ports.get(name) {
@@ -100,16 +103,27 @@ fn one(
     }
 }
 
-/// Compiles a rule's `ports`; `None` when the field is absent or empty (any port).
+/// A rule's ports: numbers and ranges, and the names of egress named ports (which resolve on
+/// each destination pod, when the cluster is known).
+#[derive(Debug, Default)]
+pub(super) struct Ports {
+    /// `None` when the field is absent or empty (any port).
+    pub(super) numbers: Option<PortSet>,
+    /// Egress named TCP ports, for the destination pods to resolve.
+    pub(super) egress_names: Vec<String>,
+}
+
+/// Compiles a rule's `ports`.
 pub(super) fn ports(
     d: &mut Diagnostics<'_>,
     list: &[Spanned<model::NetPort>],
     inbound: bool,
     ctx: &CompileContext,
-) -> Option<PortSet> {
+) -> Ports {
     if list.is_empty() {
-        return None;
+        return Ports::default();
     }
+    let mut egress_names = Vec::new();
     let mut ranges = Vec::new();
     for p in list {
         let proto = p
@@ -128,6 +142,16 @@ pub(super) fn ports(
         if let (Some(r), "TCP") = (range, proto) {
             ranges.push(r);
         }
+        if let (Some(v), false, "TCP") = (&p.value.port, inbound, proto)
+            && let PortValue::Text(name) = &v.value
+            && ctx.cluster.is_some()
+            && port_name(name).is_empty()
+        {
+            egress_names.push(name.clone());
+        }
     }
-    Some(PortSet::new(ranges))
+    Ports {
+        numbers: Some(PortSet::new(ranges)),
+        egress_names,
+    }
 }

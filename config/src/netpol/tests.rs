@@ -20,6 +20,7 @@ fn ctx(ns: Option<&str>, labels: &[(&str, &str)], named: &str) -> CompileContext
         ),
         named_ports: parse_named_ports(named).expect("named ports"),
         workload_namespace: ns.map(str::to_string),
+        cluster: None,
     }
 }
 
@@ -351,4 +352,121 @@ fn egress_selector_peers_never_match_and_say_so() {
             .all(|w| w.contains("an egress peer selected by namespace or pod labels")),
         "{w:?}"
     );
+}
+
+/// The upstream e2e suite's layout: namespaces x, y, z (labelled `ns: <name>`), pods a, b, c in
+/// each (labelled `pod: <name>`), pod x/a at 10.0.1.1, y/b at 10.0.2.2, … with a named port
+/// `serve-81-tcp` on 81.
+fn e2e_cluster() -> crate::cluster::Cluster {
+    use crate::cluster::{Cluster, Pod};
+    let mut c = Cluster::default();
+    for (i, ns) in ["x", "y", "z"].into_iter().enumerate() {
+        c.namespaces
+            .insert(ns.into(), [("ns".to_string(), ns.to_string())].into());
+        for (j, pod) in ["a", "b", "c"].into_iter().enumerate() {
+            c.pods.push(Pod {
+                namespace: ns.into(),
+                name: pod.into(),
+                labels: [("pod".to_string(), pod.to_string())].into(),
+                ips: vec![format!("10.0.{}.{}", i + 1, j + 1).parse().expect("ip")],
+                service_account: "default".into(),
+                named_ports: parse_named_ports(
+                    "serve-80-tcp=80,serve-81-tcp=81,serve-81-udp=81/UDP",
+                )
+                .expect("ports"),
+            });
+        }
+    }
+    c
+}
+
+fn in_cluster(ns: &str, pod: &str) -> CompileContext {
+    let mut c = ctx(Some(ns), &[("pod", pod)], "serve-80-tcp=80,serve-81-tcp=81");
+    c.cluster = Some(std::sync::Arc::new(e2e_cluster()));
+    c
+}
+
+/// Which of the nine pods may reach `port` on the workload (inbound), as a 3×3 string.
+fn reach_in(p: &crate::CompiledPolicy, port: u16) -> String {
+    let mut out = String::new();
+    for i in 1..=3 {
+        for j in 1..=3 {
+            let v = verdict(p, IN, &format!("10.0.{i}.{j}"), port, None);
+            out.push(if v == "allow" { '.' } else { 'X' });
+        }
+        out.push(' ');
+    }
+    out.trim_end().to_string()
+}
+
+#[test]
+fn selectors_resolve_to_the_pods_they_select_as_the_e2e_suite_expects() {
+    let ingress = |from: &str| {
+        netpol(
+            "{name: t, namespace: x}",
+            &format!(
+                "  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress: [{{from: [{from}]}}]\n"
+            ),
+        )
+    };
+    // Rows: namespaces x, y, z; columns: pods a, b, c. `.` = allowed to reach x/a.
+    let table: &[(&str, &str)] = &[
+        ("{podSelector: {matchLabels: {pod: b}}}", "X.X XXX XXX"),
+        ("{namespaceSelector: {matchLabels: {ns: y}}}", "XXX ... XXX"),
+        (
+            "{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: c}}}",
+            "XXX XX. XXX",
+        ),
+        (
+            "{namespaceSelector: {matchExpressions: [{key: ns, operator: NotIn, values: [x]}]}}",
+            "XXX ... ...",
+        ),
+        (
+            "{podSelector: {matchExpressions: [{key: pod, operator: In, values: [a, c]}]}}",
+            ".X. XXX XXX",
+        ),
+        (
+            "{namespaceSelector: {}, podSelector: {matchLabels: {pod: b}}}",
+            "X.X X.X X.X",
+        ),
+        ("{podSelector: {}}", "... XXX XXX"),
+        ("{namespaceSelector: {}}", "... ... ..."),
+        (
+            "{namespaceSelector: {matchLabels: {ns: nowhere}}}",
+            "XXX XXX XXX",
+        ),
+    ];
+    let workload = in_cluster("x", "a");
+    for (from, want) in table {
+        let yaml = ingress(from);
+        let p = compiled(&yaml, &workload);
+        assert_eq!(reach_in(&p, 80), *want, "from: [{from}]");
+        assert!(
+            warnings(&yaml, &workload).is_empty(),
+            "{from}: resolved, nothing unseen"
+        );
+    }
+    // A policy of namespace x selecting pod a does not apply to y/a.
+    let p = compiled(
+        &ingress("{podSelector: {matchLabels: {pod: b}}}"),
+        &in_cluster("y", "a"),
+    );
+    assert_eq!(reach_in(&p, 80), "... ... ...");
+}
+
+#[test]
+fn egress_to_selected_pods_and_their_named_ports() {
+    let yaml = netpol(
+        "{name: e, namespace: x}",
+        "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n    - to: [{namespaceSelector: {matchLabels: {ns: y}}, podSelector: {matchLabels: {pod: b}}}]\n      ports: [{port: serve-81-tcp}]\n    - to: [{podSelector: {matchLabels: {pod: c}}}]\n      ports: [{port: 80}]\n",
+    );
+    let p = compiled(&yaml, &in_cluster("x", "a"));
+    let out = |ip: &str, port: u16| verdict(&p, OUT, ip, port, None);
+    assert_eq!(out("10.0.2.2", 81), "allow", "y/b's serve-81-tcp");
+    assert_eq!(out("10.0.2.2", 80), "deny", "only the named port");
+    assert_eq!(out("10.0.2.3", 81), "deny", "y/c is not selected");
+    assert_eq!(out("10.0.1.3", 80), "allow", "x/c on 80");
+    assert_eq!(out("10.0.1.3", 81), "deny");
+    assert_eq!(out("203.0.113.1", 80), "deny", "not a pod");
+    assert!(warnings(&yaml, &in_cluster("x", "a")).is_empty());
 }
