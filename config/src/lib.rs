@@ -14,7 +14,8 @@
 //! - [`normalize`]: the request normalization the proxy forwards and the engine judges;
 //! - [`workload`]: the workload's own labels and named ports (NetworkPolicy selection);
 //! - [`selector`]: Kubernetes label selector semantics;
-//! - [`cluster`]: what the control plane knows of other pods and namespaces, for selectors.
+//! - [`cluster`]: what the control plane knows of other pods and namespaces, for selectors;
+//! - [`snapshot`]: a `kubectl get -A -o yaml` snapshot → the cluster and its policies.
 //!
 //! Modules depend one way (no import cycles; `scripts/check-module-cycles.py`): inside the
 //! crate, items are named by their defining module, never through the re-exports below.
@@ -32,6 +33,7 @@ pub mod netpol;
 pub mod normalize;
 pub mod rule;
 pub mod selector;
+pub mod snapshot;
 pub mod source;
 pub mod workload;
 

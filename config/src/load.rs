@@ -193,7 +193,7 @@ pub fn split_documents(text: &str) -> Vec<(u64, &str)> {
 }
 
 /// Parses one document's text (`offset` lines into the file).
-fn parse_document(
+pub(crate) fn parse_document(
     file: &Arc<str>,
     offset: u64,
     text: &str,

@@ -1,7 +1,9 @@
 //! The subcommands besides `run`: [`check`] validates policy sources, [`explain`] shows how
 //! the policy decides one connection or request, [`dev_certs`] makes throwaway identities.
-//! Each returns what it prints, so that it can be tested without a process.
+//! Each returns what it prints, so that it can be tested without a process. [`cluster`] reads
+//! the `--cluster DIR` snapshot both take.
 
 pub mod check;
+pub(crate) mod cluster;
 pub mod dev_certs;
 pub mod explain;

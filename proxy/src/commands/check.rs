@@ -22,9 +22,82 @@ fn plural(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
+/// One direction of a pod's compiled policy, in words.
+fn isolation(rules: &portcullis_config::compiled::DirectionRules) -> String {
+    if !rules.mentioned {
+        return "open".into();
+    }
+    format!("isolated, {}", plural(rules.rules.len(), "rule"))
+}
+
+/// `check --cluster`: the snapshot's policies, then one line per pod.
+fn cluster(dir: &std::path::Path, r: &mut Report) {
+    let (snapshot, hash) = match super::cluster::read(dir, None) {
+        Ok(s) => s,
+        Err(e) => return invalid(dir, &e, r),
+    };
+    let mut pods: Vec<_> = snapshot.cluster.pods.iter().collect();
+    pods.sort_by_key(|p| super::cluster::name(p));
+    for pod in pods {
+        match super::cluster::compile_for(&snapshot, &hash, pod) {
+            Ok(loaded) => {
+                let p = &loaded.policy;
+                let selected: Vec<&str> = p
+                    .documents
+                    .iter()
+                    .filter(|d| d.applies && d.kind == "NetworkPolicy")
+                    .map(|d| d.name.as_str())
+                    .collect();
+                r.out.push_str(&format!(
+                    "{}: inbound {}, outbound {}; selected by: {}\n",
+                    super::cluster::name(pod),
+                    isolation(&p.inbound),
+                    isolation(&p.outbound),
+                    if selected.is_empty() {
+                        "none".into()
+                    } else {
+                        selected.join(", ")
+                    }
+                ));
+                for w in &loaded.warnings {
+                    r.err.push_str(&format!("{w}\n"));
+                }
+            }
+            Err(e) => return invalid(dir, &e, r),
+        }
+    }
+    r.out.push_str(&format!(
+        "{}: valid ({}, {}, {})\n",
+        dir.display(),
+        plural(snapshot.cluster.namespaces.len(), "namespace"),
+        plural(snapshot.cluster.pods.len(), "pod"),
+        plural(snapshot.policies.len(), "policy document")
+    ));
+}
+
+/// Reports an invalid source.
+fn invalid(path: &std::path::Path, e: &LoadError, r: &mut Report) {
+    r.code = 1;
+    let LoadError::Invalid(errors) = e else {
+        r.err.push_str(&format!("{}\n", Chain(e)));
+        return;
+    };
+    for e in errors {
+        r.err.push_str(&format!("{e}\n"));
+    }
+    r.err.push_str(&format!(
+        "{}: invalid ({})\n",
+        path.display(),
+        plural(errors.len(), "error")
+    ));
+}
+
 /// Checks every path; all of them are checked even after a failure.
 pub fn run(args: &CheckArgs) -> Report {
     let mut r = Report::default();
+    if let Some(dir) = &args.cluster {
+        cluster(dir, &mut r);
+    }
     for path in &args.paths {
         match policy::load(path, &args.workload.workload()) {
             Ok(loaded) => {
@@ -53,17 +126,7 @@ pub fn run(args: &CheckArgs) -> Report {
                     loaded.hash
                 ));
             }
-            Err(PolicyLoadError::Policy(LoadError::Invalid(errors))) => {
-                for e in &errors {
-                    r.err.push_str(&format!("{e}\n"));
-                }
-                r.err.push_str(&format!(
-                    "{}: invalid ({})\n",
-                    path.display(),
-                    plural(errors.len(), "error")
-                ));
-                r.code = 1;
-            }
+            Err(PolicyLoadError::Policy(e)) => invalid(path, &e, &mut r),
             Err(e) => {
                 r.err.push_str(&format!("{}\n", Chain(&e)));
                 r.code = 1;

@@ -7,9 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use portcullis_config::decide::{JwtClaims, Trace};
 use portcullis_config::normalize::{normalize_host, normalize_target};
 use portcullis_config::{
-    CompiledPolicy, ConnDecision, Connection, Decision, Direction, Request, Verdict,
+    CompiledPolicy, ConnDecision, Connection, Decision, Direction, LoadedPolicy, Request, Verdict,
 };
 
+use super::cluster;
 use crate::http::jwt::Jwks;
 use crate::observe::Chain;
 use crate::policy;
@@ -55,12 +56,56 @@ fn render(d: &Decision, trace: &Trace, notes: &[String]) -> Report {
     }
 }
 
+/// The policy to judge with, and what `--cluster` found: notes for the trace and the peer
+/// pod's identity.
+struct Judged {
+    loaded: LoadedPolicy,
+    notes: Vec<String>,
+    peer_identity: Option<String>,
+}
+
+/// Loads `--policy`, or compiles the snapshot's policies for the pod the question is about.
+fn judged(args: &ExplainArgs, workload_ip: IpAddr, peer_ip: IpAddr) -> Result<Judged, Report> {
+    let Some(dir) = &args.cluster else {
+        let Some(path) = &args.policy else {
+            return Err(error("--policy or --cluster is required"));
+        };
+        return policy::load(path, &args.workload.workload())
+            .map(|loaded| Judged {
+                loaded,
+                notes: Vec::new(),
+                peer_identity: None,
+            })
+            .map_err(|e| error(Chain(&e)));
+    };
+    let (snapshot, hash) =
+        cluster::read(dir, args.policy.as_deref()).map_err(|e| error(Chain(&e)))?;
+    let Some(pod) = cluster::pod_at(&snapshot, workload_ip) else {
+        return Err(error(format!(
+            "no pod of the snapshot has the address {workload_ip} (the workload is the pod at --dst inbound, at --src outbound)"
+        )));
+    };
+    let loaded = cluster::compile_for(&snapshot, &hash, pod).map_err(|e| error(Chain(&e)))?;
+    let trust_domain = args.trust_domain.as_deref().unwrap_or("cluster.local");
+    let peer = cluster::pod_at(&snapshot, peer_ip);
+    let mut notes = vec![format!("workload: pod {}", cluster::name(pod))];
+    notes.push(match peer {
+        Some(p) => format!(
+            "peer: pod {} ({})",
+            cluster::name(p),
+            p.identity(trust_domain)
+        ),
+        None => format!("peer: {peer_ip}, no pod of the snapshot"),
+    });
+    Ok(Judged {
+        loaded,
+        notes,
+        peer_identity: peer.map(|p| p.identity(trust_domain)),
+    })
+}
+
 /// Runs `explain`.
 pub fn run(args: &ExplainArgs) -> Report {
-    let loaded = match policy::load(&args.policy, &args.workload.workload()) {
-        Ok(l) => l,
-        Err(e) => return error(Chain(&e)),
-    };
     let Some(src) = parse_src(&args.src) else {
         return error(format!("--src {:?}: expected IP or IP:PORT", args.src));
     };
@@ -72,29 +117,43 @@ pub fn run(args: &ExplainArgs) -> Report {
     } else {
         Direction::Outbound
     };
+    let (workload_ip, peer_ip) = match direction {
+        Direction::Inbound => (dst.ip(), src),
+        Direction::Outbound => (src, dst.ip()),
+    };
+    let judged = match judged(args, workload_ip, peer_ip) {
+        Ok(j) => j,
+        Err(report) => return report,
+    };
+    // Outbound connections are judged before they open: a destination's identity is unknown.
+    let identity = args.identity.clone().or(match direction {
+        Direction::Inbound => judged.peer_identity.clone(),
+        Direction::Outbound => None,
+    });
+    let trust_domain = args
+        .trust_domain
+        .clone()
+        .or_else(|| args.cluster.as_ref().map(|_| "cluster.local".to_string()));
     let sni = args.sni.as_deref().map(normalize_host);
     let conn = Connection {
         direction,
-        peer: if direction == Direction::Inbound {
-            src
-        } else {
-            dst.ip()
-        },
+        peer: peer_ip,
         port: dst.port(),
-        identity: args.identity.as_deref(),
+        identity: identity.as_deref(),
         sni: sni.as_deref(),
-        trust_domain: args.trust_domain.as_deref(),
+        trust_domain: trust_domain.as_deref(),
     };
-    let policy = &loaded.policy;
+    let policy = &judged.loaded.policy;
     let mut trace = Trace::default();
-    let mut notes = vec![format!(
+    let mut notes = judged.notes;
+    notes.push(format!(
         "{} connection: peer {}, port {}, identity {}, sni {}",
         args.direction,
         conn.peer,
         conn.port,
         conn.identity.unwrap_or("none"),
         conn.sni.unwrap_or("none")
-    )];
+    ));
     let decision = match policy.decide_connection(&conn, Some(&mut trace)) {
         ConnDecision::Final(d) => d,
         ConnDecision::NeedHttp if args.method.is_none() && args.path.is_none() => {

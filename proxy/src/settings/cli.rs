@@ -82,8 +82,12 @@ impl WorkloadArgs {
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     /// Policy files or directories.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "cluster")]
     pub paths: Vec<PathBuf>,
+    /// A cluster snapshot (`kubectl get -A -o yaml` output, a file or directory): its policies
+    /// are checked, and for every pod it says which policies select it and what they isolate.
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
     /// Workload facts.
     #[command(flatten)]
     pub workload: WorkloadArgs,
@@ -92,9 +96,14 @@ pub struct CheckArgs {
 /// Flags of `explain`.
 #[derive(Debug, Clone, Args)]
 pub struct ExplainArgs {
-    /// Policy file or directory.
+    /// Policy file or directory (with --cluster: added to the snapshot's policies).
+    #[arg(long, required_unless_present = "cluster")]
+    pub policy: Option<PathBuf>,
+    /// A cluster snapshot (`kubectl get -A -o yaml` output, a file or directory): its policies
+    /// are judged for the pod whose address is --dst (inbound) or --src (outbound), with every
+    /// selector resolved against its pods; a pod at the other address is the peer.
     #[arg(long)]
-    pub policy: PathBuf,
+    pub cluster: Option<PathBuf>,
     /// `inbound` or `outbound`.
     #[arg(long, value_parser = ["inbound", "outbound"])]
     pub direction: String,

@@ -366,3 +366,111 @@ fn sigterm_drains_even_after_stderr_is_gone_and_piped_logs_have_no_colours() {
         "SIGTERM did not drain: {status:?}"
     );
 }
+
+/// The upstream e2e layout as `kubectl get -A -o yaml` writes it: namespaces x, y, z (label
+/// `ns`), pods a, b, c in each (label `pod`) at 10.9.<ns>.<pod>, and two policies: the two
+/// examples users bring — a podSelector ingress policy and a namespaceSelector one.
+fn e2e_snapshot() -> String {
+    let mut items = String::new();
+    for (i, ns) in ["x", "y", "z"].into_iter().enumerate() {
+        items.push_str(&format!(
+            "  - {{apiVersion: v1, kind: Namespace, metadata: {{name: {ns}, labels: {{ns: {ns}}}}}}}\n"
+        ));
+        for (j, pod) in ["a", "b", "c"].into_iter().enumerate() {
+            let ip = format!("10.9.{}.{}", i + 1, j + 1);
+            items.push_str(&format!(
+                "  - apiVersion: v1\n    kind: Pod\n    metadata: {{name: {pod}, namespace: {ns}, labels: {{pod: {pod}}}}}\n    spec: {{serviceAccountName: sa-{pod}, containers: [{{name: app, image: agnhost, ports: [{{name: serve-80-tcp, containerPort: 80}}]}}]}}\n    status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}\n"
+            ));
+        }
+    }
+    items.push_str(
+        "  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: allow-from-b, namespace: x}
+    spec:
+      podSelector: {matchLabels: {pod: a}}
+      ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: allow-from-y, namespace: x}
+    spec:
+      podSelector: {matchLabels: {pod: c}}
+      ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}], ports: [{port: serve-80-tcp}]}]
+",
+    );
+    format!("apiVersion: v1\nkind: List\nitems:\n{items}")
+}
+
+#[test]
+fn explain_and_check_judge_a_cluster_snapshot_pod_to_pod() {
+    let d = dir(&[("cluster.yaml", &e2e_snapshot())]);
+    let snapshot = d.0.join("cluster.yaml");
+    let snapshot = snapshot.to_str().expect("utf-8");
+    let ask = |src: &str, dst: &str| {
+        let o = bin()
+            .args(["explain", "--cluster", snapshot, "--direction", "inbound"])
+            .args(["--src", src, "--dst", dst])
+            .output()
+            .expect("explain");
+        (o.status.code().unwrap_or(-1), text(&o).0)
+    };
+    // x/a admits only pods labelled pod=b of its own namespace.
+    let (code, out) = ask("10.9.1.2", "10.9.1.1:80");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("allow\nrule: allow-from-b/ingress[0]\n"),
+        "{out}"
+    );
+    assert!(out.contains("workload: pod x/a"), "{out}");
+    assert!(
+        out.contains("peer: pod x/b (spiffe://cluster.local/ns/x/sa/sa-b)"),
+        "{out}"
+    );
+    assert_eq!(
+        ask("10.9.2.2", "10.9.1.1:80").0,
+        1,
+        "y/b is pod=b of another namespace"
+    );
+    assert_eq!(ask("10.9.1.3", "10.9.1.1:80").0, 1, "x/c is not pod=b");
+    // x/c admits every pod of namespace y on its named port serve-80-tcp.
+    for src in ["10.9.2.1", "10.9.2.2", "10.9.2.3"] {
+        assert_eq!(ask(src, "10.9.1.3:80").0, 0, "{src}");
+    }
+    assert_eq!(ask("10.9.3.1", "10.9.1.3:80").0, 1, "z is not selected");
+    assert_eq!(ask("10.9.2.1", "10.9.1.3:81").0, 1, "only the named port");
+    // x/b is selected by no policy: open.
+    assert_eq!(ask("10.9.3.3", "10.9.1.2:80").0, 0);
+    let (code, out) = ask("10.9.3.3", "10.9.7.7:80");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("no pod of the snapshot has the address 10.9.7.7"),
+        "{out}"
+    );
+
+    let o = bin()
+        .args(["check", "--cluster", snapshot])
+        .output()
+        .expect("check");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(
+        out.contains("x/a: inbound isolated, 1 rule, outbound open; selected by: allow-from-b\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("x/b: inbound open, outbound open; selected by: none\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("x/c: inbound isolated, 1 rule, outbound open; selected by: allow-from-y\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("valid (3 namespaces, 9 pods, 2 policy documents)"),
+        "{out}"
+    );
+    assert!(
+        err.is_empty(),
+        "nothing unseeable once the cluster is known: {err}"
+    );
+}

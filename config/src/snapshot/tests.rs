@@ -1,0 +1,94 @@
+//! Snapshots as kubectl writes them: `List` objects and multi-document files.
+
+use super::*;
+
+const LIST: &str = r#"apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: Namespace
+    metadata: {name: y, labels: {ns: y, kubernetes.io/metadata.name: y}}
+  - apiVersion: v1
+    kind: Pod
+    metadata: {name: b, namespace: y, labels: {pod: b}, uid: "1234"}
+    spec:
+      serviceAccountName: api
+      containers:
+        - name: app
+          image: app
+          ports: [{name: http, containerPort: 8080}, {name: dns, containerPort: 53, protocol: UDP}]
+    status: {phase: Running, podIP: 10.0.2.2, podIPs: [{ip: 10.0.2.2}, {ip: "fd00::2:2"}]}
+  - apiVersion: v1
+    kind: Pod
+    metadata: {name: done, namespace: y}
+    spec: {containers: []}
+    status: {phase: Succeeded, podIP: 10.0.2.9}
+  - apiVersion: v1
+    kind: Pod
+    metadata: {name: node-agent, namespace: y}
+    spec: {hostNetwork: true, containers: []}
+    status: {phase: Running, podIP: 192.168.0.1}
+  - apiVersion: v1
+    kind: Pod
+    metadata: {name: new, namespace: y}
+    spec: {containers: []}
+    status: {phase: Pending}
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: api, namespace: y}
+    spec: {ports: [{port: 80}]}
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: allow-b, namespace: y, uid: "5", resourceVersion: "7"}
+    spec:
+      podSelector: {}
+      ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]
+"#;
+
+#[test]
+fn a_list_gives_namespaces_peer_pods_and_policies() {
+    let s = Snapshot::parse(&[("cluster.yaml".into(), LIST.into())]);
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(
+        s.cluster
+            .namespace_labels("y")
+            .get("ns")
+            .map(String::as_str),
+        Some("y")
+    );
+    assert_eq!(
+        s.cluster.pods.len(),
+        1,
+        "finished, host-network and address-less pods are no peers"
+    );
+    let b = &s.cluster.pods[0];
+    assert_eq!((b.namespace.as_str(), b.name.as_str()), ("y", "b"));
+    assert_eq!(b.ips.len(), 2);
+    assert_eq!(
+        b.identity("cluster.local"),
+        "spiffe://cluster.local/ns/y/sa/api"
+    );
+    assert_eq!(b.named_ports.get("http"), Some(&NamedPort::tcp(8080)));
+    assert_eq!(
+        b.named_ports.get("dns").map(|p| p.protocol.as_str()),
+        Some("UDP")
+    );
+    assert_eq!(s.policies.len(), 1);
+    assert_eq!(&*s.policies[0].file, "cluster.yaml#items[6]");
+}
+
+#[test]
+fn multi_document_policies_keep_their_locations_and_errors_are_all_reported() {
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a, namespace: x}\nspec: {podSelector: {}, bogus: 1}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: ok, namespace: x}\nspec: {podSelector: {}}\n---\nkind: [broken\n";
+    let s = Snapshot::parse(&[("c.yaml".into(), text.into())]);
+    let errors: Vec<String> = s.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("c.yaml:8:25: unknown field `bogus`"),
+        "{errors:#?}"
+    );
+    assert!(errors[1].starts_with("c.yaml:15:"), "{errors:#?}");
+    assert_eq!(s.policies.len(), 1);
+    assert_eq!(s.policies[0].line_offset, 8);
+    assert!(s.cluster.namespaces.contains_key("x"));
+}
