@@ -24,6 +24,9 @@ pub struct Snapshot {
     pub cluster: Cluster,
     /// The policy documents, in file order.
     pub policies: Vec<SourceDoc>,
+    /// Each policy's text (YAML, or JSON for an item of a `List`), beside [`Snapshot::policies`],
+    /// for those who pass policies on (the controller).
+    pub texts: Vec<String>,
     /// What could not be read (every one, located).
     pub errors: Vec<PolicyError>,
 }
@@ -178,7 +181,10 @@ impl Snapshot {
                     }
                 };
                 match parse_document(&file, offset, text) {
-                    Ok(Some(doc)) => self.policies.push(doc),
+                    Ok(Some(doc)) => {
+                        self.policies.push(doc);
+                        self.texts.push(text.to_string());
+                    }
                     Ok(None) => {}
                     Err(e) => self.errors.push(e),
                 }

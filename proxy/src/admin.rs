@@ -114,6 +114,10 @@ pub(crate) fn respond(
                 "identity certificate expired\n",
             )
         }
+        (&Method::GET, "/ready") if state.policy.waiting_for_view() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the controller's first view\n",
+        ),
         (&Method::GET, "/ready") if state.ready.load(Ordering::Acquire) => {
             text(StatusCode::OK, "ready\n")
         }

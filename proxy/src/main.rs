@@ -80,7 +80,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let config = ProxyConfig::from_args(&args)?;
     // The policy is compiled completely before any port is bound; an invalid one exits here.
-    let policy = portcullis_proxy::policy::load(&args.policy, &args.workload.workload())?;
+    let policy = match &args.policy {
+        Some(path) => portcullis_proxy::policy::load(path, &args.workload.workload())?,
+        // Controller only: nothing is admitted until its first view.
+        None => portcullis_proxy::policy::waiting_for_controller(),
+    };
     for w in &policy.warnings {
         tracing::warn!("{w}");
     }

@@ -2,7 +2,9 @@
 //! at once — a bad policy never half-loads), the [`store`] that holds the active one and swaps
 //! it atomically, and the [`watch`] that reloads it (and the credentials) on change.
 
+pub mod controller;
 pub mod store;
+pub mod view;
 pub(crate) mod watch;
 
 use std::path::PathBuf;
@@ -107,4 +109,64 @@ fn is_dns_label(s: &str) -> bool {
 /// Loads and compiles the policy at `path`.
 pub fn load(path: &std::path::Path, args: &Workload) -> Result<LoadedPolicy, PolicyLoadError> {
     Ok(load_policy(path, &context(args)?)?)
+}
+
+/// Compiles the documents of the policy source (if any) and of the controller's view (if
+/// any) together; the view's workload facts and cluster win over the flags'. Every error of
+/// every document is reported.
+pub(crate) fn compile_inputs(
+    source: Option<(&std::path::Path, &Workload)>,
+    view: Option<&view::ViewInputs>,
+) -> Result<LoadedPolicy, PolicyLoadError> {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    let mut hashes = Vec::new();
+    if let Some((path, _)) = source {
+        let source = portcullis_config::load::read_source(path)?;
+        let (file_docs, file_errors) = portcullis_config::load::parse_source(&source);
+        docs.extend(file_docs);
+        errors.extend(file_errors);
+        hashes.push(source.content_hash());
+    }
+    if let Some(v) = view {
+        for (origin, yaml) in &v.documents {
+            match portcullis_config::parse_str(origin, yaml) {
+                Ok(d) => docs.extend(d),
+                Err(e) => errors.extend(e),
+            }
+        }
+        hashes.push(format!("view-{}", v.hash));
+    }
+    let ctx = match (view, source) {
+        (Some(v), _) => v.ctx.clone(),
+        (None, Some((_, w))) => context(w)?,
+        (None, None) => CompileContext::default(),
+    };
+    match portcullis_config::compile::compile(&docs, &ctx) {
+        Ok((policy, warnings)) if errors.is_empty() => Ok(LoadedPolicy {
+            policy,
+            warnings,
+            hash: hashes.join("+"),
+        }),
+        Ok(_) => Err(LoadError::Invalid(errors).into()),
+        Err(more) => {
+            errors.extend(more);
+            Err(LoadError::Invalid(errors).into())
+        }
+    }
+}
+
+/// What a sidecar enforces until the controller's first view arrives, when it has no policy
+/// file: nothing it cannot judge gets through, in either direction.
+pub fn waiting_for_controller() -> LoadedPolicy {
+    let mut policy = portcullis_config::CompiledPolicy::default();
+    for direction in [&mut policy.inbound, &mut policy.outbound] {
+        direction.mention(Some(portcullis_config::model::Action::Deny));
+        direction.reindex();
+    }
+    LoadedPolicy {
+        policy,
+        warnings: Vec::new(),
+        hash: "waiting-for-controller".into(),
+    }
 }

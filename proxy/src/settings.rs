@@ -19,6 +19,7 @@ use crate::admin::probes::{self, AppProbe};
 use crate::net::connector::{DELIVERY_SOURCE_V4, DELIVERY_SOURCE_V6};
 pub use crate::observe::access_log::AccessLogTarget;
 use crate::policy::Workload;
+use crate::policy::controller::ControllerTarget;
 use crate::vocab::CaptureMode;
 
 /// The validated configuration.
@@ -44,6 +45,8 @@ pub struct ProxyConfig {
     pub audit: bool,
     /// Where reloads read the policy from (none in tests: never reloads).
     pub policy_source: Option<(PathBuf, Workload)>,
+    /// The controller whose views this sidecar follows, if any.
+    pub controller: Option<ControllerTarget>,
     /// How often the policy source (and the JWKS) is re-read.
     pub policy_poll: Duration,
     /// JWKS file for bearer tokens.
@@ -65,6 +68,21 @@ pub struct ProxyConfig {
     pub original_dst_override: Option<SocketAddr>,
     /// Where inbound deliveries come from in redirect mode; `None` lets the kernel choose (tests).
     pub delivery_source: Option<(Ipv4Addr, Ipv6Addr)>,
+}
+
+/// `--controller`, `--pod-name` and `--pod-namespace` as a target.
+fn controller(args: &RunArgs) -> Result<Option<ControllerTarget>, ConfigError> {
+    let Some(url) = &args.controller else {
+        return Ok(None);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::Controller(url.clone()));
+    }
+    Ok(Some(ControllerTarget {
+        url: url.clone(),
+        namespace: args.workload.pod_namespace.clone().unwrap_or_default(),
+        pod: args.pod_name.clone().unwrap_or_default(),
+    }))
 }
 
 impl ProxyConfig {
@@ -96,7 +114,8 @@ impl ProxyConfig {
             connect_timeout: parse_duration("connect-timeout", &args.connect_timeout)?,
             access_log,
             audit: args.mode == Mode::Audit,
-            policy_source: Some((args.policy.clone(), args.workload.workload())),
+            policy_source: args.policy.clone().map(|p| (p, args.workload.workload())),
+            controller: controller(args)?,
             policy_poll: parse_duration("policy-poll", &args.policy_poll)?,
             jwks: args.jwks.clone(),
             identity_dir: args.identity_dir.clone(),
@@ -124,6 +143,7 @@ impl ProxyConfig {
             access_log: AccessLogTarget::Off,
             audit: false,
             policy_source: None,
+            controller: None,
             policy_poll: Duration::from_secs(2),
             jwks: None,
             identity_dir: None,

@@ -120,18 +120,22 @@ impl Proxy {
                 what: "admin",
                 source,
             })?;
-        let metrics = Arc::new(match &identity {
+        let metrics = match &identity {
             Some(_) => Metrics::with_identity(),
             None => Metrics::new(),
+        };
+        let metrics = Arc::new(match &config.controller {
+            Some(_) => metrics.with_controller(),
+            None => metrics,
         });
         if let Some(id) = &identity {
             metrics.set_identity_expiry(id.current().not_after);
         }
-        let policy = Arc::new(PolicyStore::new(
-            policy,
-            config.policy_source.clone(),
-            metrics.clone(),
-        ));
+        let store = PolicyStore::new(policy, config.policy_source.clone(), metrics.clone());
+        let policy = Arc::new(match &config.controller {
+            Some(_) => store.expecting_views(),
+            None => store,
+        });
         Ok(Self {
             config,
             jwks,
@@ -235,6 +239,13 @@ impl Proxy {
             drain.clone(),
         ));
         let admin = tokio::spawn(admin::serve(self.admin, state.clone()));
+        let follower = self.config.controller.clone().map(|target| {
+            tokio::spawn(crate::policy::controller::follow(
+                target,
+                self.policy.clone(),
+                drain.clone(),
+            ))
+        });
         let mut accept_loops = JoinSet::new();
         for l in self.listeners {
             accept_loops.spawn(l.run(ctx.clone(), drain.clone()));
@@ -249,6 +260,9 @@ impl Proxy {
         finish(&drain, timeout, ctx, writer).await;
         admin.abort();
         watcher.abort();
+        if let Some(f) = follower {
+            f.abort();
+        }
         Ok(())
     }
 }

@@ -75,6 +75,10 @@ fn a_list_gives_namespaces_peer_pods_and_policies() {
     );
     assert_eq!(s.policies.len(), 1);
     assert_eq!(&*s.policies[0].file, "cluster.yaml#items[6]");
+    assert!(
+        s.texts[0].contains("\"allow-b\""),
+        "a List item is passed on as its JSON"
+    );
 }
 
 #[test]

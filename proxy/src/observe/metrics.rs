@@ -142,6 +142,12 @@ pub(crate) struct Metrics {
     pub(crate) identity_reloads: Family<ReloadLabels, Counter>,
     /// `portcullis_connection_panics_total`.
     pub(crate) panics: Counter<u64, AtomicU64>,
+    /// `portcullis_controller_connected` (with a controller): 1 while the watch is open.
+    pub(crate) controller_connected: Gauge,
+    /// `portcullis_controller_view_version`: the version of the view in force.
+    pub(crate) controller_view_version: Gauge,
+    /// `portcullis_controller_view_applied_timestamp_seconds`: when it came into force.
+    pub(crate) controller_view_applied: Gauge<f64, AtomicU64>,
     namespaces: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
@@ -234,6 +240,9 @@ impl Metrics {
                 "connection_panics",
                 "Connection tasks that panicked (each one a bug; its record and gauges are settled)",
             ),
+            controller_connected: Gauge::default(),
+            controller_view_version: Gauge::default(),
+            controller_view_applied: Gauge::default(),
             namespaces: std::sync::Mutex::default(),
             registry: r,
         }
@@ -259,6 +268,26 @@ impl Metrics {
             let _ = m.identity_reloads.get_or_create(&ReloadLabels { result });
         }
         m
+    }
+
+    /// Also the controller's metrics (absent without `--controller`).
+    pub(crate) fn with_controller(mut self) -> Self {
+        self.registry.register(
+            "controller_connected",
+            "1 while the watch on the controller is open, else 0 (the last good view stays)",
+            self.controller_connected.clone(),
+        );
+        self.registry.register(
+            "controller_view_version",
+            "The version of the controller's view in force (0: none yet)",
+            self.controller_view_version.clone(),
+        );
+        self.registry.register(
+            "controller_view_applied_timestamp_seconds",
+            "When the view in force was applied (Unix time; its age is time() minus this)",
+            self.controller_view_applied.clone(),
+        );
+        self
     }
 
     /// Every series whose labels are known in advance, at 0, so that `increase()` and

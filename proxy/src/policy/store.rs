@@ -15,6 +15,7 @@ use portcullis_config::LoadedPolicy;
 use portcullis_config::load::read_source;
 
 use super::Workload;
+use super::view::ViewInputs;
 use crate::observe::Chain;
 use crate::observe::metrics::{Metrics, ReloadLabels};
 
@@ -47,6 +48,7 @@ pub enum Reload {
 struct Inputs {
     source: String,
     workload: String,
+    view: String,
 }
 
 /// The inputs of the active policy and of the last that failed (reported once, not every poll).
@@ -63,6 +65,9 @@ pub struct PolicyStore {
     /// Serializes reloads (SIGHUP, the watcher and the poll may fire together).
     reloading: Mutex<Seen>,
     source: Option<(PathBuf, Workload)>,
+    /// Whether a controller's view is expected, and the latest one it sent.
+    controller: bool,
+    view: Mutex<Option<Arc<ViewInputs>>>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -80,6 +85,7 @@ impl PolicyStore {
                 .as_ref()
                 .and_then(|(_, w)| w.fingerprint().ok())
                 .unwrap_or_default(),
+            view: String::new(),
         };
         Self {
             current: ArcSwap::from_pointee(Active {
@@ -91,8 +97,31 @@ impl PolicyStore {
                 failed: None,
             }),
             source,
+            controller: false,
+            view: Mutex::new(None),
             metrics,
         }
+    }
+
+    /// Expects views from a controller: until the first arrives, the store is waiting.
+    pub(crate) fn expecting_views(mut self) -> Self {
+        self.controller = true;
+        self
+    }
+
+    /// Whether a controller's first view is still awaited (the sidecar is not ready then).
+    pub fn waiting_for_view(&self) -> bool {
+        self.controller && self.latest_view().is_none()
+    }
+
+    fn latest_view(&self) -> Option<Arc<ViewInputs>> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes a new view from the controller and recompiles with it (blocking).
+    pub fn apply_view(&self, view: ViewInputs) -> Reload {
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(view));
+        self.reload()
     }
 
     /// The active policy.
@@ -113,24 +142,17 @@ impl PolicyStore {
     /// Reads the source (and the workload's labels) and activates the policy if either changed
     /// and it is valid (blocking: file IO and compilation).
     pub fn reload(&self) -> Reload {
-        let Some((path, workload)) = &self.source else {
+        let view = self.latest_view();
+        if self.source.is_none() && view.is_none() {
             return Reload::Unchanged;
-        };
+        }
+        let source = self.source.as_ref().map(|(p, w)| (p.as_path(), w));
         let mut seen = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let inputs = read_source(path)
-            .map_err(|e| Chain(&e).to_string())
-            .and_then(|src| {
-                let workload = workload.fingerprint().map_err(|e| Chain(&e).to_string())?;
-                Ok(Inputs {
-                    source: src.content_hash(),
-                    workload,
-                })
-            });
-        let outcome = match inputs {
+        let outcome = match self.inputs(view.as_deref()) {
             Ok(now) if now == seen.active || seen.failed.as_ref() == Some(&now) => {
                 return Reload::Unchanged;
             }
-            Ok(now) => match super::load(path, workload) {
+            Ok(now) => match super::compile_inputs(source, view.as_deref()) {
                 Ok(loaded) => {
                     let hash = loaded.hash.clone();
                     for w in &loaded.warnings {
@@ -170,6 +192,23 @@ impl PolicyStore {
             .get_or_create(&ReloadLabels { result })
             .inc();
         outcome
+    }
+
+    /// What the policy would be compiled from now.
+    fn inputs(&self, view: Option<&ViewInputs>) -> Result<Inputs, String> {
+        let view = view.map(|v| v.hash.clone()).unwrap_or_default();
+        let Some((path, workload)) = &self.source else {
+            return Ok(Inputs {
+                view,
+                ..Inputs::default()
+            });
+        };
+        let src = read_source(path).map_err(|e| Chain(&e).to_string())?;
+        Ok(Inputs {
+            source: src.content_hash(),
+            workload: workload.fingerprint().map_err(|e| Chain(&e).to_string())?,
+            view,
+        })
     }
 
     /// Reloads off the async threads.

@@ -65,9 +65,8 @@ pub(crate) async fn watch(
     poll: Duration,
     drain: Drain,
 ) {
-    let Some(path) = store.path().map(Path::to_path_buf) else {
-        return;
-    };
+    // Without a policy file (controller only) the keys are still polled.
+    let path = store.path().map(Path::to_path_buf);
     let metrics = store.metrics.clone();
     let reload_keys = move || {
         if let Some(j) = &jwks {
@@ -104,7 +103,9 @@ pub(crate) async fn watch(
         }
     };
     let (tx, mut rx) = mpsc::channel::<()>(16);
-    let _watcher = watch_dirs(&watched_dirs(&path, store.labels_path()), tx);
+    let _watcher = path
+        .as_deref()
+        .and_then(|p| watch_dirs(&watched_dirs(p, store.labels_path()), tx));
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

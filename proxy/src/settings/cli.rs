@@ -183,9 +183,22 @@ pub enum LogFormat {
 /// Flags of `run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Policy file or directory (a mounted ConfigMap).
-    #[arg(long, env = "PORTCULLIS_POLICY")]
-    pub policy: PathBuf,
+    /// Policy file or directory (a mounted ConfigMap); with --controller, its documents are
+    /// enforced together with the controller's.
+    #[arg(
+        long,
+        env = "PORTCULLIS_POLICY",
+        required_unless_present = "controller"
+    )]
+    pub policy: Option<PathBuf>,
+    /// The controller's sidecar API (`http://HOST:15012`): this pod's view — its namespace's
+    /// policies, with selectors resolved — is watched and enforced (needs --pod-name and
+    /// --pod-namespace). Until the first view arrives nothing is admitted and /ready says 503.
+    #[arg(long, env = "PORTCULLIS_CONTROLLER", requires_all = ["pod_name", "pod_namespace"])]
+    pub controller: Option<String>,
+    /// This pod's name (Downward API `metadata.name`), for --controller.
+    #[arg(long, env = "PORTCULLIS_POD_NAME")]
+    pub pod_name: Option<String>,
     /// Workload facts.
     #[command(flatten)]
     pub workload: WorkloadArgs,

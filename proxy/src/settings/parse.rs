@@ -29,6 +29,9 @@ pub enum ConfigError {
     /// Mutual TLS without a certificate.
     #[error("--mesh-cidrs needs --identity-dir (the certificate to present to peer sidecars)")]
     MeshWithoutIdentity,
+    /// A controller address that is not a URL.
+    #[error("--controller {0:?}: expected http://HOST:PORT")]
+    Controller(String),
     /// Both listeners on one port.
     #[error("--inbound-port and --outbound-port must differ (both {0})")]
     SamePorts(u16),

@@ -3,6 +3,7 @@
 //! clients and upstreams over real sockets.
 
 mod cli;
+mod controller;
 mod http;
 mod identity;
 mod jwt;

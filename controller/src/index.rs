@@ -1,0 +1,268 @@
+//! The index, a pure core: a cluster [`Snapshot`] in, one [`View`] per workload out.
+//!
+//! A workload's view holds the policy documents of its namespace (never another's), its own
+//! labels, named ports and service account, every namespace with its labels, and the pods that
+//! some selector of those documents selects (Kubernetes semantics, by
+//! [`portcullis_config::cluster::Cluster::select`]). Views are versioned by content: a new
+//! snapshot bumps the version only of the views whose content changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use portcullis_api::v1;
+use portcullis_config::cluster::{Cluster, Pod};
+use portcullis_config::model::{self, Spanned};
+use portcullis_config::snapshot::Snapshot;
+use portcullis_config::workload::NamedPort;
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+
+/// A workload: (namespace, pod name).
+pub type Key = (String, String);
+
+/// Where a policy without `metadata.namespace` lives, as `kubectl apply` puts it.
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// One version of a workload's view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    /// Increases with each change.
+    pub version: u64,
+    /// The view, with `version` and `hash` filled in.
+    pub view: Arc<v1::View>,
+}
+
+/// Every workload's current view.
+#[derive(Debug, Default)]
+pub struct Index {
+    views: HashMap<Key, Versioned>,
+}
+
+fn named_ports(ports: &BTreeMap<String, NamedPort>) -> Vec<v1::NamedPort> {
+    ports
+        .iter()
+        .map(|(name, p)| v1::NamedPort {
+            name: name.clone(),
+            port: u32::from(p.port),
+            protocol: p.protocol.clone(),
+        })
+        .collect()
+}
+
+fn wire_pod(p: &Pod) -> v1::Pod {
+    v1::Pod {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        labels: p.labels.clone().into_iter().collect(),
+        ips: p.ips.iter().map(ToString::to_string).collect(),
+        service_account: p.service_account.clone(),
+        named_ports: named_ports(&p.named_ports),
+    }
+}
+
+/// The namespace a policy document belongs to.
+fn namespace_of(doc: &model::Document) -> &str {
+    doc.metadata
+        .value
+        .namespace
+        .as_deref()
+        .unwrap_or(DEFAULT_NAMESPACE)
+}
+
+fn rules(
+    l: &Option<Spanned<Vec<Spanned<model::NetRule>>>>,
+) -> impl Iterator<Item = &model::NetRule> {
+    l.iter().flat_map(|l| l.value.iter()).map(|r| &r.value)
+}
+
+/// Every peer of every NetworkPolicy rule of `doc`.
+fn peers(doc: &model::Document) -> impl Iterator<Item = &model::NetPeer> {
+    let spec = &doc.spec.value;
+    rules(&spec.ingress)
+        .chain(rules(&spec.egress))
+        .flat_map(|r| r.from.iter().chain(r.to.iter()).flatten())
+        .map(|p| &p.value)
+}
+
+/// Whether an egress rule of `doc` names a port without naming peers: then every pod with
+/// that port name is a possible destination.
+fn egress_named_port_to_anyone(doc: &model::Document) -> bool {
+    doc.spec
+        .value
+        .egress
+        .iter()
+        .flat_map(|l| l.value.iter())
+        .any(|r| {
+            r.value.to.as_ref().is_none_or(Vec::is_empty)
+                && r.value.ports.iter().flatten().any(|p| {
+                    matches!(
+                        p.value.port.as_ref().map(|v| &v.value),
+                        Some(model::PortValue::Text(_))
+                    )
+                })
+        })
+}
+
+/// The pods some selector of `docs` (all of namespace `ns`) selects, by position in the cluster.
+fn selected_pods(cluster: &Cluster, ns: &str, docs: &[&model::Document]) -> BTreeSet<usize> {
+    let position: HashMap<(&str, &str), usize> = cluster
+        .pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ((p.namespace.as_str(), p.name.as_str()), i))
+        .collect();
+    let mut out = BTreeSet::new();
+    for doc in docs {
+        if egress_named_port_to_anyone(doc) {
+            return (0..cluster.pods.len()).collect();
+        }
+        for peer in peers(doc) {
+            if peer.ip_block.is_some() {
+                continue;
+            }
+            let ns_sel = peer.namespace_selector.as_ref().map(|s| &s.value);
+            let pod_sel = peer.pod_selector.as_ref().map(|s| &s.value);
+            if ns_sel.is_none() && pod_sel.is_none() {
+                continue;
+            }
+            for p in cluster.select(ns, ns_sel, pod_sel) {
+                out.extend(position.get(&(p.namespace.as_str(), p.name.as_str())));
+            }
+        }
+    }
+    out
+}
+
+/// The view of pod `pod` in `snapshot` (without version and hash).
+pub fn view_of(snapshot: &Snapshot, pod: &Pod) -> v1::View {
+    let ns = pod.namespace.as_str();
+    let mine: Vec<usize> = (0..snapshot.policies.len())
+        .filter(|&i| namespace_of(&snapshot.policies[i].doc) == ns)
+        .collect();
+    let docs: Vec<&model::Document> = mine.iter().map(|&i| &snapshot.policies[i].doc).collect();
+    let cluster = &snapshot.cluster;
+    v1::View {
+        version: 0,
+        hash: String::new(),
+        known: true,
+        workload: Some(v1::Workload {
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            labels: pod.labels.clone().into_iter().collect(),
+            named_ports: named_ports(&pod.named_ports),
+            service_account: pod.service_account.clone(),
+        }),
+        documents: mine
+            .iter()
+            .map(|&i| v1::Document {
+                origin: snapshot.policies[i].file.to_string(),
+                yaml: snapshot.texts[i].clone(),
+            })
+            .collect(),
+        namespaces: cluster
+            .namespaces
+            .iter()
+            .map(|(name, labels)| v1::Namespace {
+                name: name.clone(),
+                labels: labels.clone().into_iter().collect(),
+            })
+            .collect(),
+        pods: selected_pods(cluster, ns, &docs)
+            .into_iter()
+            .map(|i| wire_pod(&cluster.pods[i]))
+            .collect(),
+    }
+}
+
+/// The view a sidecar gets while its pod is unknown.
+pub fn unknown(key: &Key) -> v1::View {
+    v1::View {
+        known: false,
+        workload: Some(v1::Workload {
+            namespace: key.0.clone(),
+            pod: key.1.clone(),
+            ..v1::Workload::default()
+        }),
+        ..v1::View::default()
+    }
+}
+
+/// A content hash of a view (its version and hash fields left out).
+pub fn hash(view: &v1::View) -> String {
+    let mut v = view.clone();
+    v.version = 0;
+    v.hash.clear();
+    Sha256::digest(v.encode_to_vec())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Index {
+    /// Applies a new snapshot; returns the workloads whose view changed (new ones included,
+    /// and pods that disappeared, which become unknown).
+    pub fn update(&mut self, snapshot: &Snapshot) -> Vec<Key> {
+        let mut changed = Vec::new();
+        let mut seen = BTreeSet::new();
+        for pod in &snapshot.cluster.pods {
+            let key = (pod.namespace.clone(), pod.name.clone());
+            seen.insert(key.clone());
+            if self.set(key.clone(), view_of(snapshot, pod)) {
+                changed.push(key);
+            }
+        }
+        let gone: Vec<Key> = self
+            .views
+            .keys()
+            .filter(|k| !seen.contains(*k) && self.views[*k].view.known)
+            .cloned()
+            .collect();
+        for key in gone {
+            if self.set(key.clone(), unknown(&key)) {
+                changed.push(key);
+            }
+        }
+        changed
+    }
+
+    /// Stores `view` for `key` if its content differs; true when it did.
+    fn set(&mut self, key: Key, mut view: v1::View) -> bool {
+        view.hash = hash(&view);
+        let version = match self.views.get(&key) {
+            Some(old) if old.view.hash == view.hash => return false,
+            Some(old) => old.version + 1,
+            None => 1,
+        };
+        view.version = version;
+        self.views.insert(
+            key,
+            Versioned {
+                version,
+                view: Arc::new(view),
+            },
+        );
+        true
+    }
+
+    /// The current view of `key` (an unknown view, version 0, when the pod is not known).
+    pub fn get(&self, key: &Key) -> Arc<v1::View> {
+        match self.views.get(key) {
+            Some(v) => v.view.clone(),
+            None => Arc::new(unknown(key)),
+        }
+    }
+
+    /// How many workloads have a view.
+    pub fn len(&self) -> usize {
+        self.views.len()
+    }
+
+    /// Whether no workload has a view.
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+//! The index on the upstream e2e layout: namespaces x, y, z, pods a, b, c in each.
+
+use super::*;
+
+fn snapshot(extra_policies: &str, b_label: &str) -> Snapshot {
+    let mut text = String::new();
+    for (i, ns) in ["x", "y", "z"].into_iter().enumerate() {
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{ns: {ns}}}}}\n"
+        ));
+        for (j, pod) in ["a", "b", "c"].into_iter().enumerate() {
+            let label = if pod == "b" { b_label } else { pod };
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: {ns}, labels: {{pod: {label}}}}}\nspec: {{containers: [{{name: c, ports: [{{name: serve-80-tcp, containerPort: 80}}]}}]}}\nstatus: {{phase: Running, podIP: 10.0.{}.{}}}\n",
+                i + 1,
+                j + 1
+            ));
+        }
+    }
+    text.push_str(extra_policies);
+    let s = Snapshot::parse(&[("c.yaml".into(), text)]);
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    s
+}
+
+const POLICIES: &str = "---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-b, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-y, namespace: z}
+spec:
+  podSelector: {}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}]}]
+";
+
+fn pods(view: &v1::View) -> Vec<String> {
+    view.pods
+        .iter()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect()
+}
+
+#[test]
+fn a_view_holds_its_namespace_policies_and_the_pods_they_select() {
+    let s = snapshot(POLICIES, "b");
+    let mut index = Index::default();
+    assert_eq!(index.update(&s).len(), 9);
+    let xa = index.get(&("x".into(), "a".into()));
+    assert!(xa.known);
+    assert_eq!(xa.version, 1);
+    assert_eq!(xa.documents.len(), 1, "only namespace x's policy");
+    assert!(xa.documents[0].yaml.contains("from-b"));
+    assert_eq!(pods(&xa), ["x/b"], "the pods its selectors select, no more");
+    assert_eq!(xa.namespaces.len(), 3);
+    let zc = index.get(&("z".into(), "c".into()));
+    assert_eq!(pods(&zc), ["y/a", "y/b", "y/c"]);
+    let ya = index.get(&("y".into(), "a".into()));
+    assert!(ya.documents.is_empty() && ya.pods.is_empty());
+    let unknown = index.get(&("x".into(), "nope".into()));
+    assert!(!unknown.known);
+}
+
+#[test]
+fn a_label_change_bumps_only_the_views_it_affects() {
+    let mut index = Index::default();
+    index.update(&snapshot(POLICIES, "b"));
+    // Every b loses pod=b. Changed: the b pods themselves (their labels); x's views (their
+    // policy selected x/b); z's views (they list y's pods, y/b's labels among them). Not y/a,
+    // y/c: no policy of y, their own labels unchanged.
+    let changed = index.update(&snapshot(POLICIES, "other"));
+    let mut names: Vec<String> = changed.iter().map(|(n, p)| format!("{n}/{p}")).collect();
+    names.sort();
+    assert_eq!(names, ["x/a", "x/b", "x/c", "y/b", "z/a", "z/b", "z/c"]);
+    let xa = index.get(&("x".into(), "a".into()));
+    assert_eq!(xa.version, 2);
+    assert!(pods(&xa).is_empty(), "nobody is pod=b in x any more");
+    assert_eq!(index.get(&("y".into(), "a".into())).version, 1, "untouched");
+    assert!(
+        index.update(&snapshot(POLICIES, "other")).is_empty(),
+        "same snapshot, no change"
+    );
+}
+
+#[test]
+fn a_pod_that_disappears_becomes_unknown() {
+    let mut index = Index::default();
+    index.update(&snapshot(POLICIES, "b"));
+    let mut s = snapshot(POLICIES, "b");
+    s.cluster
+        .pods
+        .retain(|p| !(p.namespace == "x" && p.name == "a"));
+    let changed = index.update(&s);
+    assert!(changed.contains(&("x".into(), "a".into())));
+    let xa = index.get(&("x".into(), "a".into()));
+    assert!(!xa.known);
+    assert_eq!(xa.version, 2);
+}

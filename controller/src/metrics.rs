@@ -1,0 +1,73 @@
+//! The controller's Prometheus metrics (bounded labels only), served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// `result` of a source load.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoadLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+/// Every metric.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Snapshots read from the source, by result.
+    pub source_loads: Family<LoadLabels, Counter>,
+    /// Workloads with a view.
+    pub workloads: Gauge,
+    /// Open `Sidecar.Watch` streams.
+    pub subscribers: Gauge,
+    /// Views sent to subscribers.
+    pub view_pushes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("portcullis_controller");
+        let source_loads = Family::<LoadLabels, Counter>::default();
+        for result in ["success", "failure"] {
+            let _ = source_loads.get_or_create(&LoadLabels { result });
+        }
+        registry.register(
+            "source_loads",
+            "Snapshots read from the source",
+            source_loads.clone(),
+        );
+        let workloads = Gauge::default();
+        registry.register("workloads", "Workloads with a view", workloads.clone());
+        let subscribers = Gauge::default();
+        registry.register(
+            "subscribers",
+            "Open Sidecar.Watch streams",
+            subscribers.clone(),
+        );
+        let view_pushes = Counter::default();
+        registry.register(
+            "view_pushes",
+            "Views sent to subscribers",
+            view_pushes.clone(),
+        );
+        Self {
+            registry,
+            source_loads,
+            workloads,
+            subscribers,
+            view_pushes,
+        }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,131 @@
+//! The sidecar's side of the controller: one `Sidecar.Watch` stream for this pod, each view
+//! applied to the [`PolicyStore`] atomically as a reload is. Fail static: when the stream
+//! breaks, the last good view stays in force and the watch is retried with exponential backoff
+//! and jitter; `portcullis_controller_connected`, `…_view_version` and
+//! `…_view_applied_timestamp_seconds` say how it goes.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use portcullis_api::v1;
+use portcullis_api::v1::sidecar_client::SidecarClient;
+use tokio_stream::StreamExt as _;
+
+use super::store::{PolicyStore, Reload};
+use super::view;
+use crate::drain::Drain;
+
+/// Where the controller is and who this sidecar is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerTarget {
+    /// `http://HOST:PORT`.
+    pub url: String,
+    /// This pod's namespace.
+    pub namespace: String,
+    /// This pod's name.
+    pub pod: String,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The next wait: doubled, capped, with up to 50 % jitter (from the clock's nanoseconds, so
+/// that sidecars restarted together do not retry together).
+fn backoff(previous: Duration) -> Duration {
+    let next = (previous * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    next.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
+/// Applies one view off the async threads.
+async fn apply(store: &Arc<PolicyStore>, view: v1::View) {
+    let inputs = match view::inputs(&view) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(version = view.version, "controller view not applied: {e}");
+            return;
+        }
+    };
+    let version = inputs.version;
+    let s = store.clone();
+    let outcome = tokio::task::spawn_blocking(move || s.apply_view(inputs)).await;
+    match outcome {
+        Ok(Reload::Failed(e)) => {
+            tracing::error!(
+                version,
+                "controller view does not compile; keeping the last good policy:\n{e}"
+            );
+        }
+        Ok(_) => {
+            store.metrics.controller_view_version.set(version as i64);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            store.metrics.controller_view_applied.set(now);
+            tracing::info!(version, "controller view applied");
+        }
+        Err(e) => tracing::error!("applying a controller view failed: {e}"),
+    }
+}
+
+/// One watch, until the stream ends or fails.
+async fn watch_once(
+    target: &ControllerTarget,
+    store: &Arc<PolicyStore>,
+) -> Result<(), tonic::Status> {
+    let mut client = SidecarClient::connect(target.url.clone())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let request = v1::WatchRequest {
+        namespace: target.namespace.clone(),
+        pod: target.pod.clone(),
+    };
+    let mut stream = client.watch(request).await?.into_inner();
+    store.metrics.controller_connected.set(1);
+    tracing::info!(url = %target.url, "watching the controller");
+    while let Some(view) = stream.next().await {
+        apply(store, view?).await;
+    }
+    Ok(())
+}
+
+/// Watches the controller until the drain starts.
+pub(crate) async fn follow(target: ControllerTarget, store: Arc<PolicyStore>, drain: Drain) {
+    let mut wait = Duration::ZERO;
+    loop {
+        let result = tokio::select! {
+            () = drain.started() => return,
+            r = watch_once(&target, &store) => r,
+        };
+        store.metrics.controller_connected.set(0);
+        match result {
+            Ok(()) => tracing::warn!("the controller ended the watch; reconnecting"),
+            Err(e) => {
+                tracing::warn!(code = ?e.code(), "controller watch failed; keeping the last good view: {}", e.message())
+            }
+        }
+        wait = backoff(wait);
+        tokio::select! {
+            () = drain.started() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_jitter() {
+        let mut wait = Duration::ZERO;
+        for _ in 0..20 {
+            let next = backoff(wait);
+            assert!(next >= MIN_BACKOFF / 2 && next <= MAX_BACKOFF, "{next:?}");
+            wait = next;
+        }
+        assert!(wait >= MAX_BACKOFF / 2, "reaches the cap: {wait:?}");
+    }
+}
