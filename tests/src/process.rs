@@ -44,7 +44,12 @@ impl Process {
         }
     }
 
-    /// The PID.
+    /// The name it was started under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its PID.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

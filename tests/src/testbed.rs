@@ -621,6 +621,18 @@ impl Testbed {
         Ok(())
     }
 
+    /// Stops (by PID) the process started by [`Testbed::spawn`] as `name`.
+    pub fn stop_spawned(&mut self, name: &str) -> Result<()> {
+        let i = self
+            .extra
+            .iter()
+            .position(|p| p.name() == name)
+            .with_context(|| format!("no process {name}"))?;
+        let mut p = self.extra.remove(i);
+        p.stop();
+        Ok(())
+    }
+
     /// Starts `program args…` in `host` and waits (bounded) until it prints `ready`; it is
     /// stopped (by PID) with the testbed.
     pub fn spawn_ready(

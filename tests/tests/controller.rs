@@ -146,6 +146,21 @@ fn the_sidecar_enforces_network_policies_written_in_labels_via_the_controller() 
     write(&source, "frontend", "production")?;
     until(&tb, &web, "200")?;
     until(&tb, &other, "200")?;
+    // Fail static: with the controller gone, the last good view stays in force.
+    tb.stop_spawned("controller")?;
+    std::thread::sleep(Duration::from_millis(300));
+    until(&tb, &web, "200").context("still admitted with the controller away")?;
+    write(&source, "other", "staging")?;
+    std::thread::sleep(Duration::from_millis(500));
+    until(&tb, &web, "200")
+        .context("nothing changes for a running pod while the controller is away")?;
+    let metrics = tb
+        .curl(&tb.client, &format!("http://{POD_V4}:15020/metrics"))
+        .body;
+    assert!(
+        metrics.contains("portcullis_controller_connected 0"),
+        "{metrics}"
+    );
     let log = tb.access_log()?;
     assert!(
         log.iter()
