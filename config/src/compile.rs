@@ -17,6 +17,7 @@ use crate::matchers::{
 };
 use crate::model::{self, PortValue, Spanned};
 use crate::netpol;
+use crate::netpol::peers::{Resolved, Scope, pod_matches};
 use crate::normalize;
 pub use crate::rule::{CompiledRule, HttpRule, JwtRule, PeerMatch};
 use crate::source::{PolicyError, SourceDoc};
@@ -58,12 +59,42 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// A peer given by selectors: alone in its entry (the other fields are ANDed conditions on
+/// one connection; selectors stand for a set of pods), resolved as in a NetworkPolicy.
+fn selector_peer(
+    d: &mut Diagnostics<'_>,
+    p: &Spanned<model::Peer>,
+    scope: Scope<'_>,
+) -> Option<Vec<PeerMatch>> {
+    let peer = &p.value;
+    let others = peer.cidr.is_some()
+        || peer.except.is_some()
+        || peer.identity.is_some()
+        || peer.namespace.is_some()
+        || peer.host.is_some();
+    if others {
+        d.error(p, "podSelector and namespaceSelector stand alone in a peer (list cidr, identity, namespace or host as another peer)");
+        return None;
+    }
+    let selectors = (peer.namespace_selector.as_ref(), peer.pod_selector.as_ref());
+    Some(
+        match netpol::peers::selector_peer(d, p, selectors, scope)? {
+            Resolved::Match(m) => vec![m],
+            Resolved::Pods(pods) => pod_matches(&pods).collect(),
+        },
+    )
+}
+
 fn compile_peer(
     d: &mut Diagnostics<'_>,
     p: &Spanned<model::Peer>,
-    inbound: bool,
-) -> Option<PeerMatch> {
+    scope: Scope<'_>,
+) -> Option<Vec<PeerMatch>> {
     let peer = &p.value;
+    if peer.pod_selector.is_some() || peer.namespace_selector.is_some() {
+        return selector_peer(d, p, scope);
+    }
+    let inbound = scope.inbound;
     let mut out = PeerMatch::default();
     let mut ok = true;
     match (&peer.cidr, &peer.except) {
@@ -110,7 +141,7 @@ fn compile_peer(
             }
         }
     }
-    ok.then_some(out)
+    ok.then_some(vec![out])
 }
 
 fn compile_paths(d: &mut Diagnostics<'_>, paths: &[Spanned<String>]) -> Option<PathSet> {
@@ -305,8 +336,9 @@ fn compile_rule(
     d: &mut Diagnostics<'_>,
     policy: &Arc<str>,
     r: &Spanned<model::Rule>,
-    inbound: bool,
+    scope: Scope<'_>,
 ) -> Option<CompiledRule> {
+    let inbound = scope.inbound;
     let rule = &r.value;
     let mut ok = true;
     let name = rule.name.value.trim();
@@ -359,10 +391,11 @@ fn compile_rule(
         list.value
             .iter()
             .filter_map(|p| {
-                let c = compile_peer(d, p, inbound);
+                let c = compile_peer(d, p, scope);
                 ok &= c.is_some();
                 c
             })
+            .flatten()
             .collect::<Vec<_>>()
     });
     let ports = rule.ports.as_ref().map(|list| {
@@ -410,8 +443,9 @@ fn compile_rule(
 
 fn access_policy(
     d: &mut Diagnostics<'_>,
-    policy: &Arc<str>,
+    (policy, namespace): (&Arc<str>, Option<&str>),
     spec: &Spanned<model::Spec>,
+    ctx: &CompileContext,
     out: &mut CompiledPolicy,
 ) -> (usize, usize) {
     let s = &spec.value;
@@ -451,7 +485,12 @@ fn access_policy(
                 );
                 continue;
             }
-            if let Some(c) = compile_rule(d, policy, r, inbound) {
+            let scope = Scope {
+                own_namespace: namespace.or(ctx.workload_namespace.as_deref()),
+                inbound,
+                cluster: ctx.cluster.as_deref(),
+            };
+            if let Some(c) = compile_rule(d, policy, r, scope) {
                 target.rules.push(c);
                 if inbound {
                     counts.0 += 1
@@ -498,7 +537,8 @@ pub fn compile(
         }
         let (inbound_rules, outbound_rules, applies) = match (api, kind) {
             ("portcullis.dev/v1alpha1", "AccessPolicy") => {
-                let (i, o) = access_policy(&mut d, &policy, &doc.spec, &mut out);
+                let namespace = doc.metadata.value.namespace.as_deref();
+                let (i, o) = access_policy(&mut d, (&policy, namespace), &doc.spec, ctx, &mut out);
                 (i, o, true)
             }
             ("networking.k8s.io/v1", "NetworkPolicy") => netpol::import(

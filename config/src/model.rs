@@ -121,6 +121,13 @@ pub struct Peer {
     pub namespace: Option<Spanned<String>>,
     /// Outbound only: TLS SNI or HTTP Host.
     pub host: Option<Spanned<String>>,
+    /// Pods of the policy's namespace (or of `namespaceSelector`'s namespaces), as in a
+    /// NetworkPolicy peer.
+    #[serde(rename = "podSelector")]
+    pub pod_selector: Option<Spanned<LabelSelector>>,
+    /// Pods of the namespaces whose labels match, as in a NetworkPolicy peer.
+    #[serde(rename = "namespaceSelector")]
+    pub namespace_selector: Option<Spanned<LabelSelector>>,
 }
 
 /// A port number, or a `"first-last"` range, or (NetworkPolicy) a port name.

@@ -9,7 +9,7 @@
 //! what a sidecar can see of the rest.
 
 pub mod apivalidation;
-mod peers;
+pub(crate) mod peers;
 mod ports;
 #[cfg(test)]
 mod tests;

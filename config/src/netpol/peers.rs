@@ -94,7 +94,7 @@ fn name_requirements(sel: &LabelSelector) -> Option<Vec<NameRequirement>> {
     Some(out)
 }
 
-fn never(d: &mut Diagnostics<'_>, at: &Spanned<model::NetPeer>, why: &str) -> PeerMatch {
+fn never<T>(d: &mut Diagnostics<'_>, at: &Spanned<T>, why: &str) -> PeerMatch {
     d.warn(
         at,
         format!("{why}: a sidecar cannot see it, so this peer never matches"),
@@ -125,7 +125,7 @@ fn strict_subsets(d: &mut Diagnostics<'_>, block: &model::IpBlock) -> bool {
 
 /// What a peer entry became.
 #[derive(Debug)]
-pub(super) enum Resolved<'c> {
+pub(crate) enum Resolved<'c> {
     /// A peer the engine matches itself (a CIDR, an identity's namespace, or never).
     Match(PeerMatch),
     /// The pods the cluster says the selectors select (resolved by the control plane).
@@ -135,14 +135,14 @@ pub(super) enum Resolved<'c> {
 /// Where a rule's peers are resolved: the policy's namespace, the direction, and the cluster
 /// when it is known.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Scope<'c> {
-    pub(super) own_namespace: Option<&'c str>,
-    pub(super) inbound: bool,
-    pub(super) cluster: Option<&'c Cluster>,
+pub(crate) struct Scope<'c> {
+    pub(crate) own_namespace: Option<&'c str>,
+    pub(crate) inbound: bool,
+    pub(crate) cluster: Option<&'c Cluster>,
 }
 
 /// A host route for each address of each pod.
-pub(super) fn pod_matches(pods: &[&Pod]) -> impl Iterator<Item = PeerMatch> {
+pub(crate) fn pod_matches(pods: &[&Pod]) -> impl Iterator<Item = PeerMatch> {
     pods.iter().flat_map(|p| p.ips.iter()).map(|ip| PeerMatch {
         cidr: Some(CidrMatch {
             net: ipnet::IpNet::from(*ip),
@@ -152,19 +152,26 @@ pub(super) fn pod_matches(pods: &[&Pod]) -> impl Iterator<Item = PeerMatch> {
     })
 }
 
+/// The two selectors of a peer.
+type Selectors<'s> = (
+    Option<&'s Spanned<LabelSelector>>,
+    Option<&'s Spanned<LabelSelector>>,
+);
+
 /// A valid selector peer, without the cluster: what a sidecar alone can tell of it.
-fn unresolved(d: &mut Diagnostics<'_>, p: &Spanned<model::NetPeer>, scope: Scope<'_>) -> PeerMatch {
-    let peer = &p.value;
+fn unresolved<T>(
+    d: &mut Diagnostics<'_>,
+    p: &Spanned<T>,
+    (ns_sel, pod_sel): Selectors<'_>,
+    scope: Scope<'_>,
+) -> PeerMatch {
     if !scope.inbound {
         // An outbound connection is judged before it opens, on its destination address: the
         // destination's namespace and labels are not known to a sidecar.
         return never(d, p, "an egress peer selected by namespace or pod labels");
     }
-    let pods_any = peer
-        .pod_selector
-        .as_ref()
-        .is_none_or(|s| is_empty(&s.value));
-    match (&peer.namespace_selector, pods_any) {
+    let pods_any = pod_sel.is_none_or(|s| is_empty(&s.value));
+    match (ns_sel, pods_any) {
         (_, false) => never(d, p, "podSelector with labels"),
         (Some(ns), true) if is_empty(&ns.value) => PeerMatch {
             identity: Some(IdentityPattern::Any),
@@ -195,6 +202,32 @@ fn unresolved(d: &mut Diagnostics<'_>, p: &Spanned<model::NetPeer>, scope: Scope
     }
 }
 
+/// A peer given by `namespaceSelector` and/or `podSelector` (at least one), with Kubernetes'
+/// meaning: validated, then resolved to pods with the cluster, or to what a sidecar alone can
+/// see without it. `None` after reporting an invalid selector.
+pub(crate) fn selector_peer<'c, T>(
+    d: &mut Diagnostics<'_>,
+    p: &Spanned<T>,
+    selectors: Selectors<'_>,
+    scope: Scope<'c>,
+) -> Option<Resolved<'c>> {
+    let mut valid = true;
+    for sel in [selectors.0, selectors.1].into_iter().flatten() {
+        valid &= validate_selector(d, sel);
+    }
+    if !valid {
+        return None;
+    }
+    match (scope.cluster, scope.own_namespace) {
+        (Some(cluster), Some(ns)) => Some(Resolved::Pods(cluster.select(
+            ns,
+            selectors.0.map(|s| &s.value),
+            selectors.1.map(|s| &s.value),
+        ))),
+        _ => Some(Resolved::Match(unresolved(d, p, selectors, scope))),
+    }
+}
+
 fn one_peer<'c>(
     d: &mut Diagnostics<'_>,
     p: &Spanned<model::NetPeer>,
@@ -215,29 +248,15 @@ fn one_peer<'c>(
             ..PeerMatch::default()
         }));
     }
-    let selectors = [&peer.namespace_selector, &peer.pod_selector];
-    if selectors.iter().all(|s| s.is_none()) {
+    if peer.namespace_selector.is_none() && peer.pod_selector.is_none() {
         d.error(
             p,
             "must specify a peer (ipBlock, namespaceSelector or podSelector)",
         );
         return None;
     }
-    let mut valid = true;
-    for sel in selectors.into_iter().flatten() {
-        valid &= validate_selector(d, sel);
-    }
-    if !valid {
-        return None;
-    }
-    match (scope.cluster, scope.own_namespace) {
-        (Some(cluster), Some(ns)) => Some(Resolved::Pods(cluster.select(
-            ns,
-            peer.namespace_selector.as_ref().map(|s| &s.value),
-            peer.pod_selector.as_ref().map(|s| &s.value),
-        ))),
-        _ => Some(Resolved::Match(unresolved(d, p, scope))),
-    }
+    let selectors = (peer.namespace_selector.as_ref(), peer.pod_selector.as_ref());
+    selector_peer(d, p, selectors, scope)
 }
 
 /// Compiles a rule's peers (`from` or `to`).

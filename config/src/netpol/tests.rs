@@ -470,3 +470,47 @@ fn egress_to_selected_pods_and_their_named_ports() {
     assert_eq!(out("203.0.113.1", 80), "deny", "not a pod");
     assert!(warnings(&yaml, &in_cluster("x", "a")).is_empty());
 }
+
+#[test]
+fn access_policy_selector_peers_mean_what_they_mean_in_a_network_policy() {
+    let yaml = "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: ap, namespace: x}\nspec:\n  inbound:\n    default: deny\n    rules:\n      - name: from-b-pods\n        action: allow\n        from: [{podSelector: {matchLabels: {pod: b}}}, {namespaceSelector: {matchLabels: {ns: z}}, podSelector: {matchLabels: {pod: c}}}]\n        http: [{methods: [GET]}]\n";
+    let p = compiled(yaml, &in_cluster("x", "a"));
+    let none: Vec<(String, String)> = Vec::new();
+    let req = |peer: &str| {
+        let conn = Connection {
+            direction: IN,
+            peer: peer.parse().expect("ip"),
+            port: 80,
+            identity: None,
+            sni: None,
+            trust_domain: None,
+        };
+        let r = crate::Request {
+            method: "GET",
+            path: "/",
+            host: None,
+            headers: &none,
+            jwt: None,
+        };
+        p.decide_request(&conn, &r, None)
+            .verdict
+            .as_str()
+            .to_string()
+    };
+    assert_eq!(req("10.0.1.2"), "allow", "x/b");
+    assert_eq!(req("10.0.2.2"), "deny", "y/b: another namespace");
+    assert_eq!(req("10.0.3.3"), "allow", "z/c");
+    assert_eq!(req("10.0.3.2"), "deny", "z/b");
+    // Without the cluster, as a lone sidecar: a labelled podSelector cannot be seen.
+    let alone = warnings(yaml, &ctx(Some("x"), &[], ""));
+    assert_eq!(alone.len(), 2, "{alone:?}");
+    // Selectors stand alone in a peer.
+    let mixed = "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: ap}\nspec:\n  inbound:\n    rules:\n      - {name: r, action: allow, from: [{podSelector: {}, cidr: 10.0.0.0/8}]}\n";
+    assert!(
+        errors(mixed)
+            .iter()
+            .any(|e| e.contains("stand alone in a peer")),
+        "{:?}",
+        errors(mixed)
+    );
+}
