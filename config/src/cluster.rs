@@ -63,21 +63,29 @@ impl Cluster {
 
     /// The pods a NetworkPolicy peer selects, for a policy in `policy_namespace`. At least one
     /// selector is given (a peer with neither is refused before this).
-    pub fn select(
-        &self,
+    pub fn select<'a>(
+        &'a self,
         policy_namespace: &str,
         namespaces: Option<&LabelSelector>,
         pods: Option<&LabelSelector>,
-    ) -> Vec<&Pod> {
-        let ns_ok = |ns: &str| match namespaces {
-            None => ns == policy_namespace,
-            Some(sel) => selector_matches(sel, &self.namespace_labels(ns)),
-        };
-        self.pods
-            .iter()
-            .filter(|p| ns_ok(&p.namespace))
-            .filter(|p| pods.is_none_or(|sel| selector_matches(sel, &p.labels)))
-            .collect()
+    ) -> Vec<&'a Pod> {
+        // Each namespace is judged once, not once per pod.
+        let mut verdicts: std::collections::HashMap<&'a str, bool> =
+            std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for p in &self.pods {
+            let ns = p.namespace.as_str();
+            let ns_ok = match namespaces {
+                None => ns == policy_namespace,
+                Some(sel) => *verdicts
+                    .entry(ns)
+                    .or_insert_with(|| selector_matches(sel, &self.namespace_labels(ns))),
+            };
+            if ns_ok && pods.is_none_or(|sel| selector_matches(sel, &p.labels)) {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// The pod with this address, if any.

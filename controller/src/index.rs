@@ -23,13 +23,27 @@ pub type Key = (String, String);
 /// Where a policy without `metadata.namespace` lives, as `kubectl apply` puts it.
 const DEFAULT_NAMESPACE: &str = "default";
 
-/// One version of a workload's view.
+/// One version of a workload's view, kept as its namespace's shared part (one copy for every
+/// pod of the namespace) and its own part.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned {
     /// Increases with each change.
     pub version: u64,
-    /// The view, with `version` and `hash` filled in.
-    pub view: Arc<v1::View>,
+    /// Content hash of the whole view.
+    pub hash: String,
+    shared: Arc<Shared>,
+    /// `None` while the pod is unknown.
+    workload: Option<v1::Workload>,
+}
+
+impl Versioned {
+    /// The whole view, with its version and hash.
+    pub fn view(&self) -> v1::View {
+        let mut v = view_with(&self.shared, self.workload.as_ref());
+        v.version = self.version;
+        v.hash.clone_from(&self.hash);
+        v
+    }
 }
 
 /// Every workload's current view.
@@ -133,25 +147,25 @@ fn selected_pods(cluster: &Cluster, ns: &str, docs: &[&model::Document]) -> BTre
     out
 }
 
-/// The view of pod `pod` in `snapshot` (without version and hash).
-pub fn view_of(snapshot: &Snapshot, pod: &Pod) -> v1::View {
-    let ns = pod.namespace.as_str();
+/// What every pod of one namespace shares in its view: the namespace's documents, every
+/// namespace, and the pods their selectors select.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shared {
+    documents: Vec<v1::Document>,
+    namespaces: Vec<v1::Namespace>,
+    pods: Vec<v1::Pod>,
+    /// A content hash of the above.
+    hash: String,
+}
+
+/// The shared part of the views of namespace `ns`.
+pub fn shared(snapshot: &Snapshot, ns: &str) -> Shared {
     let mine: Vec<usize> = (0..snapshot.policies.len())
         .filter(|&i| namespace_of(&snapshot.policies[i].doc) == ns)
         .collect();
     let docs: Vec<&model::Document> = mine.iter().map(|&i| &snapshot.policies[i].doc).collect();
     let cluster = &snapshot.cluster;
-    v1::View {
-        version: 0,
-        hash: String::new(),
-        known: true,
-        workload: Some(v1::Workload {
-            namespace: pod.namespace.clone(),
-            pod: pod.name.clone(),
-            labels: pod.labels.clone().into_iter().collect(),
-            named_ports: named_ports(&pod.named_ports),
-            service_account: pod.service_account.clone(),
-        }),
+    let mut shared = Shared {
         documents: mine
             .iter()
             .map(|&i| v1::Document {
@@ -171,7 +185,39 @@ pub fn view_of(snapshot: &Snapshot, pod: &Pod) -> v1::View {
             .into_iter()
             .map(|i| wire_pod(&cluster.pods[i]))
             .collect(),
+        hash: String::new(),
+    };
+    shared.hash = hash(&view_with(&shared, None));
+    shared
+}
+
+/// The workload part of `pod`'s view.
+fn workload(pod: &Pod) -> v1::Workload {
+    v1::Workload {
+        namespace: pod.namespace.clone(),
+        pod: pod.name.clone(),
+        labels: pod.labels.clone().into_iter().collect(),
+        named_ports: named_ports(&pod.named_ports),
+        service_account: pod.service_account.clone(),
     }
+}
+
+/// A whole view from its namespace's [`Shared`] part and its workload (none: unknown).
+fn view_with(shared: &Shared, workload: Option<&v1::Workload>) -> v1::View {
+    v1::View {
+        version: 0,
+        hash: String::new(),
+        known: workload.is_some(),
+        workload: workload.cloned(),
+        documents: shared.documents.clone(),
+        namespaces: shared.namespaces.clone(),
+        pods: shared.pods.clone(),
+    }
+}
+
+/// The view of pod `pod` in `snapshot` (without version and hash).
+pub fn view_of(snapshot: &Snapshot, pod: &Pod) -> v1::View {
+    view_with(&shared(snapshot, &pod.namespace), Some(&workload(pod)))
 }
 
 /// The view a sidecar gets while its pod is unknown.
@@ -205,41 +251,59 @@ impl Index {
     pub fn update(&mut self, snapshot: &Snapshot) -> Vec<Key> {
         let mut changed = Vec::new();
         let mut seen = BTreeSet::new();
+        // What pods of one namespace share is computed (and kept) once per namespace.
+        let mut by_namespace: HashMap<&str, Arc<Shared>> = HashMap::new();
         for pod in &snapshot.cluster.pods {
             let key = (pod.namespace.clone(), pod.name.clone());
             seen.insert(key.clone());
-            if self.set(key.clone(), view_of(snapshot, pod)) {
+            let shared = by_namespace
+                .entry(pod.namespace.as_str())
+                .or_insert_with(|| Arc::new(shared(snapshot, &pod.namespace)))
+                .clone();
+            if self.set(key.clone(), shared, Some(workload(pod))) {
                 changed.push(key);
             }
         }
         let gone: Vec<Key> = self
             .views
-            .keys()
-            .filter(|k| !seen.contains(*k) && self.views[*k].view.known)
-            .cloned()
+            .iter()
+            .filter(|(k, v)| !seen.contains(*k) && v.workload.is_some())
+            .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
-            if self.set(key.clone(), unknown(&key)) {
+            if self.set(key.clone(), Arc::default(), None) {
                 changed.push(key);
             }
         }
         changed
     }
 
-    /// Stores `view` for `key` if its content differs; true when it did.
-    fn set(&mut self, key: Key, mut view: v1::View) -> bool {
-        view.hash = hash(&view);
+    /// Stores the view for `key` if its content differs; true when it did.
+    fn set(&mut self, key: Key, shared: Arc<Shared>, workload: Option<v1::Workload>) -> bool {
+        let own = workload
+            .as_ref()
+            .map(|w| w.encode_to_vec())
+            .unwrap_or_default();
+        let hash: String = Sha256::new()
+            .chain_update(shared.hash.as_bytes())
+            .chain_update(&own)
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let version = match self.views.get(&key) {
-            Some(old) if old.view.hash == view.hash => return false,
+            Some(old) if old.hash == hash => return false,
             Some(old) => old.version + 1,
             None => 1,
         };
-        view.version = version;
         self.views.insert(
             key,
             Versioned {
                 version,
-                view: Arc::new(view),
+                hash,
+                shared,
+                workload,
             },
         );
         true
@@ -247,10 +311,16 @@ impl Index {
 
     /// The current view of `key` (an unknown view, version 0, when the pod is not known).
     pub fn get(&self, key: &Key) -> Arc<v1::View> {
-        match self.views.get(key) {
-            Some(v) => v.view.clone(),
-            None => Arc::new(unknown(key)),
-        }
+        Arc::new(match self.views.get(key) {
+            Some(v) if v.workload.is_some() => v.view(),
+            Some(v) => {
+                let mut view = unknown(key);
+                view.version = v.version;
+                view.hash.clone_from(&v.hash);
+                view
+            }
+            None => unknown(key),
+        })
     }
 
     /// How many workloads have a view.

@@ -65,7 +65,9 @@ impl Controller {
             self.publisher.clone(),
         ));
         tokio::spawn(crate::admin::serve(self.admin, self.publisher.clone()));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.api);
+        // No Nagle: a view is one write, and a delayed ACK would hold each one 40 ms.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.api).with_nodelay(Some(true));
         tracing::info!(trust_domain = %self.settings.trust_domain, "serving");
         tonic::transport::Server::builder()
             .add_service(Api::new(self.publisher))
