@@ -65,6 +65,11 @@ pub struct Args {
     /// Default for `portcullis.dev/opaque-ports`.
     #[arg(long, default_value = "", env = "PORTCULLIS_OPAQUE_PORTS")]
     pub opaque_ports: String,
+    /// The controller's sidecar API (`http://portcullis-controller.portcullis-system:15012`):
+    /// injected sidecars follow it (`--controller`, with the pod's name and namespace from the
+    /// Downward API), besides the policy ConfigMap. Empty: they enforce the ConfigMap alone.
+    #[arg(long, default_value = "", env = "PORTCULLIS_CONTROLLER")]
+    pub controller: String,
     /// Namespaces never injected.
     #[arg(
         long,
@@ -112,6 +117,8 @@ pub struct InjectConfig {
     pub exclude_outbound_cidrs: String,
     /// Default opaque ports.
     pub opaque_ports: String,
+    /// The controller URL injected sidecars follow (empty: none).
+    pub controller: String,
     /// Never injected.
     pub system_namespaces: Vec<String>,
     /// Proxy resources (empty = unset).
@@ -139,6 +146,7 @@ impl InjectConfig {
             exclude_outbound_ports: a.exclude_outbound_ports.clone(),
             exclude_outbound_cidrs: a.exclude_outbound_cidrs.clone(),
             opaque_ports: a.opaque_ports.clone(),
+            controller: a.controller.clone(),
             system_namespaces: a.system_namespaces.clone(),
             proxy_cpu_request: a.proxy_cpu_request.clone(),
             proxy_memory_request: a.proxy_memory_request.clone(),

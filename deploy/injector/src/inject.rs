@@ -371,6 +371,10 @@ fn proxy_container(
         field("PORTCULLIS_POD_IP", "status.podIP"),
         field("PORTCULLIS_POD_NAMESPACE", "metadata.namespace"),
     ];
+    if !cfg.controller.is_empty() {
+        args.extend(["--controller".into(), cfg.controller.clone()]);
+        env.push(field("PORTCULLIS_POD_NAME", "metadata.name"));
+    }
     if let Some(json) = app_probes {
         env.push(EnvVar {
             name: "PORTCULLIS_APP_PROBES".into(),

@@ -408,3 +408,33 @@ fn list_annotations_portcullis_init_would_refuse_are_refused_at_admission() {
         );
     }
 }
+
+#[test]
+fn with_a_controller_the_sidecar_follows_it_as_its_own_pod() {
+    let mut cfg = InjectConfig::defaults();
+    cfg.controller = "http://portcullis-controller.portcullis-system:15012".into();
+    let (_, _, pod) = run("plain.json", &cfg);
+    let pod = pod.expect("patched");
+    let inits = pod["spec"]["initContainers"]
+        .as_array()
+        .expect("init containers");
+    let proxy = &inits[1];
+    assert_eq!(
+        flag(proxy, "--controller").as_deref(),
+        Some("http://portcullis-controller.portcullis-system:15012")
+    );
+    assert_eq!(
+        env(proxy, "PORTCULLIS_POD_NAME").expect("pod name")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        env(proxy, "PORTCULLIS_POD_NAMESPACE").expect("namespace")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    // Without one, no --controller.
+    validate("plain.json", &pod);
+    let (_, _, pod) = run("plain.json", &InjectConfig::defaults());
+    let pod = pod.expect("patched");
+    let proxy = &pod["spec"]["initContainers"][1];
+    assert_eq!(flag(proxy, "--controller"), None);
+}
