@@ -1,8 +1,8 @@
 //! The upstream NetworkPolicy e2e cases (`netpol-e2e.yaml`) on the suite's 3×3 layout, pod to
 //! pod on TCP 80 and 81, with the cluster known (as the controller gives it): the engine — each
 //! pod's policies compiled as its sidecar compiles them, egress judged at the client, ingress at
-//! the server — must agree on every pair with an oracle written here from the Kubernetes
-//! semantics alone (it shares no code with the engine).
+//! the server — must agree on every pair with `portcullis_testbed::netpol_oracle`, written from
+//! the Kubernetes semantics alone (it shares no code with the engine).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use portcullis_config::cluster::{Cluster, Pod};
 use portcullis_config::workload::parse_named_ports;
 use portcullis_config::{CompileContext, ConnDecision, Connection, Direction, compile, load};
+use portcullis_testbed::netpol_oracle;
 use serde::Deserialize;
-use serde_json::Value;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,163 +53,25 @@ fn cluster(relabel: &BTreeMap<String, String>) -> Cluster {
     c
 }
 
-// ---- the oracle: Kubernetes NetworkPolicy semantics over plain JSON, nothing shared ----
-
-fn labels_of(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn selects(sel: &Value, labels: &BTreeMap<String, String>) -> bool {
-    let exact = labels_of(&sel["matchLabels"])
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let exprs = sel["matchExpressions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    exact
-        && exprs.iter().all(|e| {
-            let key = e["key"].as_str().unwrap_or_default();
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let have = labels.get(key).map(String::as_str);
-            match e["operator"].as_str() {
-                Some("In") => have.is_some_and(|v| values.contains(&v)),
-                Some("NotIn") => have.is_none_or(|v| !values.contains(&v)),
-                Some("Exists") => have.is_some(),
-                Some("DoesNotExist") => have.is_none(),
-                _ => false,
-            }
-        })
-}
-
-fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
-    let (net, len) = cidr.split_once('/').unwrap_or((cidr, "32"));
-    let (IpAddr::V4(ip), Ok(IpAddr::V4(net)), Ok(len)) =
-        (ip, net.parse::<IpAddr>(), len.parse::<u32>())
-    else {
-        return false;
-    };
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(ip) & mask == u32::from(net) & mask
-}
-
-fn peer_ok(peer: &Value, policy_ns: &str, other: &Pod, c: &Cluster) -> bool {
-    if let Some(block) = peer.get("ipBlock") {
-        let ip = other.ips[0];
-        let except = block["except"].as_array().cloned().unwrap_or_default();
-        return in_cidr(ip, block["cidr"].as_str().unwrap_or_default())
-            && !except
-                .iter()
-                .any(|e| in_cidr(ip, e.as_str().unwrap_or_default()));
-    }
-    let ns_ok = match peer.get("namespaceSelector") {
-        None => other.namespace == policy_ns,
-        Some(sel) => {
-            let mut l = c
-                .namespaces
-                .get(&other.namespace)
-                .cloned()
-                .unwrap_or_default();
-            l.insert(
-                "kubernetes.io/metadata.name".into(),
-                other.namespace.clone(),
-            );
-            selects(sel, &l)
-        }
-    };
-    ns_ok
-        && peer
-            .get("podSelector")
-            .is_none_or(|sel| selects(sel, &other.labels))
-}
-
-/// Whether `ports` admit TCP `port` on `server` (where named ports resolve).
-fn port_ok(ports: Option<&Vec<Value>>, port: u16, server: &Pod) -> bool {
-    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
-        return true;
-    };
-    ports.iter().any(|p| {
-        if p["protocol"].as_str().unwrap_or("TCP") != "TCP" {
-            return false;
-        }
-        match &p["port"] {
-            Value::Null => true,
-            Value::Number(n) => {
-                let first = n.as_u64().unwrap_or(0);
-                let last = p["endPort"].as_u64().unwrap_or(first);
-                (first..=last).contains(&u64::from(port))
-            }
-            Value::String(name) => server
-                .named_ports
-                .get(name)
-                .is_some_and(|np| np.protocol == "TCP" && np.port == port),
-            _ => false,
-        }
-    })
-}
-
-/// Whether the policies let `peer` reach (ingress) or be reached from (egress) `pod` on `port`.
-fn oracle_dir(
-    policies: &[Value],
-    pod: &Pod,
-    peer: &Pod,
-    port: u16,
-    ingress: bool,
-    c: &Cluster,
-) -> bool {
-    let (field, peers_field, kind) = if ingress {
-        ("ingress", "from", "Ingress")
-    } else {
-        ("egress", "to", "Egress")
-    };
-    let applying: Vec<&Value> = policies
-        .iter()
-        .filter(|p| p["metadata"]["namespace"].as_str() == Some(pod.namespace.as_str()))
-        .filter(|p| selects(&p["spec"]["podSelector"], &pod.labels))
-        .filter(|p| {
-            let types: Vec<&str> = p["spec"]["policyTypes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            if types.is_empty() {
-                ingress
-                    || p["spec"]["egress"]
-                        .as_array()
-                        .is_some_and(|e| !e.is_empty())
-            } else {
-                types.contains(&kind)
-            }
-        })
-        .collect();
-    if applying.is_empty() {
-        return true;
-    }
-    let server = if ingress { pod } else { peer };
-    applying.iter().any(|p| {
-        p["spec"][field]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|rule| {
-                let peers = rule[peers_field].as_array().filter(|l| !l.is_empty());
-                let ns = p["metadata"]["namespace"].as_str().unwrap_or_default();
-                peers.is_none_or(|l| l.iter().any(|x| peer_ok(x, ns, peer, c)))
-                    && port_ok(rule["ports"].as_array(), port, server)
+/// The same cluster, as the oracle sees it.
+fn as_oracle(c: &Cluster) -> netpol_oracle::Cluster {
+    netpol_oracle::Cluster {
+        namespaces: c.namespaces.clone(),
+        pods: c
+            .pods
+            .iter()
+            .map(|p| netpol_oracle::Pod {
+                namespace: p.namespace.clone(),
+                labels: p.labels.clone(),
+                ip: p.ips[0],
+                named_ports: p
+                    .named_ports
+                    .iter()
+                    .map(|(n, np)| (n.clone(), (np.port, np.protocol.clone())))
+                    .collect(),
             })
-    })
+            .collect(),
+    }
 }
 
 // ---- the engine, as each pod's sidecar runs it ----
@@ -279,18 +141,10 @@ fn upstream_e2e_cases_agree_with_the_kubernetes_semantics_pod_to_pod() {
             .join("---\n");
         let docs =
             load::parse_str("case.yaml", &yaml).unwrap_or_else(|e| panic!("{}: {e:?}", case.name));
-        // YAML 1.2 booleans: `{ns: y}` is the string "y", as the API server reads it.
-        let strict = || {
-            let mut o = serde_saphyr::Options::default();
-            o.strict_booleans = true;
-            o
-        };
-        let json: Vec<Value> = yaml
-            .split("---\n")
-            .map(|d| serde_saphyr::from_str_with_options(d, strict()).expect("json"))
-            .collect();
+        let json = netpol_oracle::documents(&yaml).expect("json");
         let c = Arc::new(cluster(&case.relabel));
         let compiled: Vec<_> = c.pods.iter().map(|p| engine(&docs, &c, p)).collect();
+        let oracle = as_oracle(&c);
         for port in PORTS {
             let n = c.pods.len();
             let got = matrix(
@@ -301,14 +155,7 @@ fn upstream_e2e_cases_agree_with_the_kubernetes_semantics_pod_to_pod() {
                 },
                 n,
             );
-            let want = matrix(
-                |i, j| {
-                    let (from, to) = (&c.pods[i], &c.pods[j]);
-                    oracle_dir(&json, from, to, port, false, &c)
-                        && oracle_dir(&json, to, from, port, true, &c)
-                },
-                n,
-            );
+            let want = matrix(|i, j| netpol_oracle::allowed(&json, &oracle, i, j, port), n);
             if want.contains('X') {
                 isolating += 1;
             }

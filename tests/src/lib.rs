@@ -3,11 +3,15 @@
 //! `testbed` binary (demo and hands-on use).
 //!
 //! - [`netns`]: a named namespace, deleted on drop;
+//! - [`netpol_oracle`]: NetworkPolicy reachability from the Kubernetes semantics alone;
+//! - [`podnet`]: many pods on one bridge, each with its sidecar, following the controller;
 //! - [`process`]: a child process, stopped by PID on drop;
 //! - [`tools`]: locating the project's binaries and checking prerequisites (failing loudly);
 //! - [`testbed`]: client ↔ pod ↔ upstream topology, IPv4 and IPv6, and helpers to drive it.
 
 pub mod netns;
+pub mod netpol_oracle;
+pub mod podnet;
 pub mod process;
 pub mod testbed;
 pub mod tools;
