@@ -195,6 +195,13 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// Adds one Kubernetes object (as the API server serves it: JSON with `kind`) from
+    /// `origin` (e.g. `NetworkPolicy shop/web`): Namespaces and Pods to the cluster, policies to
+    /// the documents (re-read from their JSON; their errors name `origin`), other kinds ignored.
+    pub fn add_object(&mut self, origin: &str, v: &Value) {
+        self.object(v, || (origin.into(), None));
+    }
+
     /// What compiling the policy for `pod` needs to know: its labels, named ports, namespace,
     /// and the cluster for its selectors.
     pub fn context_for(&self, pod: &Pod) -> CompileContext {

@@ -22,6 +22,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("building the runtime")?;
     runtime.block_on(async {
         let controller = Controller::bind(settings).await?;
-        controller.run().await.context("serving the sidecar API")
+        controller.run().await.map_err(anyhow::Error::from)
     })
 }

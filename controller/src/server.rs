@@ -21,6 +21,20 @@ pub struct Controller {
     pub publisher: Arc<Publisher>,
 }
 
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No API server client (in-cluster service account or kubeconfig).
+    #[error("connecting to the API server (in-cluster config or kubeconfig)")]
+    Kube(#[source] kube::Error),
+    /// `kube` source without a client.
+    #[error("the kube source needs an API server client")]
+    NoClient,
+    /// The gRPC server failed.
+    #[error("serving the sidecar API")]
+    Serve(#[source] tonic::transport::Error),
+}
+
 /// A port that cannot be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("binding {addr}")]
@@ -56,14 +70,31 @@ impl Controller {
         self.admin.local_addr()
     }
 
-    /// Serves until the process ends (or the gRPC server fails).
-    pub async fn run(self) -> Result<(), tonic::transport::Error> {
-        let Source::Dir(path) = self.settings.source.clone();
-        tokio::spawn(crate::source::dir::watch(
-            path,
-            self.settings.source_poll,
-            self.publisher.clone(),
-        ));
+    /// Serves until the process ends (or the gRPC server fails), with the source the settings
+    /// name (`kube`: the in-cluster or kubeconfig client).
+    pub async fn run(self) -> Result<(), RunError> {
+        let client = match &self.settings.source {
+            Source::Kube => Some(kube::Client::try_default().await.map_err(RunError::Kube)?),
+            Source::Dir(_) => None,
+        };
+        self.run_with(client).await
+    }
+
+    /// Serves with `client` as the `kube` source's API server.
+    pub async fn run_with(self, client: Option<kube::Client>) -> Result<(), RunError> {
+        match (self.settings.source.clone(), client) {
+            (Source::Dir(path), _) => {
+                tokio::spawn(crate::source::dir::watch(
+                    path,
+                    self.settings.source_poll,
+                    self.publisher.clone(),
+                ));
+            }
+            (Source::Kube, Some(client)) => {
+                tokio::spawn(crate::source::kube::watch(client, self.publisher.clone()));
+            }
+            (Source::Kube, None) => return Err(RunError::NoClient),
+        }
         tokio::spawn(crate::admin::serve(self.admin, self.publisher.clone()));
         // No Nagle: a view is one write, and a delayed ACK would hold each one 40 ms.
         let incoming =
@@ -73,5 +104,6 @@ impl Controller {
             .add_service(Api::new(self.publisher))
             .serve_with_incoming(incoming)
             .await
+            .map_err(RunError::Serve)
     }
 }

@@ -10,9 +10,10 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// Where cluster state comes from: `dir:PATH` (manifests as `kubectl get -A -o yaml` writes
-    /// them, watched) or `kube` (the API server; not in this build).
-    #[arg(long, env = "PORTCULLIS_SOURCE")]
+    /// Where cluster state comes from: `kube` (the API server: in-cluster service account, or
+    /// the kubeconfig) or `dir:PATH` (manifests as `kubectl get -A -o yaml` writes them,
+    /// watched).
+    #[arg(long, default_value = "kube", env = "PORTCULLIS_SOURCE")]
     pub source: String,
     /// The mesh's SPIFFE trust domain.
     #[arg(long, default_value = "cluster.local", env = "PORTCULLIS_TRUST_DOMAIN")]
@@ -36,6 +37,8 @@ pub struct Cli {
 pub enum Source {
     /// A directory (or file) of manifests.
     Dir(PathBuf),
+    /// The API server.
+    Kube,
 }
 
 /// Validated settings.
@@ -57,15 +60,16 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// `--source`.
-    #[error("--source {0:?}: expected dir:PATH (kube needs an API server; use a dir source)")]
+    #[error("--source {0:?}: expected kube or dir:PATH")]
     Source(String),
 }
 
 impl Settings {
     /// Validates the flags.
     pub fn from_cli(cli: &Cli) -> Result<Self, SettingsError> {
-        let source = match cli.source.strip_prefix("dir:") {
-            Some(path) if !path.is_empty() => Source::Dir(PathBuf::from(path)),
+        let source = match (cli.source.as_str(), cli.source.strip_prefix("dir:")) {
+            ("kube", _) => Source::Kube,
+            (_, Some(path)) if !path.is_empty() => Source::Dir(PathBuf::from(path)),
             _ => return Err(SettingsError::Source(cli.source.clone())),
         };
         Ok(Self {
