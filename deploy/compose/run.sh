@@ -33,7 +33,7 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 ../docker/build.sh "${PORTCULLIS_PROFILE:-debug}"
-for image in proxy injector; do
+for image in proxy injector controller; do
   docker run --rm "portcullis/$image:dev" --version >/dev/null \
     || { echo "portcullis/$image:dev does not run" >&2; exit 1; }
 done
