@@ -117,6 +117,49 @@ fn egress_named_port_to_anyone(doc: &model::Document) -> bool {
         })
 }
 
+type Selectors<'d> = (
+    Option<&'d model::LabelSelector>,
+    Option<&'d model::LabelSelector>,
+);
+
+fn pair<'d>(
+    ns: &'d Option<Spanned<model::LabelSelector>>,
+    pod: &'d Option<Spanned<model::LabelSelector>>,
+) -> Selectors<'d> {
+    (
+        ns.as_ref().map(|s| &s.value),
+        pod.as_ref().map(|s| &s.value),
+    )
+}
+
+/// The (namespaceSelector, podSelector) pair of every selector peer of `doc`: NetworkPolicy
+/// `from`/`to` peers (not ipBlocks) and AccessPolicy `from`/`to` peers that carry selectors.
+fn selectors(doc: &model::Document) -> Vec<Selectors<'_>> {
+    let mut out: Vec<Selectors<'_>> = peers(doc)
+        .filter(|p| p.ip_block.is_none())
+        .map(|p| pair(&p.namespace_selector, &p.pod_selector))
+        .collect();
+    let spec = &doc.spec.value;
+    for dir in [&spec.inbound, &spec.outbound].into_iter().flatten() {
+        for rule in &dir.value.rules {
+            let r = &rule.value;
+            for peer in r
+                .from
+                .iter()
+                .chain(r.to.iter())
+                .flat_map(|l| l.value.iter())
+            {
+                out.push(pair(
+                    &peer.value.namespace_selector,
+                    &peer.value.pod_selector,
+                ));
+            }
+        }
+    }
+    out.retain(|(n, p)| n.is_some() || p.is_some());
+    out
+}
+
 /// The pods some selector of `docs` (all of namespace `ns`) selects, by position in the cluster.
 fn selected_pods(cluster: &Cluster, ns: &str, docs: &[&model::Document]) -> BTreeSet<usize> {
     let position: HashMap<(&str, &str), usize> = cluster
@@ -130,15 +173,7 @@ fn selected_pods(cluster: &Cluster, ns: &str, docs: &[&model::Document]) -> BTre
         if egress_named_port_to_anyone(doc) {
             return (0..cluster.pods.len()).collect();
         }
-        for peer in peers(doc) {
-            if peer.ip_block.is_some() {
-                continue;
-            }
-            let ns_sel = peer.namespace_selector.as_ref().map(|s| &s.value);
-            let pod_sel = peer.pod_selector.as_ref().map(|s| &s.value);
-            if ns_sel.is_none() && pod_sel.is_none() {
-                continue;
-            }
+        for (ns_sel, pod_sel) in selectors(doc) {
             for p in cluster.select(ns, ns_sel, pod_sel) {
                 out.extend(position.get(&(p.namespace.as_str(), p.name.as_str())));
             }

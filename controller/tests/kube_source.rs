@@ -61,14 +61,21 @@ fn collection(kind: &str) -> &'static str {
     match kind {
         "Namespace" => "/api/v1/namespaces",
         "Pod" => "/api/v1/pods",
+        "AccessPolicy" => "/apis/portcullis.dev/v1alpha1/accesspolicies",
         _ => "/apis/networking.k8s.io/v1/networkpolicies",
     }
 }
 
 impl Fake {
-    fn new() -> Self {
+    /// A server; `crd`: whether AccessPolicies are a served resource.
+    fn new(crd: bool) -> Self {
         let mut objects = BTreeMap::new();
-        for kind in ["Namespace", "Pod", "NetworkPolicy"] {
+        let kinds: &[&str] = if crd {
+            &["Namespace", "Pod", "NetworkPolicy", "AccessPolicy"]
+        } else {
+            &["Namespace", "Pod", "NetworkPolicy"]
+        };
+        for kind in kinds {
             objects.insert(collection(kind).to_string(), BTreeMap::new());
         }
         Fake(Arc::new(Mutex::new(State {
@@ -120,6 +127,10 @@ impl Fake {
         let _ = s.epoch.send(());
     }
 
+    fn served(&self, path: &str) -> bool {
+        self.0.lock().expect("lock").objects.contains_key(path)
+    }
+
     fn list(&self, path: &str) -> Value {
         let mut s = self.0.lock().expect("lock");
         s.lists += 1;
@@ -131,6 +142,7 @@ impl Fake {
         let kind = match path {
             "/api/v1/namespaces" => "NamespaceList",
             "/api/v1/pods" => "PodList",
+            "/apis/portcullis.dev/v1alpha1/accesspolicies" => "AccessPolicyList",
             _ => "NetworkPolicyList",
         };
         json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items})
@@ -160,6 +172,15 @@ fn line(v: &Value) -> Result<Frame<Bytes>, Infallible> {
 type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
 fn answer(fake: &Fake, path: &str, query: &str) -> hyper::Response<Body> {
+    if !fake.served(path) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"});
+        let body = Full::new(Bytes::from(status.to_string())).boxed_unsync();
+        return hyper::Response::builder()
+            .status(404)
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("response");
+    }
     let params: BTreeMap<&str, &str> = query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -281,7 +302,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
 
 #[tokio::test]
 async fn the_kube_source_follows_lists_watches_and_relists_after_410() {
-    let fake = Fake::new();
+    let fake = Fake::new(false);
     fake.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x", "labels": {"ns": "x"}}}));
     fake.put(pod("a", "a", "10.9.0.1"));
     fake.put(pod("b", "b", "10.9.0.2"));
@@ -343,4 +364,40 @@ async fn the_kube_source_follows_lists_watches_and_relists_after_410() {
         "three lists, then at least one relist: {}",
         s.lists
     );
+}
+
+#[tokio::test]
+async fn access_policy_custom_resources_are_watched_where_their_crd_is_installed() {
+    let fake = Fake::new(true);
+    fake.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}));
+    fake.put(pod("a", "a", "10.9.0.1"));
+    fake.put(pod("b", "b", "10.9.0.2"));
+    fake.put(json!({"apiVersion": "portcullis.dev/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": "reads", "namespace": "x"},
+                    "spec": {"inbound": {"default": "deny", "rules": [{"name": "from-b", "action": "allow", "from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}}}));
+    let addr = serve(fake.clone()).await;
+    let client = kube::Client::try_from(kube::Config::new(
+        format!("http://{addr}").parse().expect("url"),
+    ))
+    .expect("client");
+    let controller = Controller::bind(Settings {
+        source: Source::Kube,
+        trust_domain: "cluster.local".into(),
+        api_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        source_poll: Duration::from_secs(2),
+    })
+    .await
+    .expect("bind");
+    let publisher = controller.publisher.clone();
+    tokio::spawn(controller.run_with(Some(client)));
+    let rx = publisher.subscribe(("x".into(), "a".into()));
+    eventually(
+        "the AccessPolicy is in x/a's view, its podSelector resolved",
+        || {
+            let v = rx.borrow();
+            v.documents.iter().any(|d| d.yaml.contains("from-b"))
+                && v.pods.iter().any(|p| p.name == "b")
+        },
+    )
+    .await;
 }

@@ -1,5 +1,5 @@
 //! The `kube` source: the API server, watched with kube-rs (a reflector per kind: Namespaces,
-//! Pods, NetworkPolicies). A thin adapter — every change rebuilds the snapshot from the
+//! Pods, NetworkPolicies, and AccessPolicies where their CRD is installed). A thin adapter — every change rebuilds the snapshot from the
 //! reflectors' stores through the same [`Snapshot`] reader a `dir` source uses, and publishes
 //! it once all the stores have listed (not before: a half-listed cluster would admit too much
 //! or too little). Relists (410 Gone), reconnects and backoff are kube-runtime's.
@@ -11,6 +11,7 @@ use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use portcullis_config::snapshot::Snapshot;
@@ -19,12 +20,21 @@ use tokio::sync::Notify;
 use crate::metrics::LoadLabels;
 use crate::publish::Publisher;
 
-/// The stores of every kind.
+/// The stores of every kind (AccessPolicies only where the CRD is installed).
 #[derive(Clone)]
 struct Stores {
     namespaces: Store<Namespace>,
     pods: Store<Pod>,
     policies: Store<NetworkPolicy>,
+    access: Option<Store<DynamicObject>>,
+}
+
+/// `accesspolicies.portcullis.dev/v1alpha1`.
+fn access_policy_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("portcullis.dev", "v1alpha1", "AccessPolicy"),
+        "accesspolicies",
+    )
 }
 
 impl std::fmt::Debug for Stores {
@@ -74,19 +84,31 @@ fn snapshot(stores: &Stores) -> Snapshot {
             serde_json::to_value(&*np),
         );
     }
+    let mut access = stores.access.as_ref().map(Store::state).unwrap_or_default();
+    access.sort_by_key(|p| name_of(&p.metadata));
+    for ap in access {
+        // Items of a list carry no kind: it is the resource's.
+        let value = serde_json::to_value(&*ap).map(|mut v| {
+            v["apiVersion"] = "portcullis.dev/v1alpha1".into();
+            v["kind"] = "AccessPolicy".into();
+            v
+        });
+        add(format!("AccessPolicy {}", name_of(&ap.metadata)), value);
+    }
     s
 }
 
 /// Runs one reflector until the process ends, waking `changed` on every event.
 async fn reflect<K>(api: Api<K>, writer: reflector::store::Writer<K>, changed: Arc<Notify>)
 where
-    K: kube::Resource<DynamicType = ()>
+    K: kube::Resource
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
         + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash,
 {
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -101,16 +123,39 @@ where
     }
 }
 
+/// The AccessPolicy reflector, if the CRD is installed (a first list says; without it the
+/// controller carries on with NetworkPolicies, and AccessPolicies come from ConfigMaps). Any
+/// other failure to list is retried: starting without them would serve views that miss them.
+async fn access_policies(
+    client: kube::Client,
+    changed: Arc<Notify>,
+) -> Option<Store<DynamicObject>> {
+    let resource = access_policy_resource();
+    let api = Api::<DynamicObject>::all_with(client, &resource);
+    loop {
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tracing::info!("the AccessPolicy CRD is not installed: NetworkPolicies only");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list AccessPolicies; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let writer = reflector::store::Writer::new(resource);
+    let store = writer.as_reader();
+    tokio::spawn(reflect(api, writer, changed));
+    Some(store)
+}
+
 /// Watches the cluster `client` talks to, publishing each new snapshot.
 pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
     let (namespaces, ns_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
     let (policies, np_writer) = reflector::store();
-    let stores = Stores {
-        namespaces,
-        pods,
-        policies,
-    };
     let changed = Arc::new(Notify::new());
     tokio::spawn(reflect(
         Api::<Namespace>::all(client.clone()),
@@ -123,19 +168,28 @@ pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
         changed.clone(),
     ));
     tokio::spawn(reflect(
-        Api::<NetworkPolicy>::all(client),
+        Api::<NetworkPolicy>::all(client.clone()),
         np_writer,
         changed.clone(),
     ));
-    for ready in [
-        stores.namespaces.wait_until_ready().await,
-        stores.pods.wait_until_ready().await,
-        stores.policies.wait_until_ready().await,
-    ] {
-        if ready.is_err() {
-            tracing::error!("a reflector ended before listing; no snapshot");
-            return;
-        }
+    let access = access_policies(client, changed.clone()).await;
+    let stores = Stores {
+        namespaces,
+        pods,
+        policies,
+        access,
+    };
+    let mut ready = vec![
+        stores.namespaces.wait_until_ready().await.is_ok(),
+        stores.pods.wait_until_ready().await.is_ok(),
+        stores.policies.wait_until_ready().await.is_ok(),
+    ];
+    if let Some(a) = &stores.access {
+        ready.push(a.wait_until_ready().await.is_ok());
+    }
+    if ready.contains(&false) {
+        tracing::error!("a reflector ended before listing; no snapshot");
+        return;
     }
     loop {
         // Events come in bursts (a rollout): settle, then rebuild once.
