@@ -55,7 +55,11 @@ impl Sidecar for Api {
             ));
         }
         tracing::debug!(namespace = %req.namespace, pod = %req.pod, "watch");
-        let rx = self.publisher.subscribe((req.namespace, req.pod));
+        let Some(rx) = self.publisher.subscribe((req.namespace, req.pod)) else {
+            return Err(Status::resource_exhausted(
+                "too many watches of pods the controller does not know",
+            ));
+        };
         self.publisher.metrics.subscribers.inc();
         let guard = Subscribed {
             publisher: self.publisher.clone(),

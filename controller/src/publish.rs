@@ -13,6 +13,9 @@ use tokio::sync::watch;
 use crate::index::{Index, Key};
 use crate::metrics::Metrics;
 
+/// Watches of pods the index does not know, at most (any client may ask for any name).
+pub const MAX_UNKNOWN_WATCHES: usize = 4096;
+
 #[derive(Debug, Default)]
 struct Inner {
     index: Index,
@@ -46,6 +49,7 @@ impl Publisher {
     /// changed.
     pub fn apply(&self, snapshot: &Snapshot) -> usize {
         let mut inner = self.lock();
+        inner.senders.retain(|_, tx| tx.receiver_count() > 0);
         let changed = inner.index.update(snapshot);
         for key in &changed {
             let view = inner.index.get(key);
@@ -59,19 +63,58 @@ impl Publisher {
         changed.len()
     }
 
-    /// The stream of `key`'s views, starting with the current one.
-    pub fn subscribe(&self, key: Key) -> watch::Receiver<Arc<v1::View>> {
+    /// The stream of `key`'s views, starting with the current one; `None` when too many
+    /// watches wait for pods nobody knows (names a client made up cost memory, not views).
+    pub fn subscribe(&self, key: Key) -> Option<watch::Receiver<Arc<v1::View>>> {
         let mut inner = self.lock();
+        if let Some(tx) = inner.senders.get(&key) {
+            return Some(tx.subscribe());
+        }
         let current = inner.index.get(&key);
+        if !current.known {
+            // Channels nobody listens to any more go first.
+            inner.senders.retain(|_, tx| tx.receiver_count() > 0);
+            let unknown = inner
+                .senders
+                .values()
+                .filter(|tx| !tx.borrow().known)
+                .count();
+            if unknown >= MAX_UNKNOWN_WATCHES {
+                return None;
+            }
+        }
         let tx = inner
             .senders
             .entry(key)
             .or_insert_with(|| watch::channel(current).0);
-        tx.subscribe()
+        Some(tx.subscribe())
     }
 
     /// Whether a first snapshot has been applied.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_names_cannot_grow_the_watches_without_bound() {
+        let p = Publisher::new(Arc::new(Metrics::default()));
+        let mut held = Vec::new();
+        for i in 0..MAX_UNKNOWN_WATCHES {
+            held.push(
+                p.subscribe(("nowhere".into(), format!("p{i}")))
+                    .expect("within the bound"),
+            );
+        }
+        assert!(p.subscribe(("nowhere".into(), "one-more".into())).is_none());
+        // Once their streams are gone, their channels are too.
+        held.clear();
+        assert!(p.subscribe(("nowhere".into(), "one-more".into())).is_some());
+        // A second watch of the same workload shares its channel.
+        assert!(p.subscribe(("nowhere".into(), "one-more".into())).is_some());
     }
 }

@@ -322,7 +322,9 @@ async fn the_kube_source_follows_lists_watches_and_relists_after_410() {
     .expect("bind");
     let publisher = controller.publisher.clone();
     tokio::spawn(controller.run_with(Some(client)));
-    let rx = publisher.subscribe(("x".into(), "a".into()));
+    let rx = publisher
+        .subscribe(("x".into(), "a".into()))
+        .expect("subscribed");
     let selected = |rx: &tokio::sync::watch::Receiver<Arc<portcullis_api::v1::View>>| {
         let v = rx.borrow();
         (
@@ -390,7 +392,9 @@ async fn access_policy_custom_resources_are_watched_where_their_crd_is_installed
     .expect("bind");
     let publisher = controller.publisher.clone();
     tokio::spawn(controller.run_with(Some(client)));
-    let rx = publisher.subscribe(("x".into(), "a".into()));
+    let rx = publisher
+        .subscribe(("x".into(), "a".into()))
+        .expect("subscribed");
     eventually(
         "the AccessPolicy is in x/a's view, its podSelector resolved",
         || {
