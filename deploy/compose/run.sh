@@ -72,6 +72,7 @@ CURL_ARGS=(http://172.29.0.40:8080/private); check "app GET upstream /private  �
 CURL_ARGS=(http://172.29.0.40:8080/public/x); check "denied client → upstream directly (no sidecar there) → 200" 200 denied-client
 CURL_ARGS=(http://172.29.0.11:8080/hello);  check "tproxy: allowed client GET /hello → app"        200 allowed-client
 CURL_ARGS=(http://172.29.0.11:8080/hello);  check "tproxy: denied client GET /hello  → refused"    000 denied-client
+CURL_ARGS=(-X POST http://172.29.0.11:8080/hello); check "controller: NetworkPolicy admits role=frontend (POST)" 200 allowed-client
 seen=$(dc_exec allowed-client curl -s -m 5 http://172.29.0.11:8080/hello || true)
 if printf '%s' "$seen" | grep -q '"client_ip": "172.29.0.20"'; then mark=ok; else mark=FAIL; failures=$((failures + 1)); fi
 printf '%-4s %-62s %s\n' "$mark" "tproxy: the app sees the client's own address" "$seen"
@@ -81,7 +82,7 @@ docker-compose -p "$project" logs --no-color proxy | grep -o '{"ts".*' || true
 echo
 if [ "$failures" -ne 0 ]; then
   echo "$failures unexpected outcome(s)"
-  docker-compose -p "$project" logs --no-color init proxy init-tproxy proxy-tproxy | tail -60
+  docker-compose -p "$project" logs --no-color init proxy init-tproxy proxy-tproxy controller | tail -60
   exit 1
 fi
 echo "all requests had the expected outcome"

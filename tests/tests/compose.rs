@@ -1,7 +1,7 @@
 //! The docker-compose testbed, for real: `deploy/compose/run.sh` starts the Docker engine if
 //! needed, builds the images offline from the local base, brings the application, the init
 //! container, the sidecar, two clients and an upstream up — and a second application captured
-//! with TPROXY by the same unprivileged image — checks allowed and denied requests in both
+//! with TPROXY by the same unprivileged image, following the controller — checks allowed and denied requests in both
 //! directions, and tears everything down. This test runs it and checks what it says.
 
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ fn the_compose_testbed_runs_and_enforces() {
         "compose testbed failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    assert_eq!(ok, 9, "{stdout}");
+    assert_eq!(ok, 10, "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     // The sidecar logged the decisions, denials included.
     assert!(
@@ -34,6 +34,11 @@ fn the_compose_testbed_runs_and_enforces() {
     // application saw the client's own address.
     assert!(
         stdout.contains("ok   tproxy: the app sees the client's own address"),
+        "{stdout}"
+    );
+    // The controller's view (a NetworkPolicy written in labels) is enforced by that pod.
+    assert!(
+        stdout.contains("ok   controller: NetworkPolicy admits role=frontend (POST)"),
         "{stdout}"
     );
 }
