@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, Pod};
 use crate::compiled::CompileContext;
-use crate::load::{parse_document, split_documents};
+use crate::load::{LoadError, Source, parse_document, split_documents};
 use crate::source::{PolicyError, SourceDoc};
 use crate::workload::NamedPort;
 
@@ -195,6 +195,16 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// A whole source (every file read) as a snapshot; `Err` lists every located error.
+    pub fn from_source(source: &Source) -> Result<Self, LoadError> {
+        let s = Self::parse(&source.files);
+        if s.errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(LoadError::Invalid(s.errors))
+        }
+    }
+
     /// Adds one Kubernetes object (as the API server serves it: JSON with `kind`) from
     /// `origin` (e.g. `NetworkPolicy shop/web`): Namespaces and Pods to the cluster, policies to
     /// the documents (re-read from their JSON; their errors name `origin`), other kinds ignored.

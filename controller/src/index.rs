@@ -250,11 +250,6 @@ fn view_with(shared: &Shared, workload: Option<&v1::Workload>) -> v1::View {
     }
 }
 
-/// The view of pod `pod` in `snapshot` (without version and hash).
-pub fn view_of(snapshot: &Snapshot, pod: &Pod) -> v1::View {
-    view_with(&shared(snapshot, &pod.namespace), Some(&workload(pod)))
-}
-
 /// The view a sidecar gets while its pod is unknown.
 pub fn unknown(key: &Key) -> v1::View {
     v1::View {

@@ -11,7 +11,7 @@ use portcullis_config::snapshot::Snapshot;
 use tokio::sync::watch;
 
 use crate::index::{Index, Key};
-use crate::metrics::Metrics;
+use crate::metrics::{LoadLabels, Metrics};
 
 /// Watches of pods the index does not know, at most (any client may ask for any name).
 pub const MAX_UNKNOWN_WATCHES: usize = 4096;
@@ -88,6 +88,15 @@ impl Publisher {
             .entry(key)
             .or_insert_with(|| watch::channel(current).0);
         Some(tx.subscribe())
+    }
+
+    /// Counts one read of the source (`portcullis_controller_source_loads_total{result}`).
+    pub fn count_load(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.metrics
+            .source_loads
+            .get_or_create(&LoadLabels { result })
+            .inc();
     }
 
     /// Whether a first snapshot has been applied.

@@ -285,6 +285,27 @@ async fn serve(fake: Fake) -> SocketAddr {
     addr
 }
 
+/// A controller on the `kube` source talking to `fake`, and the watch of x/a's view.
+async fn follow(fake: &Fake) -> tokio::sync::watch::Receiver<Arc<portcullis_api::v1::View>> {
+    let addr = serve(fake.clone()).await;
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let controller = Controller::bind(Settings {
+        source: Source::Kube,
+        trust_domain: "cluster.local".into(),
+        api_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        source_poll: Duration::from_secs(2),
+    })
+    .await
+    .expect("bind");
+    let publisher = controller.publisher.clone();
+    tokio::spawn(controller.run_with(Some(client)));
+    publisher
+        .subscribe(("x".into(), "a".into()))
+        .expect("subscribed")
+}
+
 fn pod(name: &str, label: &str, ip: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "x", "labels": {"pod": label}},
            "spec": {"containers": [{"name": "app", "image": "app"}]},
@@ -308,23 +329,7 @@ async fn the_kube_source_follows_lists_watches_and_relists_after_410() {
     fake.put(pod("b", "b", "10.9.0.2"));
     fake.put(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "from-b", "namespace": "x"},
                     "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}}));
-    let addr = serve(fake.clone()).await;
-    let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
-    let client = kube::Client::try_from(config).expect("client");
-    let controller = Controller::bind(Settings {
-        source: Source::Kube,
-        trust_domain: "cluster.local".into(),
-        api_addr: "127.0.0.1:0".parse().expect("addr"),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        source_poll: Duration::from_secs(2),
-    })
-    .await
-    .expect("bind");
-    let publisher = controller.publisher.clone();
-    tokio::spawn(controller.run_with(Some(client)));
-    let rx = publisher
-        .subscribe(("x".into(), "a".into()))
-        .expect("subscribed");
+    let rx = follow(&fake).await;
     let selected = |rx: &tokio::sync::watch::Receiver<Arc<portcullis_api::v1::View>>| {
         let v = rx.borrow();
         (
@@ -376,25 +381,7 @@ async fn access_policy_custom_resources_are_watched_where_their_crd_is_installed
     fake.put(pod("b", "b", "10.9.0.2"));
     fake.put(json!({"apiVersion": "portcullis.dev/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": "reads", "namespace": "x"},
                     "spec": {"inbound": {"default": "deny", "rules": [{"name": "from-b", "action": "allow", "from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}}}));
-    let addr = serve(fake.clone()).await;
-    let client = kube::Client::try_from(kube::Config::new(
-        format!("http://{addr}").parse().expect("url"),
-    ))
-    .expect("client");
-    let controller = Controller::bind(Settings {
-        source: Source::Kube,
-        trust_domain: "cluster.local".into(),
-        api_addr: "127.0.0.1:0".parse().expect("addr"),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        source_poll: Duration::from_secs(2),
-    })
-    .await
-    .expect("bind");
-    let publisher = controller.publisher.clone();
-    tokio::spawn(controller.run_with(Some(client)));
-    let rx = publisher
-        .subscribe(("x".into(), "a".into()))
-        .expect("subscribed");
+    let rx = follow(&fake).await;
     eventually(
         "the AccessPolicy is in x/a's view, its podSelector resolved",
         || {

@@ -7,31 +7,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use portcullis_config::load::{LoadError, read_source};
+use portcullis_config::load::read_source;
 use portcullis_config::snapshot::Snapshot;
 use tokio::sync::mpsc;
 
-use crate::metrics::LoadLabels;
 use crate::publish::Publisher;
-
-/// Reads the snapshot at `path`, or every located error.
-pub fn read(path: &Path) -> Result<(Snapshot, String), LoadError> {
-    let source = read_source(path)?;
-    let snapshot = Snapshot::parse(&source.files);
-    if !snapshot.errors.is_empty() {
-        return Err(LoadError::Invalid(snapshot.errors));
-    }
-    Ok((snapshot, source.content_hash()))
-}
 
 /// Loads `path` if its content changed since `last`; publishes it when it reads whole.
 fn load(path: &Path, last: &mut Option<String>, publisher: &Publisher) {
-    let hash = read_source(path).map(|s| s.content_hash()).ok();
-    if hash.is_some() && hash == *last {
+    let source = match read_source(path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("snapshot not read; keeping the last good one: {e}");
+            return publisher.count_load(false);
+        }
+    };
+    let hash = source.content_hash();
+    if last.as_ref() == Some(&hash) {
         return;
     }
-    let result = match read(path) {
-        Ok((snapshot, hash)) => {
+    *last = Some(hash.clone());
+    match Snapshot::from_source(&source) {
+        Ok(snapshot) => {
             let changed = publisher.apply(&snapshot);
             tracing::info!(
                 %hash,
@@ -40,33 +37,17 @@ fn load(path: &Path, last: &mut Option<String>, publisher: &Publisher) {
                 changed,
                 "snapshot applied"
             );
-            *last = Some(hash);
-            "success"
+            publisher.count_load(true);
         }
         Err(e) => {
             tracing::error!("snapshot not applied; keeping the last good one:\n{e}");
-            *last = hash;
-            "failure"
+            publisher.count_load(false);
         }
-    };
-    publisher
-        .metrics
-        .source_loads
-        .get_or_create(&LoadLabels { result })
-        .inc();
+    }
 }
 
 /// Watches `path` forever, publishing each new snapshot.
 pub async fn watch(path: PathBuf, poll: Duration, publisher: Arc<Publisher>) {
-    let mut last = None;
-    let p = path.clone();
-    let publish = publisher.clone();
-    let mut last_seen = tokio::task::spawn_blocking(move || {
-        load(&p, &mut last, &publish);
-        last
-    })
-    .await
-    .unwrap_or_default();
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let dir = if path.is_dir() {
         path.clone()
@@ -81,7 +62,9 @@ pub async fn watch(path: PathBuf, poll: Duration, publisher: Arc<Publisher>) {
     })
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
     .inspect_err(|e| tracing::warn!(error = %e, "cannot watch the source; polling only"));
+    // The first tick is at once: the first load.
     let mut tick = tokio::time::interval(poll);
+    let mut last = None;
     loop {
         tokio::select! {
             Some(()) = rx.recv() => {
@@ -91,10 +74,10 @@ pub async fn watch(path: PathBuf, poll: Duration, publisher: Arc<Publisher>) {
             _ = tick.tick() => {}
         }
         let (p, publish) = (path.clone(), publisher.clone());
-        let mut last = last_seen.take();
-        last_seen = tokio::task::spawn_blocking(move || {
-            load(&p, &mut last, &publish);
-            last
+        let mut seen = last.take();
+        last = tokio::task::spawn_blocking(move || {
+            load(&p, &mut seen, &publish);
+            seen
         })
         .await
         .unwrap_or_default();

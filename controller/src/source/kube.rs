@@ -17,7 +17,6 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use portcullis_config::snapshot::Snapshot;
 use tokio::sync::Notify;
 
-use crate::metrics::LoadLabels;
 use crate::publish::Publisher;
 
 /// The stores of every kind (AccessPolicies only where the CRD is installed).
@@ -195,7 +194,7 @@ pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
         // Events come in bursts (a rollout): settle, then rebuild once.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let s = snapshot(&stores);
-        let result = if s.errors.is_empty() {
+        if s.errors.is_empty() {
             let changed_views = publisher.apply(&s);
             tracing::info!(
                 pods = s.cluster.pods.len(),
@@ -203,18 +202,12 @@ pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
                 changed = changed_views,
                 "cluster snapshot applied"
             );
-            "success"
         } else {
             for e in &s.errors {
                 tracing::error!("{e}");
             }
-            "failure"
-        };
-        publisher
-            .metrics
-            .source_loads
-            .get_or_create(&LoadLabels { result })
-            .inc();
+        }
+        publisher.count_load(s.errors.is_empty());
         changed.notified().await;
     }
 }

@@ -15,6 +15,7 @@ use portcullis_config::{LoadError, LoadedPolicy, compile, load_path};
 pub(crate) fn read(dir: &Path, also: Option<&Path>) -> Result<(Snapshot, String), LoadError> {
     let source = read_source(dir)?;
     let mut snapshot = Snapshot::parse(&source.files);
+    // A `--policy` source's documents are judged, never passed on: no texts beside them.
     let mut hash = source.content_hash();
     if let Some(path) = also {
         match load_path(path) {
