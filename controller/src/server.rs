@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api::Api;
+use crate::api::tls::{Acceptor, TlsError};
+use crate::api::tokens::{JwksError, JwksFile, TokenVerifier};
+use crate::api::{Api, Authentication};
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
-use crate::settings::{Settings, Source};
+use crate::settings::{ApiSecurity, Settings, Source, TokenCheck};
 
 /// A bound controller.
 #[derive(Debug)]
@@ -17,6 +19,8 @@ pub struct Controller {
     settings: Settings,
     api: TcpListener,
     admin: TcpListener,
+    tls: Option<Arc<Acceptor>>,
+    jwks: Option<JwksFile>,
     /// The views and their subscribers.
     pub publisher: Arc<Publisher>,
 }
@@ -35,24 +39,51 @@ pub enum RunError {
     Serve(#[source] tonic::transport::Error),
 }
 
-/// A port that cannot be bound.
+/// What the controller cannot start with.
 #[derive(Debug, thiserror::Error)]
-#[error("binding {addr}")]
-pub struct BindError {
-    addr: SocketAddr,
-    source: std::io::Error,
+pub enum BindError {
+    /// A port that cannot be bound.
+    #[error("binding {addr}")]
+    Port {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Unusable API certificate files.
+    #[error("the sidecar API's TLS")]
+    Tls(#[from] TlsError),
+    /// An unusable service-account JWKS.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| BindError { addr, source })
+        .map_err(|source| BindError::Port { addr, source })
+}
+
+/// The TLS acceptor and the token keys the settings name, loaded (and checked) once.
+fn security(settings: &Settings) -> Result<(Option<Arc<Acceptor>>, Option<JwksFile>), BindError> {
+    let ApiSecurity::Tls { files, tokens } = &settings.api_security else {
+        return Ok((None, None));
+    };
+    let acceptor = Acceptor::new(files.clone(), settings.trust_domain.clone())?;
+    let jwks = match tokens {
+        TokenCheck::Jwks { path, issuer } => Some(JwksFile::load(path.clone(), issuer.clone())?),
+        _ => None,
+    };
+    Ok((Some(Arc::new(acceptor)), jwks))
 }
 
 impl Controller {
     /// Binds every port.
     pub async fn bind(settings: Settings) -> Result<Self, BindError> {
+        let (tls, jwks) = security(&settings)?;
         Ok(Self {
+            tls,
+            jwks,
             api: bind(settings.api_addr).await?,
             admin: bind(settings.admin_addr).await?,
             publisher: Arc::new(Publisher::new(Arc::new(Metrics::default()))),
@@ -80,9 +111,9 @@ impl Controller {
         self.run_with(client).await
     }
 
-    /// Serves with `client` as the `kube` source's API server.
+    /// Serves with `client` as the `kube` source's API server (and token reviewer).
     pub async fn run_with(self, client: Option<kube::Client>) -> Result<(), RunError> {
-        match (self.settings.source.clone(), client) {
+        match (self.settings.source.clone(), client.clone()) {
             (Source::Dir(path), _) => {
                 tokio::spawn(crate::source::dir::watch(
                     path,
@@ -96,14 +127,48 @@ impl Controller {
             (Source::Kube, None) => return Err(RunError::NoClient),
         }
         tokio::spawn(crate::admin::serve(self.admin, self.publisher.clone()));
-        // No Nagle: a view is one write, and a delayed ACK would hold each one 40 ms.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(self.api).with_nodelay(Some(true));
-        tracing::info!(trust_domain = %self.settings.trust_domain, "serving");
-        tonic::transport::Server::builder()
-            .add_service(Api::new(self.publisher))
-            .serve_with_incoming(incoming)
-            .await
-            .map_err(RunError::Serve)
+        let authentication = match (&self.settings.api_security, self.jwks, client) {
+            (ApiSecurity::Plaintext, _, _) => Authentication::None,
+            (_, Some(jwks), _) => Authentication::Callers(TokenVerifier::Jwks(jwks)),
+            (
+                ApiSecurity::Tls {
+                    tokens: TokenCheck::Review,
+                    ..
+                },
+                None,
+                Some(client),
+            ) => Authentication::Callers(TokenVerifier::Review(client)),
+            (
+                ApiSecurity::Tls {
+                    tokens: TokenCheck::Review,
+                    ..
+                },
+                None,
+                None,
+            ) => {
+                return Err(RunError::NoClient);
+            }
+            _ => Authentication::Callers(TokenVerifier::Refuse),
+        };
+        tracing::info!(trust_domain = %self.settings.trust_domain, tls = self.tls.is_some(), "serving");
+        let server = tonic::transport::Server::builder()
+            .add_service(Api::new(self.publisher, authentication));
+        match self.tls {
+            Some(acceptor) => {
+                server
+                    .serve_with_incoming(crate::api::tls::incoming(self.api, acceptor))
+                    .await
+            }
+            None => {
+                tracing::warn!(
+                    "the sidecar API is plaintext and unauthenticated (--api-plaintext): anyone who reaches it can read any workload's view"
+                );
+                // No Nagle: a view is one write, and a delayed ACK would hold each one 40 ms.
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(self.api).with_nodelay(Some(true));
+                server.serve_with_incoming(incoming).await
+            }
+        }
+        .map_err(RunError::Serve)
     }
 }

@@ -15,10 +15,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis_api::v1::WatchRequest;
+use portcullis_api::v1::sidecar_client::SidecarClient;
+use portcullis_controller::api::tls::TlsFiles;
 use portcullis_controller::server::Controller;
-use portcullis_controller::settings::{Settings, Source};
+use portcullis_controller::settings::{ApiSecurity, Settings, Source, TokenCheck};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// One stored change.
 #[derive(Debug, Clone)]
@@ -43,6 +47,8 @@ struct State {
     gone: usize,
     /// How many lists were served.
     lists: usize,
+    /// The specs of the TokenReviews asked for.
+    reviews: Vec<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +93,7 @@ impl Fake {
             epoch: broadcast::channel(16).0,
             gone: 0,
             lists: 0,
+            reviews: Vec::new(),
         })))
     }
 
@@ -242,6 +249,40 @@ fn answer(fake: &Fake, path: &str, query: &str) -> hyper::Response<Body> {
         .expect("response")
 }
 
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews` as the API server answers it: the
+/// token `valid-<pod>` is pod `<pod>` of service account x:default, for the audiences asked;
+/// anything else is not authenticated. Each review's spec is kept.
+async fn review(fake: &Fake, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Body> {
+    let path = req.uri().path().to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let asked: Value = serde_json::from_slice(&body).unwrap_or_default();
+    assert_eq!(path, "/apis/authentication.k8s.io/v1/tokenreviews");
+    fake.0
+        .lock()
+        .expect("lock")
+        .reviews
+        .push(asked["spec"].clone());
+    let token = asked["spec"]["token"].as_str().unwrap_or_default();
+    let status = match token.strip_prefix("valid-") {
+        Some(pod) => json!({"authenticated": true, "audiences": asked["spec"]["audiences"],
+            "user": {"username": "system:serviceaccount:x:default", "groups": ["system:serviceaccounts"],
+                     "extra": {"authentication.kubernetes.io/pod-name": [pod]}}}),
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    let answer = json!({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                        "metadata": {"creationTimestamp": null}, "spec": asked["spec"], "status": status});
+    hyper::Response::builder()
+        .status(201)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(answer.to_string())).boxed_unsync())
+        .expect("response")
+}
+
 /// A stream fed by a task.
 fn async_stream<F, Fut>(
     f: F,
@@ -268,12 +309,18 @@ async fn serve(fake: Fake) -> SocketAddr {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
-                        let resp = answer(
-                            &fake,
-                            req.uri().path(),
-                            req.uri().query().unwrap_or_default(),
-                        );
-                        async move { Ok::<_, Infallible>(resp) }
+                        let fake = fake.clone();
+                        async move {
+                            if req.method() == hyper::Method::POST {
+                                return Ok::<_, Infallible>(review(&fake, req).await);
+                            }
+                            let resp = answer(
+                                &fake,
+                                req.uri().path(),
+                                req.uri().query().unwrap_or_default(),
+                            );
+                            Ok::<_, Infallible>(resp)
+                        }
                     },
                 );
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -285,8 +332,9 @@ async fn serve(fake: Fake) -> SocketAddr {
     addr
 }
 
-/// A controller on the `kube` source talking to `fake`, and the watch of x/a's view.
-async fn follow(fake: &Fake) -> tokio::sync::watch::Receiver<Arc<portcullis_api::v1::View>> {
+/// A controller on the `kube` source, its API secured by `api_security`, and a client of
+/// `fake` for it to run with.
+async fn start(fake: &Fake, api_security: ApiSecurity) -> (Controller, kube::Client) {
     let addr = serve(fake.clone()).await;
     let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
     let client = kube::Client::try_from(config).expect("client");
@@ -296,9 +344,16 @@ async fn follow(fake: &Fake) -> tokio::sync::watch::Receiver<Arc<portcullis_api:
         api_addr: "127.0.0.1:0".parse().expect("addr"),
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         source_poll: Duration::from_secs(2),
+        api_security,
     })
     .await
     .expect("bind");
+    (controller, client)
+}
+
+/// A controller on the `kube` source talking to `fake`, and the watch of x/a's view.
+async fn follow(fake: &Fake) -> tokio::sync::watch::Receiver<Arc<portcullis_api::v1::View>> {
+    let (controller, client) = start(fake, ApiSecurity::Plaintext).await;
     let publisher = controller.publisher.clone();
     tokio::spawn(controller.run_with(Some(client)));
     publisher
@@ -391,4 +446,72 @@ async fn access_policy_custom_resources_are_watched_where_their_crd_is_installed
         },
     )
     .await;
+}
+
+/// A self-signed serving certificate for 127.0.0.1 in `dir`: the TLS files.
+fn serving_cert(dir: &std::path::Path) -> TlsFiles {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    std::fs::write(dir.join("tls.crt"), cert.cert.pem()).expect("write");
+    std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).expect("write");
+    TlsFiles {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+        client_ca: None,
+    }
+}
+
+#[tokio::test]
+async fn in_cluster_a_sidecars_token_is_reviewed_by_the_api_server() {
+    let fake = Fake::new(false);
+    fake.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}));
+    fake.put(pod("a", "a", "10.0.0.1"));
+    let dir = std::env::temp_dir().join(format!("portcullis-review-{}", std::process::id()));
+    let files = serving_cert(&dir);
+    let ca = std::fs::read_to_string(&files.cert).expect("ca");
+    let security = ApiSecurity::Tls {
+        files,
+        tokens: TokenCheck::Review,
+    };
+    let (controller, client) = start(&fake, security).await;
+    let url = format!("https://{}", controller.api_addr().expect("addr"));
+    let publisher = controller.publisher.clone();
+    tokio::spawn(controller.run_with(Some(client)));
+    let mut views = publisher
+        .subscribe(("x".into(), "a".into()))
+        .expect("subscribed");
+    views.wait_for(|v| v.known).await.expect("indexed");
+
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    let channel = Endpoint::from_shared(url)
+        .expect("url")
+        .tls_config(tls)
+        .expect("tls");
+    let mut api = SidecarClient::new(channel.connect().await.expect("connect"));
+    let watch = async |api: &mut SidecarClient<_>, pod: &str, token: &str| {
+        let mut request = tonic::Request::new(WatchRequest {
+            namespace: "x".into(),
+            pod: pod.into(),
+        });
+        let bearer = format!("Bearer {token}").parse().expect("ascii");
+        request.metadata_mut().insert("authorization", bearer);
+        let mut stream = api.watch(request).await?.into_inner();
+        stream.message().await.map(|m| m.is_some_and(|v| v.known))
+    };
+    assert_eq!(watch(&mut api, "a", "valid-a").await.ok(), Some(true));
+    let refused = watch(&mut api, "a", "stolen").await.expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("invalid bearer token"),
+        "{refused:?}"
+    );
+    let other = watch(&mut api, "b", "valid-a").await.expect_err("refused");
+    assert_eq!(other.code(), tonic::Code::PermissionDenied, "{other:?}");
+    let reviews = fake.0.lock().expect("lock").reviews.clone();
+    assert_eq!(reviews.len(), 3);
+    assert_eq!(
+        reviews[0],
+        json!({"token": "valid-a", "audiences": ["portcullis"]})
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

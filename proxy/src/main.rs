@@ -119,6 +119,39 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
+/// `dev-certs`: workload certificates, a serving certificate, service-account tokens.
+fn dev_certs(
+    args: &portcullis_proxy::settings::cli::DevCertsArgs,
+    validity: std::time::Duration,
+) -> anyhow::Result<()> {
+    use portcullis_proxy::commands::{dev_certs, dev_tokens};
+    let mut written = Vec::new();
+    if !args.workloads.is_empty() {
+        written.extend(dev_certs::write_dev_certs(
+            &args.out,
+            &args.trust_domain,
+            &args.workloads,
+            validity,
+        )?);
+    }
+    if !args.server.is_empty() {
+        written.push(dev_certs::write_server_cert(
+            &args.out,
+            &args.server,
+            validity,
+        )?);
+    }
+    if !args.token_for.is_empty() {
+        let tokens =
+            dev_tokens::write_tokens(&args.out, &args.token_issuer, &args.token_for, validity)?;
+        written.extend(tokens);
+    }
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -132,18 +165,7 @@ fn main() -> ExitCode {
         Command::DevCerts(args) => {
             portcullis_proxy::settings::parse_duration("validity", &args.validity)
                 .map_err(anyhow::Error::from)
-                .and_then(|validity| {
-                    let dirs = portcullis_proxy::commands::dev_certs::write_dev_certs(
-                        &args.out,
-                        &args.trust_domain,
-                        &args.workloads,
-                        validity,
-                    )?;
-                    for d in dirs {
-                        println!("{}", d.display());
-                    }
-                    Ok(())
-                })
+                .and_then(|validity| dev_certs(&args, validity))
         }
         Command::Explain(args) => {
             let r = portcullis_proxy::commands::explain::run(&args);

@@ -19,7 +19,7 @@ use crate::admin::probes::{self, AppProbe};
 use crate::net::connector::{DELIVERY_SOURCE_V4, DELIVERY_SOURCE_V6};
 pub use crate::observe::access_log::AccessLogTarget;
 use crate::policy::Workload;
-use crate::policy::controller::ControllerTarget;
+use crate::policy::controller::{ControllerTarget, ControllerTls};
 use crate::vocab::CaptureMode;
 
 /// The validated configuration.
@@ -75,13 +75,35 @@ fn controller(args: &RunArgs) -> Result<Option<ControllerTarget>, ConfigError> {
     let Some(url) = &args.controller else {
         return Ok(None);
     };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    let tls = if url.starts_with("https://") {
+        let ca_pem = match (&args.controller_ca, &args.controller_ca_pem) {
+            (Some(path), _) => {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::ControllerCaFile {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            (None, Some(pem)) => pem.clone(),
+            (None, None) => return Err(ConfigError::ControllerCa(url.clone())),
+        };
+        Some(ControllerTls {
+            ca_pem,
+            token: args.controller_token.clone(),
+            identity_dir: args.identity_dir.clone(),
+        })
+    } else if url.starts_with("http://") {
+        if args.controller_token.is_some() {
+            return Err(ConfigError::ControllerPlaintext(url.clone()));
+        }
+        None
+    } else {
         return Err(ConfigError::Controller(url.clone()));
-    }
+    };
     Ok(Some(ControllerTarget {
         url: url.clone(),
         namespace: args.workload.pod_namespace.clone().unwrap_or_default(),
         pod: args.pod_name.clone().unwrap_or_default(),
+        tls,
     }))
 }
 

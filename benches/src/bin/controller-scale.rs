@@ -16,7 +16,7 @@ use clap::Parser;
 use portcullis_api::v1;
 use portcullis_api::v1::sidecar_client::SidecarClient;
 use portcullis_controller::server::Controller;
-use portcullis_controller::settings::{Settings, Source};
+use portcullis_controller::settings::{ApiSecurity, Settings, Source};
 use prost::Message as _;
 use tokio::sync::Mutex;
 use tokio_stream::StreamExt as _;
@@ -138,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         api_addr: "127.0.0.1:0".parse()?,
         admin_addr: "127.0.0.1:0".parse()?,
         source_poll: Duration::from_secs(3600),
+        api_security: ApiSecurity::Plaintext,
     })
     .await?;
     let url = format!("http://{}", controller.api_addr()?);

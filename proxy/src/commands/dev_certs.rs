@@ -115,15 +115,7 @@ pub fn write_dev_certs(
     validity: Duration,
 ) -> Result<Vec<PathBuf>, DevCertError> {
     mkdir(out)?;
-    let now = rcgen::date_time_ymd(1970, 1, 1)
-        + (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default());
-    // Valid from a minute ago (clock skew) for `validity`.
-    let window = |p: &mut CertificateParams| {
-        p.not_before = now - Duration::from_secs(60);
-        p.not_after = now + validity;
-    };
+    let window = window(validity);
     let (ca_pem, issuer) = ca(out, trust_domain, &window)?;
     let mut dirs = Vec::new();
     for w in workloads {
@@ -136,6 +128,45 @@ pub fn write_dev_certs(
         dirs.push(dir);
     }
     Ok(dirs)
+}
+
+/// Writes `out/server/{tls.crt, tls.key, ca.crt}`: a serving certificate for `names` (DNS names
+/// or IP addresses; the controller's API) under the CA in `out` (made if missing).
+pub fn write_server_cert(
+    out: &Path,
+    names: &[String],
+    validity: Duration,
+) -> Result<PathBuf, DevCertError> {
+    mkdir(out)?;
+    let window = window(validity);
+    let (ca_pem, issuer) = ca(out, "server", &window)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    window(&mut params);
+    let cert = params.signed_by(&key, &issuer)?;
+    let dir = out.join("server");
+    mkdir(&dir)?;
+    write(dir.join(CERT_FILE), &cert.pem())?;
+    write(dir.join(KEY_FILE), &key.serialize_pem())?;
+    write(dir.join(CA_FILE), &ca_pem)?;
+    Ok(dir)
+}
+
+/// Valid from a minute ago (clock skew) for `validity`.
+fn window(validity: Duration) -> impl Fn(&mut CertificateParams) {
+    let now = rcgen::date_time_ymd(1970, 1, 1)
+        + (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default());
+    move |p: &mut CertificateParams| {
+        p.not_before = now - Duration::from_secs(60);
+        p.not_after = now + validity;
+    }
 }
 
 #[cfg(test)]

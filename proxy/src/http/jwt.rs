@@ -11,13 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::Algorithm;
 use portcullis_config::decide::JwtClaims;
+use portcullis_jwks::{KeySet, TokenError};
 use serde_json::Value;
-
-/// Clock skew tolerated on `exp` and `nbf`.
-pub(crate) const LEEWAY_SECS: u64 = 30;
 
 /// Why keys could not be loaded or a token is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,78 +45,30 @@ pub enum JwtError {
     Critical(Vec<String>),
 }
 
-#[derive(Debug)]
-struct Key {
-    algorithm: Algorithm,
-    key: DecodingKey,
-}
-
-/// The pinned algorithm of a JWK.
-fn algorithm(jwk: &Jwk) -> Option<Algorithm> {
-    if let Some(alg) = jwk.common.key_algorithm {
-        return Algorithm::try_from(alg).ok();
-    }
-    match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
-        AlgorithmParameters::EllipticCurve(p) => match p.curve {
-            EllipticCurve::P256 => Some(Algorithm::ES256),
-            EllipticCurve::P384 => Some(Algorithm::ES384),
-            _ => None,
-        },
-        AlgorithmParameters::OctetKeyPair(_) => Some(Algorithm::EdDSA),
-        AlgorithmParameters::OctetKey(_) => Some(Algorithm::HS256),
-        _ => None,
-    }
-}
-
-/// RSA keys shorter than this are refused at load (NIST SP 800-131A).
-const MIN_RSA_BITS: usize = 2048;
-
-/// The size of an RSA modulus given as base64url (`n`), in bits.
-fn modulus_bits(n: &str) -> Option<usize> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(n.trim_end_matches('='))
-        .ok()?;
-    let first = bytes.iter().position(|b| *b != 0)?;
-    Some((bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize)
-}
-
-fn parse_keys(path: &Path, text: &str) -> Result<HashMap<String, Key>, JwtError> {
-    let err = |message: String| JwtError::Keys {
-        path: path.display().to_string(),
-        message,
-    };
-    let set: JwkSet = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
-    let mut keys = HashMap::new();
-    for jwk in &set.keys {
-        let kid = jwk
-            .common
-            .key_id
-            .clone()
-            .ok_or_else(|| err("every key needs a kid".into()))?;
-        let algorithm =
-            algorithm(jwk).ok_or_else(|| err(format!("key {kid}: no usable algorithm")))?;
-        if let AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
-            let bits =
-                modulus_bits(&rsa.n).ok_or_else(|| err(format!("key {kid}: bad modulus")))?;
-            if bits < MIN_RSA_BITS {
-                return Err(err(format!(
-                    "key {kid}: a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are needed"
-                )));
-            }
+impl From<TokenError> for JwtError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Malformed => Self::Malformed,
+            TokenError::UnknownKey => Self::UnknownKey,
+            TokenError::Algorithm(a) => Self::Algorithm(a),
+            TokenError::Invalid(m) => Self::Invalid(m),
+            TokenError::Critical(c) => Self::Critical(c),
         }
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| err(format!("key {kid}: {e}")))?;
-        keys.insert(kid, Key { algorithm, key });
     }
-    Ok(keys)
+}
+
+fn parse_keys(path: &Path, text: &str) -> Result<KeySet, JwtError> {
+    KeySet::parse(text).map_err(|e| JwtError::Keys {
+        path: path.display().to_string(),
+        message: e.0,
+    })
 }
 
 /// The keys, swapped atomically when the file changes.
 #[derive(Debug)]
 pub(crate) struct Jwks {
     path: PathBuf,
-    keys: ArcSwap<HashMap<String, Key>>,
+    keys: ArcSwap<KeySet>,
     seen: Mutex<String>,
 }
 
@@ -167,26 +116,7 @@ impl Jwks {
 
     /// Validates a token and returns its claims.
     pub(crate) fn validate(&self, token: &str) -> Result<JwtClaims, JwtError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
-        if let Some(crit) = header.crit {
-            return Err(JwtError::Critical(crit));
-        }
-        let keys = self.keys.load();
-        let key = header
-            .kid
-            .as_ref()
-            .and_then(|kid| keys.get(kid))
-            .ok_or(JwtError::UnknownKey)?;
-        if header.alg != key.algorithm {
-            return Err(JwtError::Algorithm(header.alg));
-        }
-        let mut validation = Validation::new(key.algorithm);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.validate_aud = false; // audiences are the policy's to match
-        let data = jsonwebtoken::decode::<HashMap<String, Value>>(token, &key.key, &validation)
-            .map_err(|e| JwtError::Invalid(e.to_string()))?;
-        Ok(claims(data.claims))
+        Ok(claims(self.keys.load().verify(token)?))
     }
 }
 

@@ -4,12 +4,15 @@
 //! and jitter; `portcullis_controller_connected`, `…_view_version` and
 //! `…_view_applied_timestamp_seconds` say how it goes.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use portcullis_api::v1;
 use portcullis_api::v1::sidecar_client::SidecarClient;
 use tokio_stream::StreamExt as _;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use super::store::{PolicyStore, Reload};
 use super::view;
@@ -18,12 +21,59 @@ use crate::drain::Drain;
 /// Where the controller is and who this sidecar is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerTarget {
-    /// `http://HOST:PORT`.
+    /// `https://HOST:PORT` (`http://` for a plaintext testbed controller).
     pub url: String,
     /// This pod's namespace.
     pub namespace: String,
     /// This pod's name.
     pub pod: String,
+    /// TLS and credentials (`None`: plaintext).
+    pub tls: Option<ControllerTls>,
+}
+
+/// How the sidecar verifies the controller and proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerTls {
+    /// The bundle the controller's certificate must chain to.
+    pub ca_pem: String,
+    /// The projected service-account token file, re-read on every connect.
+    pub token: Option<PathBuf>,
+    /// The workload certificate to present (re-read on every connect).
+    pub identity_dir: Option<PathBuf>,
+}
+
+/// Why a connection to the controller could not be set up.
+fn unavailable(what: &str, e: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::unavailable(format!("{what}: {e}"))
+}
+
+impl ControllerTls {
+    /// The TLS configuration of one connect: the bundle, and the workload certificate if there
+    /// is one.
+    fn client_config(&self) -> Result<ClientTlsConfig, tonic::Status> {
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some(dir) = &self.identity_dir {
+            let read = |name: &str| {
+                std::fs::read(dir.join(name))
+                    .map_err(|e| unavailable(&format!("{}", dir.join(name).display()), e))
+            };
+            config = config.identity(Identity::from_pem(read("tls.crt")?, read("tls.key")?));
+        }
+        Ok(config)
+    }
+
+    /// The `authorization` value of one connect.
+    fn bearer(&self) -> Result<Option<MetadataValue<Ascii>>, tonic::Status> {
+        let Some(path) = &self.token else {
+            return Ok(None);
+        };
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| unavailable(&format!("--controller-token {}", path.display()), e))?;
+        format!("Bearer {}", token.trim())
+            .parse()
+            .map(Some)
+            .map_err(|e| unavailable("--controller-token", e))
+    }
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -75,14 +125,29 @@ async fn watch_once(
     target: &ControllerTarget,
     store: &Arc<PolicyStore>,
 ) -> Result<(), tonic::Status> {
-    let mut client = SidecarClient::connect(target.url.clone())
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let request = v1::WatchRequest {
+    let mut endpoint =
+        Endpoint::from_shared(target.url.clone()).map_err(|e| unavailable("--controller", e))?;
+    let mut request = tonic::Request::new(v1::WatchRequest {
         namespace: target.namespace.clone(),
         pod: target.pod.clone(),
-    };
-    let mut stream = client.watch(request).await?.into_inner();
+    });
+    if let Some(tls) = &target.tls {
+        endpoint = endpoint
+            .tls_config(tls.client_config()?)
+            .map_err(|e| unavailable("TLS", e))?;
+        if let Some(bearer) = tls.bearer()? {
+            request.metadata_mut().insert("authorization", bearer);
+        }
+    }
+    let channel = endpoint
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| unavailable("connecting", e))?;
+    let mut stream = SidecarClient::new(channel)
+        .watch(request)
+        .await?
+        .into_inner();
     store.metrics.controller_connected.set(1);
     tracing::info!(url = %target.url, "watching the controller");
     while let Some(view) = stream.next().await {

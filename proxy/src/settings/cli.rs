@@ -48,8 +48,19 @@ pub struct DevCertsArgs {
     #[arg(long, default_value = "24h")]
     pub validity: String,
     /// Workloads as `namespace/serviceaccount`.
-    #[arg(required = true)]
+    #[arg(required_unless_present_any = ["server", "token_for"])]
     pub workloads: Vec<String>,
+    /// Also a serving certificate (`out/server/`) for these DNS names or IPs, e.g. the
+    /// controller's API.
+    #[arg(long)]
+    pub server: Vec<String>,
+    /// Also a service-account issuer (`out/sa/jwks.json`) and a projected-style token
+    /// (`out/sa/tokens/<ns>/<pod>`) per `namespace/pod=serviceaccount`.
+    #[arg(long)]
+    pub token_for: Vec<crate::commands::dev_tokens::TokenFor>,
+    /// The issuer (`iss`) of those tokens.
+    #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
+    pub token_issuer: String,
 }
 
 /// What the policy needs to know about this workload (NetworkPolicy selection, named ports).
@@ -191,11 +202,27 @@ pub struct RunArgs {
         required_unless_present = "controller"
     )]
     pub policy: Option<PathBuf>,
-    /// The controller's sidecar API (`http://HOST:15012`): this pod's view — its namespace's
+    /// The controller's sidecar API (`https://HOST:15012`): this pod's view — its namespace's
     /// policies, with selectors resolved — is watched and enforced (needs --pod-name and
     /// --pod-namespace). Until the first view arrives nothing is admitted and /ready says 503.
+    /// `http://` only for a controller run with --api-plaintext (local testbeds).
     #[arg(long, env = "PORTCULLIS_CONTROLLER", requires_all = ["pod_name", "pod_namespace"])]
     pub controller: Option<String>,
+    /// The trust bundle (PEM file) that verifies the controller's serving certificate.
+    #[arg(
+        long,
+        env = "PORTCULLIS_CONTROLLER_CA",
+        conflicts_with = "controller_ca_pem"
+    )]
+    pub controller_ca: Option<PathBuf>,
+    /// The same bundle inline, as the injector passes it.
+    #[arg(long, env = "PORTCULLIS_CONTROLLER_CA_PEM", hide_env_values = true)]
+    pub controller_ca_pem: Option<String>,
+    /// The projected service-account token (audience `portcullis`) this sidecar authenticates
+    /// with, re-read on every connect as kubelet rotates it. With --identity-dir, the workload
+    /// certificate is presented as well.
+    #[arg(long, env = "PORTCULLIS_CONTROLLER_TOKEN")]
+    pub controller_token: Option<PathBuf>,
     /// This pod's name (Downward API `metadata.name`), for --controller.
     #[arg(long, env = "PORTCULLIS_POD_NAME")]
     pub pod_name: Option<String>,

@@ -30,8 +30,24 @@ pub enum ConfigError {
     #[error("--mesh-cidrs needs --identity-dir (the certificate to present to peer sidecars)")]
     MeshWithoutIdentity,
     /// A controller address that is not a URL.
-    #[error("--controller {0:?}: expected http://HOST:PORT")]
+    #[error("--controller {0:?}: expected https://HOST:PORT")]
     Controller(String),
+    /// An https controller without a bundle to verify it.
+    #[error(
+        "--controller {0:?}: https needs --controller-ca (or --controller-ca-pem) to verify it"
+    )]
+    ControllerCa(String),
+    /// Credentials over plaintext.
+    #[error("--controller {0:?}: a token or certificate is never sent over plaintext http")]
+    ControllerPlaintext(String),
+    /// The controller bundle file.
+    #[error("--controller-ca {path}")]
+    ControllerCaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Both listeners on one port.
     #[error("--inbound-port and --outbound-port must differ (both {0})")]
     SamePorts(u16),

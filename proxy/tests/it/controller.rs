@@ -1,20 +1,27 @@
-//! The sidecar following a real controller (in-process, over real gRPC on loopback): not ready
-//! and admitting nothing before the first view; a NetworkPolicy written in pod labels enforced
-//! by address once the view arrives; a label change in the controller's source flipping the
-//! decision within a second.
+//! The sidecar following a real controller (in-process, over real gRPC and TLS on loopback):
+//! not ready and admitting nothing before the first view; a NetworkPolicy written in pod
+//! labels enforced by address once the view arrives; a label change in the controller's source
+//! flipping the decision within a second. And the API's side of it: a caller is served only
+//! its own workload's view, proven by its projected token or its workload certificate.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use portcullis_api::v1;
+use portcullis_api::v1::sidecar_client::SidecarClient;
+use portcullis_controller::api::tls::TlsFiles;
 use portcullis_controller::server::Controller;
-use portcullis_controller::settings::{Settings, Source};
+use portcullis_controller::settings::{ApiSecurity, Settings, Source, TokenCheck};
+use portcullis_proxy::commands::dev_certs::{write_dev_certs, write_server_cert};
+use portcullis_proxy::commands::dev_tokens::write_tokens;
 use portcullis_proxy::drain::Drain;
-use portcullis_proxy::policy::controller::ControllerTarget;
+use portcullis_proxy::policy::controller::{ControllerTarget, ControllerTls};
 use portcullis_proxy::vocab::Direction;
 use portcullis_proxy::{Proxy, ProxyConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::support::{eventually, get, http_upstream};
 
@@ -57,32 +64,87 @@ async fn from(src: &str, addr: SocketAddr) -> String {
 }
 
 fn write(dir: &Path, c_label: &str) {
+    write_text(dir, &snapshot(c_label));
+}
+
+fn write_text(dir: &Path, text: &str) {
     let tmp = dir.join(".cluster.yaml.tmp");
-    std::fs::write(&tmp, snapshot(c_label)).expect("write");
+    std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, dir.join("cluster.yaml")).expect("rename");
 }
 
-#[tokio::test]
-async fn a_sidecar_enforces_its_controller_view_and_follows_label_changes() {
-    let dir = std::env::temp_dir().join(format!("portcullis-ctl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    write(&dir, "c");
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// Throwaway credentials in `creds`: a CA, the API's serving certificate for 127.0.0.1,
+/// workload certificates for x/default and y/default, and tokens for pods x/a and x/b.
+fn credentials(creds: &Path) -> ApiSecurity {
+    let day = Duration::from_secs(86_400);
+    write_server_cert(creds, &["127.0.0.1".into()], day).expect("server cert");
+    write_dev_certs(
+        creds,
+        "cluster.local",
+        &["x/default".into(), "y/default".into()],
+        day,
+    )
+    .expect("workload certs");
+    let pods = [
+        "x/a=default".parse().expect("pod"),
+        "x/b=default".parse().expect("pod"),
+    ];
+    write_tokens(creds, ISSUER, &pods, day).expect("tokens");
+    ApiSecurity::Tls {
+        files: TlsFiles {
+            cert: creds.join("server/tls.crt"),
+            key: creds.join("server/tls.key"),
+            client_ca: Some(creds.join("ca.crt")),
+        },
+        tokens: TokenCheck::Jwks {
+            path: creds.join("sa/jwks.json"),
+            issuer: ISSUER.into(),
+        },
+    }
+}
+
+/// A controller on a `dir` source in `dir`, TLS with `creds`; its API URL.
+async fn controller(dir: &Path, creds: &Path) -> (Controller, String) {
     let controller = Controller::bind(Settings {
-        source: Source::Dir(dir.clone()),
+        source: Source::Dir(dir.to_path_buf()),
         trust_domain: "cluster.local".into(),
         api_addr: "127.0.0.1:0".parse().expect("addr"),
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         source_poll: Duration::from_millis(50),
+        api_security: credentials(creds),
     })
     .await
     .expect("controller");
-    let url = format!("http://{}", controller.api_addr().expect("addr"));
+    let url = format!("https://{}", controller.api_addr().expect("addr"));
+    (controller, url)
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+#[tokio::test]
+async fn a_sidecar_enforces_its_controller_view_and_follows_label_changes() {
+    let dir = temp("ctl");
+    write(&dir, "c");
+    let creds = dir.join("creds");
+    let (controller, url) = controller(&dir, &creds).await;
 
     let mut config = ProxyConfig::for_tests(http_upstream().await);
     config.controller = Some(ControllerTarget {
         url,
         namespace: "x".into(),
         pod: "a".into(),
+        tls: Some(ControllerTls {
+            ca_pem: std::fs::read_to_string(creds.join("ca.crt")).expect("ca"),
+            token: Some(creds.join("sa/tokens/x/a")),
+            identity_dir: None,
+        }),
     });
     let proxy =
         Proxy::bind(config, portcullis_proxy::policy::waiting_for_controller()).expect("bind");
@@ -145,5 +207,171 @@ async fn a_sidecar_enforces_its_controller_view_and_follows_label_changes() {
             .contains("portcullis_controller_view_version 2")
     );
     drain.start();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client of the API: TLS verified against `creds/ca.crt`, presenting the workload
+/// certificate in `identity` if any.
+async fn client(url: &str, creds: &Path, identity: Option<&str>) -> SidecarClient<Channel> {
+    let ca = std::fs::read_to_string(creds.join("ca.crt")).expect("ca");
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some(dir) = identity {
+        let read = |f: &str| std::fs::read(creds.join(dir).join(f)).expect("identity");
+        tls = tls.identity(Identity::from_pem(read("tls.crt"), read("tls.key")));
+    }
+    let endpoint = Endpoint::from_shared(url.to_string()).expect("url");
+    let channel = endpoint
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect");
+    SidecarClient::new(channel)
+}
+
+/// Watches `x/<pod>` with `token` (if any) as the bearer: the first message or the error.
+async fn first(
+    client: &mut SidecarClient<Channel>,
+    pod: &str,
+    token: Option<&str>,
+) -> Result<v1::View, tonic::Status> {
+    let mut request = tonic::Request::new(v1::WatchRequest {
+        namespace: "x".into(),
+        pod: pod.into(),
+    });
+    if let Some(t) = token {
+        let bearer = format!("Bearer {t}").parse().expect("ascii");
+        request.metadata_mut().insert("authorization", bearer);
+    }
+    let mut stream = client.watch(request).await?.into_inner();
+    stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::aborted("ended"))
+}
+
+fn code(r: &Result<v1::View, tonic::Status>) -> tonic::Code {
+    r.as_ref()
+        .map_or_else(tonic::Status::code, |_| tonic::Code::Ok)
+}
+
+#[tokio::test]
+async fn the_api_serves_a_workload_only_its_own_view() {
+    let dir = temp("ctl-auth");
+    write(&dir, "c");
+    let creds = dir.join("creds");
+    let (controller, url) = controller(&dir, &creds).await;
+    tokio::spawn(controller.run());
+    let token =
+        |pod: &str| std::fs::read_to_string(creds.join("sa/tokens/x").join(pod)).expect("t");
+    let mut anonymous = client(&url, &creds, None).await;
+
+    let own = first(&mut anonymous, "a", Some(&token("a")))
+        .await
+        .expect("own view");
+    assert!(own.known && own.workload.map(|w| w.pod) == Some("a".into()));
+    let cases = [
+        ("b", None, tonic::Code::Unauthenticated, "no credentials"),
+        (
+            "b",
+            Some(token("a")),
+            tonic::Code::PermissionDenied,
+            "another pod's token",
+        ),
+        (
+            "a",
+            Some("not-a-token".to_string()),
+            tonic::Code::Unauthenticated,
+            "garbage",
+        ),
+    ];
+    for (pod, bearer, want, what) in cases {
+        let got = first(&mut anonymous, pod, bearer.as_deref()).await;
+        assert_eq!(code(&got), want, "{what}: {got:?}");
+    }
+    // A token of another issuer's key (same claims) is refused.
+    let forger = dir.join("forger");
+    let pod = ["x/a=default".parse().expect("pod")];
+    let forged = write_tokens(&forger, ISSUER, &pod, Duration::from_secs(600)).expect("forge");
+    let forged = std::fs::read_to_string(&forged[0]).expect("token");
+    let got = first(&mut anonymous, "a", Some(&forged)).await;
+    assert_eq!(code(&got), tonic::Code::Unauthenticated, "forged: {got:?}");
+
+    // Workload certificates: x/default may watch x's pods of service account default; a
+    // certificate of namespace y may not.
+    let mut x = client(&url, &creds, Some("x-default")).await;
+    assert!(first(&mut x, "a", None).await.is_ok());
+    let mut y = client(&url, &creds, Some("y-default")).await;
+    assert_eq!(
+        code(&first(&mut y, "a", None).await),
+        tonic::Code::PermissionDenied
+    );
+
+    // Plaintext to the TLS port gets nothing.
+    let plain = url.replace("https://", "http://");
+    let plain = Endpoint::from_shared(plain).expect("url").connect().await;
+    if let Ok(channel) = plain {
+        let got = SidecarClient::new(channel)
+            .watch(v1::WatchRequest {
+                namespace: "x".into(),
+                pod: "a".into(),
+            })
+            .await;
+        assert!(got.is_err(), "plaintext served: {got:?}");
+    }
+
+    // The pod's service account changes under an open stream: the stream ends refused.
+    let mut stream = x
+        .watch(v1::WatchRequest {
+            namespace: "x".into(),
+            pod: "a".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    stream.message().await.expect("first").expect("view");
+    write_text(&dir, &snapshot("c").replace("spec: {containers: []}, status: {phase: Running, podIP: 127.0.0.10}", "spec: {serviceAccountName: admin, containers: []}, status: {phase: Running, podIP: 127.0.0.10}"));
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("in time");
+    assert_eq!(
+        next.err().map(|e| e.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_watch_ends_when_its_token_expires() {
+    let dir = temp("ctl-expiry");
+    write(&dir, "c");
+    let creds = dir.join("creds");
+    let (controller, url) = controller(&dir, &creds).await;
+    tokio::spawn(controller.run());
+    let pod = ["x/a=default".parse().expect("pod")];
+    let short = write_tokens(&creds, ISSUER, &pod, Duration::from_secs(2)).expect("token");
+    let short = std::fs::read_to_string(&short[0]).expect("token");
+    let mut anonymous = client(&url, &creds, None).await;
+    let mut request = tonic::Request::new(v1::WatchRequest {
+        namespace: "x".into(),
+        pod: "a".into(),
+    });
+    let bearer = format!("Bearer {short}").parse().expect("ascii");
+    request.metadata_mut().insert("authorization", bearer);
+    let started = std::time::Instant::now();
+    let mut stream = anonymous.watch(request).await.expect("watch").into_inner();
+    stream.message().await.expect("first").expect("view");
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("ends");
+    assert_eq!(
+        end.err().map(|e| e.code()),
+        Some(tonic::Code::Unauthenticated)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,6 +6,8 @@ use base64::Engine as _;
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 
+use portcullis_jwks::LEEWAY_SECS;
+
 use super::*;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
