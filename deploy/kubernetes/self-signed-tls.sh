@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# Without cert-manager: makes a CA and the injector's serving certificate with openssl, stores
-# them as Secret portcullis-injector-tls and writes the CA into the webhook's caBundle.
+# Without cert-manager: makes a CA and the serving certificates of the injector and the
+# controller with openssl, stores them as Secrets portcullis-injector-tls and
+# portcullis-controller-tls (each with the CA as ca.crt) and writes the CA into the webhook's
+# caBundle.
 # Run after `kubectl apply -k deploy/kubernetes`. Renew by running it again.
 set -euo pipefail
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
-svc=portcullis-injector.portcullis-system.svc
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
   -subj "/CN=portcullis-injector-ca" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$svc" \
-  -keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null
-printf 'subjectAltName=DNS:%s,DNS:%s.cluster.local\n' "$svc" "$svc" > "$dir/ext"
-openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
-  -days 365 -extfile "$dir/ext" -out "$dir/tls.crt" 2>/dev/null
-kubectl -n portcullis-system create secret tls portcullis-injector-tls \
-  --cert "$dir/tls.crt" --key "$dir/tls.key" --dry-run=client -o yaml | kubectl apply -f -
+# serve NAME SECRET: a certificate for NAME.portcullis-system.svc signed by the CA, as SECRET.
+serve() {
+  local svc=$1.portcullis-system.svc
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$svc" \
+    -keyout "$dir/$1.key" -out "$dir/$1.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:%s,DNS:%s.cluster.local\n' "$svc" "$svc" > "$dir/$1.ext"
+  openssl x509 -req -in "$dir/$1.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 365 -extfile "$dir/$1.ext" -out "$dir/$1.crt" 2>/dev/null
+  kubectl -n portcullis-system create secret generic "$2" --type=kubernetes.io/tls \
+    --from-file=tls.crt="$dir/$1.crt" --from-file=tls.key="$dir/$1.key" \
+    --from-file=ca.crt="$dir/ca.crt" --dry-run=client -o yaml | kubectl apply -f -
+}
+serve portcullis-injector portcullis-injector-tls
+serve portcullis-controller portcullis-controller-tls
 ca=$(base64 -w0 < "$dir/ca.crt")
 for i in 0 1; do
   kubectl patch mutatingwebhookconfiguration portcullis-injector --type=json \

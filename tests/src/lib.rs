@@ -2,6 +2,7 @@
 //! real proxy (as UID 1337), real servers and clients. Used by the end-to-end tests and by the
 //! `testbed` binary (demo and hands-on use).
 //!
+//! - [`credentials`]: the controller API's TLS certificate and the pods' tokens;
 //! - [`netns`]: a named namespace, deleted on drop;
 //! - [`netpol_oracle`]: NetworkPolicy reachability from the Kubernetes semantics alone;
 //! - [`podnet`]: many pods on one bridge, each with its sidecar, following the controller;
@@ -9,6 +10,7 @@
 //! - [`tools`]: locating the project's binaries and checking prerequisites (failing loudly);
 //! - [`testbed`]: client ↔ pod ↔ upstream topology, IPv4 and IPv6, and helpers to drive it.
 
+pub mod credentials;
 pub mod netns;
 pub mod netpol_oracle;
 pub mod podnet;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::credentials::ApiCredentials;
 use crate::netns::Netns;
 use crate::process::Process;
 use crate::tools;
@@ -39,6 +40,7 @@ pub struct PodNet {
     procs: Vec<Process>,
     node: Netns,
     dir: PathBuf,
+    credentials: Option<ApiCredentials>,
 }
 
 impl Drop for PodNet {
@@ -71,6 +73,7 @@ impl PodNet {
             procs: Vec::new(),
             node,
             dir,
+            credentials: None,
         };
         bed.write_snapshot(snapshot)?;
         for (i, ns) in namespaces.iter().enumerate() {
@@ -102,6 +105,16 @@ impl PodNet {
                 });
             }
         }
+        let pods: Vec<(String, String)> = bed
+            .pods
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        bed.credentials = Some(ApiCredentials::make(
+            &bed.dir.join("creds"),
+            NODE_IP,
+            &pods,
+        )?);
         bed.start_controller()?;
         for i in 0..bed.pods.len() {
             bed.start_pod(i)?;
@@ -115,6 +128,12 @@ impl PodNet {
         std::fs::write(&tmp, yaml)?;
         std::fs::rename(&tmp, self.dir.join("cluster/cluster.yaml"))?;
         Ok(())
+    }
+
+    fn credentials(&self) -> Result<&ApiCredentials> {
+        self.credentials
+            .as_ref()
+            .context("credentials are made first")
     }
 
     fn start_controller(&mut self) -> Result<()> {
@@ -131,6 +150,7 @@ impl PodNet {
             &format!("{NODE_IP}:15014"),
         ])
         .args(["--source-poll", "200ms"])
+        .args(self.credentials()?.controller_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(self.dir.join("controller.log"))?);
@@ -168,8 +188,11 @@ impl PodNet {
         cmd.args(["--reuid=1337", "--regid=1337", "--clear-groups"])
             .arg(&copy)
             .args(["run", "--access-log", "off"])
-            .args(["--controller", &format!("http://{NODE_IP}:15012")])
-            .args(["--pod-name", &p.name, "--pod-namespace", &p.namespace])
+            .args(self.credentials()?.proxy_args(
+                &format!("https://{NODE_IP}:15012"),
+                &p.namespace,
+                &p.name,
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use portcullis_testbed::credentials::ApiCredentials;
 use portcullis_testbed::testbed::{CLIENT_V4, POD_V4, UPSTREAM_V4};
 use portcullis_testbed::tools;
 use portcullis_testbed::{Host, Testbed, TestbedOptions};
@@ -84,20 +85,25 @@ fn until(tb: &Testbed, url: &str, want: &str) -> Result<Duration> {
     }
 }
 
+/// Removes a directory when dropped (also when the test fails).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn the_sidecar_enforces_network_policies_written_in_labels_via_the_controller() -> Result<()> {
+    // TLS and tokens as in a cluster: the sidecar proves it is shop/web.
+    let creds_dir = std::env::temp_dir().join(format!("portcullis-e2e-ctl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&creds_dir);
+    let creds = ApiCredentials::make(&creds_dir, UPSTREAM_V4, &[("shop".into(), "web".into())])?;
+    let _cleanup = RemoveOnDrop(creds_dir.clone());
     let mut tb = Testbed::start(TestbedOptions {
         proxy: false,
-        proxy_args: [
-            "--controller",
-            &format!("http://{UPSTREAM_V4}:15012"),
-            "--pod-name",
-            "web",
-            "--pod-namespace",
-            "shop",
-        ]
-        .map(String::from)
-        .to_vec(),
+        proxy_args: creds.proxy_args(&format!("https://{UPSTREAM_V4}:15012"), "shop", "web"),
         ..TestbedOptions::default()
     })?;
     // The pod's app answers on 8080 and 8081 already.
@@ -105,20 +111,25 @@ fn the_sidecar_enforces_network_policies_written_in_labels_via_the_controller() 
     std::fs::create_dir_all(&source)?;
     write(&source, "frontend", "production")?;
     let controller = tools::binary("portcullis-controller")?;
+    let mut args: Vec<String> = [
+        "--source",
+        &format!("dir:{}", source.display()),
+        "--api-addr",
+        &format!("{UPSTREAM_V4}:15012"),
+        "--admin-addr",
+        &format!("{UPSTREAM_V4}:15014"),
+        "--source-poll",
+        "200ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(creds.controller_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     tb.spawn(
         Host::Upstream,
         "controller",
         controller.to_str().context("path")?,
-        &[
-            "--source",
-            &format!("dir:{}", source.display()),
-            "--api-addr",
-            &format!("{UPSTREAM_V4}:15012"),
-            "--admin-addr",
-            &format!("{UPSTREAM_V4}:15014"),
-            "--source-poll",
-            "200ms",
-        ],
+        &args,
     )?;
     // Ready only once the controller's first view is in force.
     tb.start_proxy()?;

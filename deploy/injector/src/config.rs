@@ -65,11 +65,16 @@ pub struct Args {
     /// Default for `portcullis.dev/opaque-ports`.
     #[arg(long, default_value = "", env = "PORTCULLIS_OPAQUE_PORTS")]
     pub opaque_ports: String,
-    /// The controller's sidecar API (`http://portcullis-controller.portcullis-system:15012`):
+    /// The controller's sidecar API (`https://portcullis-controller.portcullis-system.svc:15012`):
     /// injected sidecars follow it (`--controller`, with the pod's name and namespace from the
-    /// Downward API), besides the policy ConfigMap. Empty: they enforce the ConfigMap alone.
+    /// Downward API, authenticating with a projected service-account token of audience
+    /// `portcullis`), besides the policy ConfigMap. Empty: they enforce the ConfigMap alone.
     #[arg(long, default_value = "", env = "PORTCULLIS_CONTROLLER")]
     pub controller: String,
+    /// The bundle that verifies the controller's serving certificate (PEM); injected inline
+    /// into every sidecar. Needed for an `https://` --controller.
+    #[arg(long, env = "PORTCULLIS_CONTROLLER_CA")]
+    pub controller_ca: Option<std::path::PathBuf>,
     /// Namespaces never injected.
     #[arg(
         long,
@@ -119,6 +124,8 @@ pub struct InjectConfig {
     pub opaque_ports: String,
     /// The controller URL injected sidecars follow (empty: none).
     pub controller: String,
+    /// The controller's trust bundle (PEM; empty: none), read from `--controller-ca`.
+    pub controller_ca_pem: String,
     /// Never injected.
     pub system_namespaces: Vec<String>,
     /// Proxy resources (empty = unset).
@@ -147,6 +154,7 @@ impl InjectConfig {
             exclude_outbound_cidrs: a.exclude_outbound_cidrs.clone(),
             opaque_ports: a.opaque_ports.clone(),
             controller: a.controller.clone(),
+            controller_ca_pem: String::new(),
             system_namespaces: a.system_namespaces.clone(),
             proxy_cpu_request: a.proxy_cpu_request.clone(),
             proxy_memory_request: a.proxy_memory_request.clone(),

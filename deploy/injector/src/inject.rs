@@ -14,7 +14,8 @@ use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
     DownwardAPIVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Probe,
-    ResourceRequirements, SecurityContext, Volume, VolumeMount,
+    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -54,6 +55,10 @@ const POLICY_VOLUME: &str = "portcullis-policy";
 const PODINFO_VOLUME: &str = "portcullis-podinfo";
 const POLICY_DIR: &str = "/etc/portcullis/policy";
 const PODINFO_DIR: &str = "/etc/portcullis/podinfo";
+const TOKEN_VOLUME: &str = "portcullis-token";
+const TOKEN_DIR: &str = "/var/run/secrets/portcullis";
+/// The projected token's lifetime; kubelet rewrites it at 80 % of that.
+const TOKEN_SECONDS: i64 = 3600;
 
 /// What to do with a pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -375,6 +380,14 @@ fn proxy_container(
         args.extend(["--controller".into(), cfg.controller.clone()]);
         env.push(field("PORTCULLIS_POD_NAME", "metadata.name"));
     }
+    if follows_tls(cfg) {
+        args.extend(["--controller-token".into(), format!("{TOKEN_DIR}/token")]);
+        env.push(EnvVar {
+            name: "PORTCULLIS_CONTROLLER_CA_PEM".into(),
+            value: Some(cfg.controller_ca_pem.clone()),
+            ..Default::default()
+        });
+    }
     if let Some(json) = app_probes {
         env.push(EnvVar {
             name: "PORTCULLIS_APP_PROBES".into(),
@@ -423,26 +436,53 @@ fn proxy_container(
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: POLICY_VOLUME.into(),
-                mount_path: POLICY_DIR.into(),
+        volume_mounts: Some(
+            [
+                (POLICY_VOLUME, POLICY_DIR),
+                (PODINFO_VOLUME, PODINFO_DIR),
+                (TOKEN_VOLUME, TOKEN_DIR),
+            ]
+            .into_iter()
+            .take(if follows_tls(cfg) { 3 } else { 2 })
+            .map(|(name, dir)| VolumeMount {
+                name: name.into(),
+                mount_path: dir.into(),
                 read_only: Some(true),
                 ..Default::default()
-            },
-            VolumeMount {
-                name: PODINFO_VOLUME.into(),
-                mount_path: PODINFO_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-        ]),
+            })
+            .collect(),
+        ),
         ..Default::default()
     }
 }
 
-fn volumes(s: &PodSettings) -> [Volume; 2] {
-    [
+/// Whether sidecars follow the controller over TLS (and so authenticate with a token).
+fn follows_tls(cfg: &InjectConfig) -> bool {
+    cfg.controller.starts_with("https://")
+}
+
+/// The projected service-account token a sidecar shows the controller: audience `portcullis`,
+/// bound to the pod, rotated by kubelet.
+fn token_volume() -> Volume {
+    Volume {
+        name: TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some("portcullis".into()),
+                    expiration_seconds: Some(TOKEN_SECONDS),
+                    path: "token".into(),
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn volumes(s: &PodSettings, cfg: &InjectConfig) -> Vec<Volume> {
+    let mut volumes = vec![
         Volume {
             name: POLICY_VOLUME.into(),
             config_map: Some(ConfigMapVolumeSource {
@@ -466,7 +506,11 @@ fn volumes(s: &PodSettings) -> [Volume; 2] {
             }),
             ..Default::default()
         },
-    ]
+    ];
+    if follows_tls(cfg) {
+        volumes.push(token_volume());
+    }
+    volumes
 }
 
 /// Decides and, when injecting, builds the patch for `pod` created in `namespace`.
@@ -487,15 +531,13 @@ pub fn plan(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Result<Plan, An
         ));
     }
 
-    let [policy, podinfo] = volumes(&s);
+    let volumes: Vec<Value> = volumes(&s, cfg).iter().map(to_value).collect();
     if pod["spec"]["volumes"].is_array() {
-        ops.push(add(&["spec", "volumes", "-"], to_value(&policy)));
-        ops.push(add(&["spec", "volumes", "-"], to_value(&podinfo)));
+        for v in volumes {
+            ops.push(add(&["spec", "volumes", "-"], v));
+        }
     } else {
-        ops.push(add(
-            &["spec", "volumes"],
-            Value::Array(vec![to_value(&policy), to_value(&podinfo)]),
-        ));
+        ops.push(add(&["spec", "volumes"], Value::Array(volumes)));
     }
 
     let excluded = probes::ports(&s.exclude_inbound_ports);

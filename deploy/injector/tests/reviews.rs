@@ -431,10 +431,46 @@ fn with_a_controller_the_sidecar_follows_it_as_its_own_pod() {
         env(proxy, "PORTCULLIS_POD_NAMESPACE").expect("namespace")["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
     );
-    // Without one, no --controller.
+    // Plaintext (a testbed controller): no token is mounted or sent.
+    assert_eq!(flag(proxy, "--controller-token"), None);
+    assert!(env(proxy, "PORTCULLIS_CONTROLLER_CA_PEM").is_none());
     validate("plain.json", &pod);
+    // Without one, no --controller.
     let (_, _, pod) = run("plain.json", &InjectConfig::defaults());
     let pod = pod.expect("patched");
     let proxy = &pod["spec"]["initContainers"][1];
     assert_eq!(flag(proxy, "--controller"), None);
+}
+
+#[test]
+fn over_tls_the_sidecar_verifies_the_controller_and_shows_its_projected_token() {
+    let mut cfg = InjectConfig::defaults();
+    cfg.controller = "https://portcullis-controller.portcullis-system.svc:15012".into();
+    cfg.controller_ca_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into();
+    let (_, _, pod) = run("plain.json", &cfg);
+    let pod = pod.expect("patched");
+    let proxy = &pod["spec"]["initContainers"][1];
+    assert_eq!(
+        flag(proxy, "--controller-token").as_deref(),
+        Some("/var/run/secrets/portcullis/token")
+    );
+    assert_eq!(
+        env(proxy, "PORTCULLIS_CONTROLLER_CA_PEM").expect("ca")["value"],
+        cfg.controller_ca_pem.as_str()
+    );
+    let mounts = proxy["volumeMounts"].as_array().expect("mounts");
+    let mount = mounts
+        .iter()
+        .find(|m| m["mountPath"] == "/var/run/secrets/portcullis")
+        .expect("token mount");
+    let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+    let volume = volumes
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("token volume");
+    let token = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(token["audience"], "portcullis");
+    assert_eq!(token["path"], "token");
+    assert_eq!(token["expirationSeconds"], 3600);
+    validate("plain.json", &pod);
 }
