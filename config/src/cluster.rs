@@ -88,6 +88,22 @@ impl Cluster {
         out
     }
 
+    /// Whether a NetworkPolicy peer of a policy in `policy_namespace` selects `pod` (the same
+    /// judgement as [`Cluster::select`], for one pod).
+    pub fn selects(
+        &self,
+        policy_namespace: &str,
+        namespaces: Option<&LabelSelector>,
+        pods: Option<&LabelSelector>,
+        pod: &Pod,
+    ) -> bool {
+        let ns_ok = match namespaces {
+            None => pod.namespace == policy_namespace,
+            Some(sel) => selector_matches(sel, &self.namespace_labels(&pod.namespace)),
+        };
+        ns_ok && pods.is_none_or(|sel| selector_matches(sel, &pod.labels))
+    }
+
     /// The pod with this address, if any.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
         self.pods.iter().find(|p| p.ips.contains(&ip))

@@ -5,7 +5,7 @@
 //! `file:line:col`; a policy inside a `List` is re-read from its own JSON, and its errors name
 //! it as `FILE#items[N]`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -115,20 +115,74 @@ pub fn pod(v: &Value) -> Option<Pod> {
     .filter(|p| !p.ips.is_empty())
 }
 
+/// What a document that is a Namespace, a Pod or of a kind snapshots ignore contributes: kept
+/// between reads by its text.
+#[derive(Debug, Clone)]
+enum Cached {
+    Namespace(String, BTreeMap<String, String>),
+    Pod(Option<Pod>),
+    Ignored,
+}
+
+/// The Namespace and Pod documents of the last read of a source, by their text: a re-read
+/// parses only the documents that changed (a relabel re-parses one). Policies, `List`s and
+/// documents with errors are always parsed again (their errors and spans name their place).
+#[derive(Debug, Default)]
+pub struct DocumentCache {
+    documents: HashMap<Box<str>, Cached>,
+}
+
+impl DocumentCache {
+    /// How many documents it holds.
+    pub fn len(&self) -> usize {
+        self.documents.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.documents.is_empty()
+    }
+}
+
 impl Snapshot {
     /// Reads every file (name, contents) of a snapshot.
     pub fn parse(files: &[(String, String)]) -> Self {
+        Self::parse_cached(files, &mut DocumentCache::default())
+    }
+
+    /// Reads every file of a snapshot, taking unchanged Namespace and Pod documents from
+    /// `cache`, which then holds those of this read only.
+    pub fn parse_cached(files: &[(String, String)], cache: &mut DocumentCache) -> Self {
         let mut s = Snapshot::default();
+        let mut next = DocumentCache::default();
         for (name, contents) in files {
             let file: Arc<str> = name.as_str().into();
             for (offset, chunk) in split_documents(contents) {
-                s.document(&file, offset, chunk);
+                let cached = cache.documents.remove(chunk);
+                if let Some(c) = cached.or_else(|| s.document(&file, offset, chunk)) {
+                    s.contribute(&c);
+                    next.documents.insert(chunk.into(), c);
+                }
             }
         }
+        *cache = next;
         s
     }
 
-    fn document(&mut self, file: &Arc<str>, offset: u64, chunk: &str) {
+    /// Adds what a cached document contributes.
+    fn contribute(&mut self, c: &Cached) {
+        match c {
+            Cached::Namespace(name, labels) => {
+                self.cluster.namespaces.insert(name.clone(), labels.clone());
+            }
+            Cached::Pod(pod) => self.cluster.pods.extend(pod.clone()),
+            Cached::Ignored => {}
+        }
+    }
+
+    /// Reads one document: a policy, a `List` or an error goes into the snapshot; a Namespace,
+    /// Pod or ignored kind is returned for the caller to add and keep.
+    fn document(&mut self, file: &Arc<str>, offset: u64, chunk: &str) -> Option<Cached> {
         // Kubernetes label values are strings: `y` and `on` stay strings (YAML 1.2 booleans).
         let mut options = serde_saphyr::Options::default();
         options.strict_booleans = true;
@@ -142,7 +196,7 @@ impl Snapshot {
                     column,
                     message: e.to_string().lines().next().unwrap_or_default().to_string(),
                 });
-                return;
+                return None;
             }
         };
         match value.get("kind").and_then(Value::as_str) {
@@ -151,9 +205,19 @@ impl Snapshot {
                 for (i, item) in items.into_iter().flatten().enumerate() {
                     self.object(item, || (format!("{file}#items[{i}]").into(), None));
                 }
+                None
             }
-            Some(_) => self.object(&value, || (file.clone(), Some((offset, chunk)))),
-            None => {}
+            Some("NetworkPolicy" | "AccessPolicy") => {
+                self.object(&value, || (file.clone(), Some((offset, chunk))));
+                None
+            }
+            Some("Namespace") => Some(
+                text(&value, &["metadata", "name"]).map_or(Cached::Ignored, |name| {
+                    Cached::Namespace(name.to_string(), labels(&value))
+                }),
+            ),
+            Some("Pod") => Some(Cached::Pod(pod(&value))),
+            _ => Some(Cached::Ignored),
         }
     }
 

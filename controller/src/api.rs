@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use self::auth::{Caller, Grant};
 use self::tls::PeerCertificate;
 use self::tokens::TokenVerifier;
+use crate::index::Versioned;
 use crate::publish::Publisher;
 
 /// How callers are authenticated.
@@ -93,7 +94,7 @@ type ViewStream = Pin<Box<dyn Stream<Item = Result<v1::View, Status>> + Send>>;
 /// The stream of one watch: each view the grant permits, until one it does not (then a
 /// permission error ends it) or until the grant expires (then an authentication error asks
 /// the sidecar to come back with its current token).
-fn granted(views: WatchStream<Arc<v1::View>>, grant: Grant, guard: Subscribed) -> ViewStream {
+fn granted(views: WatchStream<Arc<Versioned>>, grant: Grant, guard: Subscribed) -> ViewStream {
     let deadline = grant.until.map(|until| {
         let left = until.duration_since(SystemTime::now()).unwrap_or_default();
         tokio::time::Instant::now() + left
@@ -112,10 +113,14 @@ fn granted(views: WatchStream<Arc<v1::View>>, grant: Grant, guard: Subscribed) -
                 }
             };
             let item = tokio::select! {
-                view = views.next() => match grant.permits(view.as_deref()?) {
-                    Ok(()) => Ok(v1::View::clone(view.as_deref()?)),
-                    Err(e) => Err(Status::permission_denied(e.to_string())),
-                },
+                // Made whole only to be sent.
+                versioned = views.next() => {
+                    let view = versioned?.view();
+                    match grant.permits(&view) {
+                        Ok(()) => Ok(view),
+                        Err(e) => Err(Status::permission_denied(e.to_string())),
+                    }
+                }
                 () = expired => Err(Status::unauthenticated(
                     "the token expired: reconnect with the current one",
                 )),

@@ -5,6 +5,11 @@
 //! some selector of those documents selects (Kubernetes semantics, by
 //! [`portcullis_config::cluster::Cluster::select`]). Views are versioned by content: a new
 //! snapshot bumps the version only of the views whose content changed.
+//!
+//! Incremental: a namespace's shared part (its documents, every namespace, the pods its
+//! selectors select) is recomputed only when its documents changed, when namespace labels
+//! changed, or when a pod that changed (as it was or as it is now) is one its selectors select;
+//! otherwise the last one is kept, so a relabel costs the namespaces that can see the pod.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -12,6 +17,7 @@ use std::sync::Arc;
 use portcullis_api::v1;
 use portcullis_config::cluster::{Cluster, Pod};
 use portcullis_config::model::{self, Spanned};
+use portcullis_config::selector::selector_matches;
 use portcullis_config::snapshot::Snapshot;
 use portcullis_config::workload::NamedPort;
 use prost::Message as _;
@@ -24,9 +30,11 @@ pub type Key = (String, String);
 const DEFAULT_NAMESPACE: &str = "default";
 
 /// One version of a workload's view, kept as its namespace's shared part (one copy for every
-/// pod of the namespace) and its own part.
+/// pod of the namespace) and its own part. Subscribers hold this, not the whole view: a view is
+/// made whole only to be sent (a thousand sidecars of one namespace share one copy of its part).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned {
+    key: Key,
     /// Increases with each change.
     pub version: u64,
     /// Content hash of the whole view.
@@ -37,19 +45,40 @@ pub struct Versioned {
 }
 
 impl Versioned {
-    /// The whole view, with its version and hash.
+    /// The whole view, with its version and hash (the unknown view while the pod is unknown).
     pub fn view(&self) -> v1::View {
-        let mut v = view_with(&self.shared, self.workload.as_ref());
+        let mut v = match &self.workload {
+            Some(w) => view_with(&self.shared, Some(w)),
+            None => unknown(&self.key),
+        };
         v.version = self.version;
         v.hash.clone_from(&self.hash);
         v
     }
+
+    /// Whether the pod is known.
+    pub fn known(&self) -> bool {
+        self.workload.is_some()
+    }
 }
 
-/// Every workload's current view.
+/// What one namespace's shared part was computed from, and the part.
+#[derive(Debug)]
+struct Space {
+    /// A hash of the namespace's documents.
+    documents: String,
+    shared: Arc<Shared>,
+}
+
+/// Every workload's current view, and what they were computed from.
 #[derive(Debug, Default)]
 pub struct Index {
     views: HashMap<Key, Versioned>,
+    spaces: HashMap<String, Space>,
+    pods: HashMap<Key, Pod>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// How many shared parts the last update recomputed.
+    recomputed: usize,
 }
 
 fn named_ports(ports: &BTreeMap<String, NamedPort>) -> Vec<v1::NamedPort> {
@@ -160,23 +189,56 @@ fn selectors(doc: &model::Document) -> Vec<Selectors<'_>> {
     out
 }
 
+/// The positions of each namespace's pods in the cluster.
+type ByNamespace<'c> = BTreeMap<&'c str, Vec<usize>>;
+
+fn pods_by_namespace(cluster: &Cluster) -> ByNamespace<'_> {
+    let mut out: ByNamespace<'_> = BTreeMap::new();
+    for (i, p) in cluster.pods.iter().enumerate() {
+        out.entry(p.namespace.as_str()).or_default().push(i);
+    }
+    out
+}
+
+/// The positions of the pods one peer of a policy in `ns` selects (as
+/// [`Cluster::select`] judges; namespaces judged once each, only `ns` looked at without a
+/// namespace selector).
+fn select_positions(
+    cluster: &Cluster,
+    by_ns: &ByNamespace<'_>,
+    ns: &str,
+    (ns_sel, pod_sel): Selectors<'_>,
+    out: &mut BTreeSet<usize>,
+) {
+    let namespaces: Vec<&Vec<usize>> = match ns_sel {
+        None => by_ns.get(ns).into_iter().collect(),
+        Some(sel) => by_ns
+            .iter()
+            .filter(|(name, _)| selector_matches(sel, &cluster.namespace_labels(name)))
+            .map(|(_, positions)| positions)
+            .collect(),
+    };
+    for &i in namespaces.into_iter().flatten() {
+        if pod_sel.is_none_or(|sel| selector_matches(sel, &cluster.pods[i].labels)) {
+            out.insert(i);
+        }
+    }
+}
+
 /// The pods some selector of `docs` (all of namespace `ns`) selects, by position in the cluster.
-fn selected_pods(cluster: &Cluster, ns: &str, docs: &[&model::Document]) -> BTreeSet<usize> {
-    let position: HashMap<(&str, &str), usize> = cluster
-        .pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| ((p.namespace.as_str(), p.name.as_str()), i))
-        .collect();
+fn selected_pods(
+    cluster: &Cluster,
+    by_ns: &ByNamespace<'_>,
+    ns: &str,
+    docs: &[&model::Document],
+) -> BTreeSet<usize> {
     let mut out = BTreeSet::new();
     for doc in docs {
         if egress_named_port_to_anyone(doc) {
             return (0..cluster.pods.len()).collect();
         }
-        for (ns_sel, pod_sel) in selectors(doc) {
-            for p in cluster.select(ns, ns_sel, pod_sel) {
-                out.extend(position.get(&(p.namespace.as_str(), p.name.as_str())));
-            }
+        for pair in selectors(doc) {
+            select_positions(cluster, by_ns, ns, pair, &mut out);
         }
     }
     out
@@ -193,11 +255,55 @@ pub struct Shared {
     hash: String,
 }
 
+/// The positions of each namespace's policy documents.
+fn documents_by_namespace(snapshot: &Snapshot) -> HashMap<&str, Vec<usize>> {
+    let mut out: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, p) in snapshot.policies.iter().enumerate() {
+        out.entry(namespace_of(&p.doc)).or_default().push(i);
+    }
+    out
+}
+
+/// A hash of the documents at `mine` (their origins and texts).
+fn documents_hash(snapshot: &Snapshot, mine: &[usize]) -> String {
+    let mut h = Sha256::new();
+    for &i in mine {
+        h.update(snapshot.policies[i].file.as_bytes());
+        h.update([0]);
+        h.update(snapshot.texts[i].as_bytes());
+        h.update([0]);
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether a change of one of `touched` can change what the documents at `mine` (of namespace
+/// `ns`) select.
+fn sees_any(snapshot: &Snapshot, ns: &str, mine: &[usize], touched: &[Pod]) -> bool {
+    let cluster = &snapshot.cluster;
+    !touched.is_empty()
+        && mine.iter().any(|&i| {
+            let doc = &snapshot.policies[i].doc;
+            egress_named_port_to_anyone(doc)
+                || selectors(doc)
+                    .into_iter()
+                    .any(|(n, p)| touched.iter().any(|pod| cluster.selects(ns, n, p, pod)))
+        })
+}
+
 /// The shared part of the views of namespace `ns`.
 pub fn shared(snapshot: &Snapshot, ns: &str) -> Shared {
-    let mine: Vec<usize> = (0..snapshot.policies.len())
-        .filter(|&i| namespace_of(&snapshot.policies[i].doc) == ns)
-        .collect();
+    let mine = documents_by_namespace(snapshot)
+        .remove(ns)
+        .unwrap_or_default();
+    shared_of(snapshot, &pods_by_namespace(&snapshot.cluster), ns, &mine)
+}
+
+/// The shared part of the views of namespace `ns`, whose documents are at `mine`.
+fn shared_of(snapshot: &Snapshot, by_ns: &ByNamespace<'_>, ns: &str, mine: &[usize]) -> Shared {
     let docs: Vec<&model::Document> = mine.iter().map(|&i| &snapshot.policies[i].doc).collect();
     let cluster = &snapshot.cluster;
     let mut shared = Shared {
@@ -216,7 +322,7 @@ pub fn shared(snapshot: &Snapshot, ns: &str) -> Shared {
                 labels: labels.clone().into_iter().collect(),
             })
             .collect(),
-        pods: selected_pods(cluster, ns, &docs)
+        pods: selected_pods(cluster, by_ns, ns, &docs)
             .into_iter()
             .map(|i| wire_pod(&cluster.pods[i]))
             .collect(),
@@ -276,20 +382,91 @@ pub fn hash(view: &v1::View) -> String {
 }
 
 impl Index {
+    /// The pods that changed since the last snapshot, as they were and as they are.
+    fn touched(&self, snapshot: &Snapshot) -> Vec<Pod> {
+        let mut out = Vec::new();
+        let mut present = BTreeSet::new();
+        for pod in &snapshot.cluster.pods {
+            let key = (pod.namespace.clone(), pod.name.clone());
+            match self.pods.get(&key) {
+                Some(old) if old == pod => {}
+                Some(old) => out.extend([old.clone(), pod.clone()]),
+                None => out.push(pod.clone()),
+            }
+            present.insert(key);
+        }
+        out.extend(
+            self.pods
+                .iter()
+                .filter(|(k, _)| !present.contains(*k))
+                .map(|(_, p)| p.clone()),
+        );
+        out
+    }
+
+    /// Each namespace's shared part: kept when nothing it depends on changed, else recomputed.
+    fn spaces(&mut self, snapshot: &Snapshot) -> HashMap<String, Arc<Shared>> {
+        let touched = self.touched(snapshot);
+        let namespaces_changed = self.namespaces != snapshot.cluster.namespaces;
+        let by_namespace = documents_by_namespace(snapshot);
+        let pods_by_ns = pods_by_namespace(&snapshot.cluster);
+        let mut spaces = HashMap::new();
+        self.recomputed = 0;
+        for pod in &snapshot.cluster.pods {
+            let ns = pod.namespace.as_str();
+            if spaces.contains_key(ns) {
+                continue;
+            }
+            let mine = by_namespace.get(ns).map_or(&[][..], Vec::as_slice);
+            let documents = documents_hash(snapshot, mine);
+            let space = match self.spaces.remove(ns) {
+                Some(old)
+                    if old.documents == documents
+                        && !namespaces_changed
+                        && !sees_any(snapshot, ns, mine, &touched) =>
+                {
+                    old
+                }
+                _ => {
+                    self.recomputed += 1;
+                    let shared = Arc::new(shared_of(snapshot, &pods_by_ns, ns, mine));
+                    Space { documents, shared }
+                }
+            };
+            spaces.insert(ns.to_string(), space);
+        }
+        self.spaces = spaces;
+        self.namespaces.clone_from(&snapshot.cluster.namespaces);
+        self.pods = snapshot
+            .cluster
+            .pods
+            .iter()
+            .map(|p| ((p.namespace.clone(), p.name.clone()), p.clone()))
+            .collect();
+        self.spaces
+            .iter()
+            .map(|(ns, s)| (ns.clone(), s.shared.clone()))
+            .collect()
+    }
+
+    /// How many namespaces' shared parts the last update recomputed (the rest were kept).
+    pub fn recomputed(&self) -> usize {
+        self.recomputed
+    }
+
     /// Applies a new snapshot; returns the workloads whose view changed (new ones included,
     /// and pods that disappeared, which become unknown).
     pub fn update(&mut self, snapshot: &Snapshot) -> Vec<Key> {
         let mut changed = Vec::new();
         let mut seen = BTreeSet::new();
-        // What pods of one namespace share is computed (and kept) once per namespace.
-        let mut by_namespace: HashMap<&str, Arc<Shared>> = HashMap::new();
+        let spaces = self.spaces(snapshot);
         for pod in &snapshot.cluster.pods {
             let key = (pod.namespace.clone(), pod.name.clone());
             seen.insert(key.clone());
-            let shared = by_namespace
-                .entry(pod.namespace.as_str())
-                .or_insert_with(|| Arc::new(shared(snapshot, &pod.namespace)))
-                .clone();
+            let shared = spaces
+                .get(pod.namespace.as_str())
+                .cloned()
+                .unwrap_or_default();
             if self.set(key.clone(), shared, Some(workload(pod))) {
                 changed.push(key);
             }
@@ -328,8 +505,9 @@ impl Index {
             None => 1,
         };
         self.views.insert(
-            key,
+            key.clone(),
             Versioned {
+                key,
                 version,
                 hash,
                 shared,
@@ -339,18 +517,21 @@ impl Index {
         true
     }
 
-    /// The current view of `key` (an unknown view, version 0, when the pod is not known).
+    /// The current view of `key`, not yet made whole (an unknown view, version 0, when the
+    /// pod was never known).
+    pub fn versioned(&self, key: &Key) -> Arc<Versioned> {
+        Arc::new(self.views.get(key).cloned().unwrap_or_else(|| Versioned {
+            key: key.clone(),
+            version: 0,
+            hash: String::new(),
+            shared: Arc::default(),
+            workload: None,
+        }))
+    }
+
+    /// The current view of `key`, whole.
     pub fn get(&self, key: &Key) -> Arc<v1::View> {
-        Arc::new(match self.views.get(key) {
-            Some(v) if v.workload.is_some() => v.view(),
-            Some(v) => {
-                let mut view = unknown(key);
-                view.version = v.version;
-                view.hash.clone_from(&v.hash);
-                view
-            }
-            None => unknown(key),
-        })
+        Arc::new(self.versioned(key).view())
     }
 
     /// How many workloads have a view.

@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use portcullis_api::v1;
 use portcullis_config::snapshot::Snapshot;
 use tokio::sync::watch;
 
-use crate::index::{Index, Key};
+use crate::index::{Index, Key, Versioned};
 use crate::metrics::{LoadLabels, Metrics};
 
 /// Watches of pods the index does not know, at most (any client may ask for any name).
@@ -19,7 +18,7 @@ pub const MAX_UNKNOWN_WATCHES: usize = 4096;
 #[derive(Debug, Default)]
 struct Inner {
     index: Index,
-    senders: HashMap<Key, watch::Sender<Arc<v1::View>>>,
+    senders: HashMap<Key, watch::Sender<Arc<Versioned>>>,
 }
 
 /// The current views and their subscribers.
@@ -52,7 +51,7 @@ impl Publisher {
         inner.senders.retain(|_, tx| tx.receiver_count() > 0);
         let changed = inner.index.update(snapshot);
         for key in &changed {
-            let view = inner.index.get(key);
+            let view = inner.index.versioned(key);
             if let Some(tx) = inner.senders.get(key) {
                 tx.send_replace(view);
                 self.metrics.view_pushes.inc();
@@ -65,19 +64,19 @@ impl Publisher {
 
     /// The stream of `key`'s views, starting with the current one; `None` when too many
     /// watches wait for pods nobody knows (names a client made up cost memory, not views).
-    pub fn subscribe(&self, key: Key) -> Option<watch::Receiver<Arc<v1::View>>> {
+    pub fn subscribe(&self, key: Key) -> Option<watch::Receiver<Arc<Versioned>>> {
         let mut inner = self.lock();
         if let Some(tx) = inner.senders.get(&key) {
             return Some(tx.subscribe());
         }
-        let current = inner.index.get(&key);
-        if !current.known {
+        let current = inner.index.versioned(&key);
+        if !current.known() {
             // Channels nobody listens to any more go first.
             inner.senders.retain(|_, tx| tx.receiver_count() > 0);
             let unknown = inner
                 .senders
                 .values()
-                .filter(|tx| !tx.borrow().known)
+                .filter(|tx| !tx.borrow().known())
                 .count();
             if unknown >= MAX_UNKNOWN_WATCHES {
                 return None;

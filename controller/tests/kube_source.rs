@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis_api::v1::WatchRequest;
 use portcullis_api::v1::sidecar_client::SidecarClient;
 use portcullis_controller::api::tls::TlsFiles;
+use portcullis_controller::index::Versioned;
 use portcullis_controller::server::Controller;
 use portcullis_controller::settings::{ApiSecurity, Settings, Source, TokenCheck};
 use serde_json::{Value, json};
@@ -352,7 +353,7 @@ async fn start(fake: &Fake, api_security: ApiSecurity) -> (Controller, kube::Cli
 }
 
 /// A controller on the `kube` source talking to `fake`, and the watch of x/a's view.
-async fn follow(fake: &Fake) -> tokio::sync::watch::Receiver<Arc<portcullis_api::v1::View>> {
+async fn follow(fake: &Fake) -> tokio::sync::watch::Receiver<Arc<Versioned>> {
     let (controller, client) = start(fake, ApiSecurity::Plaintext).await;
     let publisher = controller.publisher.clone();
     tokio::spawn(controller.run_with(Some(client)));
@@ -385,8 +386,8 @@ async fn the_kube_source_follows_lists_watches_and_relists_after_410() {
     fake.put(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "from-b", "namespace": "x"},
                     "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}}));
     let rx = follow(&fake).await;
-    let selected = |rx: &tokio::sync::watch::Receiver<Arc<portcullis_api::v1::View>>| {
-        let v = rx.borrow();
+    let selected = |rx: &tokio::sync::watch::Receiver<Arc<Versioned>>| {
+        let v = rx.borrow().view();
         (
             v.known,
             v.pods.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
@@ -440,7 +441,7 @@ async fn access_policy_custom_resources_are_watched_where_their_crd_is_installed
     eventually(
         "the AccessPolicy is in x/a's view, its podSelector resolved",
         || {
-            let v = rx.borrow();
+            let v = rx.borrow().view();
             v.documents.iter().any(|d| d.yaml.contains("from-b"))
                 && v.pods.iter().any(|p| p.name == "b")
         },
@@ -480,7 +481,7 @@ async fn in_cluster_a_sidecars_token_is_reviewed_by_the_api_server() {
     let mut views = publisher
         .subscribe(("x".into(), "a".into()))
         .expect("subscribed");
-    views.wait_for(|v| v.known).await.expect("indexed");
+    views.wait_for(|v| v.known()).await.expect("indexed");
 
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
     let channel = Endpoint::from_shared(url)

@@ -96,3 +96,33 @@ fn multi_document_policies_keep_their_locations_and_errors_are_all_reported() {
     assert_eq!(s.policies[0].line_offset, 8);
     assert!(s.cluster.namespaces.contains_key("x"));
 }
+
+#[test]
+fn a_cached_reread_parses_what_changed_and_reads_like_a_fresh_one() {
+    let doc = |label: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{team: t}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: x, labels: {{pod: {label}}}}}\nspec: {{containers: []}}\nstatus: {{phase: Running, podIP: 10.0.0.1}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: x}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np, namespace: x}}\nspec: {{podSelector: {{}}, ingress: [{{from: [{{podSelector: {{matchLabels: {{pod: {label}}}}}}}]}}]}}\n"
+        )
+    };
+    let mut cache = DocumentCache::default();
+    let first = Snapshot::parse_cached(&[("c.yaml".into(), doc("a"))], &mut cache);
+    assert_eq!(
+        cache.len(),
+        3,
+        "namespace, pod and service kept; the policy is not"
+    );
+    let files = [("c.yaml".into(), doc("b"))];
+    let cached = Snapshot::parse_cached(&files, &mut cache);
+    let fresh = Snapshot::parse(&files);
+    assert_eq!(cached.cluster, fresh.cluster);
+    assert_eq!(cached.texts, fresh.texts);
+    assert_ne!(cached.cluster, first.cluster, "the relabel is seen");
+    assert_eq!(cache.len(), 3, "the old pod document is gone");
+    // A broken document is an error on every read, cached or not.
+    let broken = [("c.yaml".into(), format!("{}---\nkind: [\n", doc("b")))];
+    for _ in 0..2 {
+        let s = Snapshot::parse_cached(&broken, &mut cache);
+        assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+        assert_eq!(s.errors[0].line, 20, "{:?}", s.errors);
+    }
+}

@@ -1,20 +1,28 @@
 //! A `dir:PATH` source: manifests as `kubectl get -A -o yaml` writes them. Read whole on each
-//! change (directory events, debounced, and a content-hash poll); a snapshot with errors is
-//! logged with every located error and counted, and the last good one stays (fail static).
+//! change (directory events, debounced, and a content-hash poll), parsing again only the
+//! documents that changed ([`DocumentCache`]); a snapshot with errors is logged with every
+//! located error and counted, and the last good one stays (fail static).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
-use portcullis_config::load::read_source;
-use portcullis_config::snapshot::Snapshot;
+use portcullis_config::load::{LoadError, read_source};
+use portcullis_config::snapshot::{DocumentCache, Snapshot};
 use tokio::sync::mpsc;
 
 use crate::publish::Publisher;
 
+/// What the last load left: the content hash read, and its parsed Namespaces and Pods.
+#[derive(Debug, Default)]
+struct Last {
+    hash: Option<String>,
+    cache: DocumentCache,
+}
+
 /// Loads `path` if its content changed since `last`; publishes it when it reads whole.
-fn load(path: &Path, last: &mut Option<String>, publisher: &Publisher) {
+fn load(path: &Path, last: &mut Last, publisher: &Publisher) {
     let source = match read_source(path) {
         Ok(s) => s,
         Err(e) => {
@@ -23,27 +31,29 @@ fn load(path: &Path, last: &mut Option<String>, publisher: &Publisher) {
         }
     };
     let hash = source.content_hash();
-    if last.as_ref() == Some(&hash) {
+    if last.hash.as_ref() == Some(&hash) {
         return;
     }
-    *last = Some(hash.clone());
-    match Snapshot::from_source(&source) {
-        Ok(snapshot) => {
-            let changed = publisher.apply(&snapshot);
-            tracing::info!(
-                %hash,
-                pods = snapshot.cluster.pods.len(),
-                policies = snapshot.policies.len(),
-                changed,
-                "snapshot applied"
-            );
-            publisher.count_load(true);
-        }
-        Err(e) => {
-            tracing::error!("snapshot not applied; keeping the last good one:\n{e}");
-            publisher.count_load(false);
-        }
+    last.hash = Some(hash.clone());
+    let started = Instant::now();
+    let snapshot = Snapshot::parse_cached(&source.files, &mut last.cache);
+    if !snapshot.errors.is_empty() {
+        let e = LoadError::Invalid(snapshot.errors);
+        tracing::error!("snapshot not applied; keeping the last good one:\n{e}");
+        return publisher.count_load(false);
     }
+    let parsed = started.elapsed();
+    let changed = publisher.apply(&snapshot);
+    tracing::info!(
+        %hash,
+        pods = snapshot.cluster.pods.len(),
+        policies = snapshot.policies.len(),
+        changed,
+        parse_ms = parsed.as_millis() as u64,
+        index_ms = (started.elapsed() - parsed).as_millis() as u64,
+        "snapshot applied"
+    );
+    publisher.count_load(true);
 }
 
 /// Watches `path` forever, publishing each new snapshot.
@@ -64,7 +74,7 @@ pub async fn watch(path: PathBuf, poll: Duration, publisher: Arc<Publisher>) {
     .inspect_err(|e| tracing::warn!(error = %e, "cannot watch the source; polling only"));
     // The first tick is at once: the first load.
     let mut tick = tokio::time::interval(poll);
-    let mut last = None;
+    let mut last = Last::default();
     loop {
         tokio::select! {
             Some(()) = rx.recv() => {
@@ -74,7 +84,7 @@ pub async fn watch(path: PathBuf, poll: Duration, publisher: Arc<Publisher>) {
             _ = tick.tick() => {}
         }
         let (p, publish) = (path.clone(), publisher.clone());
-        let mut seen = last.take();
+        let mut seen = std::mem::take(&mut last);
         last = tokio::task::spawn_blocking(move || {
             load(&p, &mut seen, &publish);
             seen
