@@ -3,7 +3,8 @@
 //! it, NetworkPolicy (and AccessPolicy) selectors resolve to concrete peers — Kubernetes
 //! semantics: a `podSelector` alone selects pods of the policy's namespace, a
 //! `namespaceSelector` alone every pod of the namespaces it selects, both together the pods of
-//! those namespaces that match. Pure data and functions; no IO.
+//! those namespaces that match. Services and their ready endpoints (from EndpointSlices) are
+//! kept too, for what a ClusterIP leads to. Pure data and functions; no IO.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -42,14 +43,64 @@ impl Pod {
     }
 }
 
+/// A port of a Service or of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub struct ServicePort {
+    /// Its name (may be empty when it is the only one).
+    pub name: String,
+    /// Its number.
+    pub port: u16,
+    /// TCP, UDP or SCTP.
+    pub protocol: String,
+}
+
+/// A Service: its cluster addresses and ports (none for a headless Service).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Service {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `spec.clusterIPs` (empty when headless or of type ExternalName).
+    pub cluster_ips: Vec<IpAddr>,
+    /// `spec.ports`.
+    pub ports: Vec<ServicePort>,
+}
+
+/// The ready endpoints one EndpointSlice gives its Service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointSlice {
+    /// The namespace of the slice and of its Service.
+    pub namespace: String,
+    /// The Service (label `kubernetes.io/service-name`).
+    pub service: String,
+    /// Its ports (as the endpoints serve them).
+    pub ports: Vec<ServicePort>,
+    /// Its endpoints that are ready (a terminating or unready one is none).
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One ready endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    /// Its addresses.
+    pub ips: Vec<IpAddr>,
+    /// The pod behind it (`targetRef`), as `namespace/name`.
+    pub pod: Option<String>,
+}
+
 /// The cluster: namespaces and the pods that can be peers (running or pending, with an
-/// address, not on the host network).
+/// address, not on the host network), and Services with their endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Cluster {
     /// Namespace name → its labels.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Every pod that can be a peer.
     pub pods: Vec<Pod>,
+    /// Every Service.
+    pub services: Vec<Service>,
+    /// Every EndpointSlice that belongs to a Service.
+    pub endpoint_slices: Vec<EndpointSlice>,
 }
 
 impl Cluster {
@@ -102,6 +153,17 @@ impl Cluster {
             Some(sel) => selector_matches(sel, &self.namespace_labels(&pod.namespace)),
         };
         ns_ok && pods.is_none_or(|sel| selector_matches(sel, &pod.labels))
+    }
+
+    /// The ready endpoints of `service`, with the ports of the slice each comes from.
+    pub fn endpoints<'a>(
+        &'a self,
+        service: &'a Service,
+    ) -> impl Iterator<Item = (&'a Endpoint, &'a [ServicePort])> + 'a {
+        self.endpoint_slices
+            .iter()
+            .filter(|s| s.namespace == service.namespace && s.service == service.name)
+            .flat_map(|s| s.endpoints.iter().map(|e| (e, s.ports.as_slice())))
     }
 
     /// The pod with this address, if any.

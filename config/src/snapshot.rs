@@ -1,6 +1,7 @@
 //! A cluster snapshot, as `kubectl get -A -o yaml` writes it (`List` objects or multi-document
 //! files): the Namespaces and Pods become the [`Cluster`], the NetworkPolicies and AccessPolicies
-//! become policy documents. Other kinds (Services, EndpointSlices, …) are read and ignored.
+//! become policy documents, Services and EndpointSlices their model ([`services`]). Other kinds
+//! are read and ignored.
 //! Pure: text in, model out. Policies written as top-level documents keep their own
 //! `file:line:col`; a policy inside a `List` is re-read from its own JSON, and its errors name
 //! it as `FILE#items[N]`.
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::cluster::{Cluster, Pod};
+use crate::cluster::{Cluster, EndpointSlice, Pod, Service};
 use crate::compiled::CompileContext;
 use crate::load::{LoadError, Source, parse_document, split_documents};
 use crate::source::{PolicyError, SourceDoc};
@@ -121,6 +122,8 @@ pub fn pod(v: &Value) -> Option<Pod> {
 enum Cached {
     Namespace(String, BTreeMap<String, String>),
     Pod(Option<Pod>),
+    Service(Option<Service>),
+    Slice(Option<EndpointSlice>),
     Ignored,
 }
 
@@ -176,6 +179,8 @@ impl Snapshot {
                 self.cluster.namespaces.insert(name.clone(), labels.clone());
             }
             Cached::Pod(pod) => self.cluster.pods.extend(pod.clone()),
+            Cached::Service(svc) => self.cluster.services.extend(svc.clone()),
+            Cached::Slice(slice) => self.cluster.endpoint_slices.extend(slice.clone()),
             Cached::Ignored => {}
         }
     }
@@ -217,6 +222,8 @@ impl Snapshot {
                 }),
             ),
             Some("Pod") => Some(Cached::Pod(pod(&value))),
+            Some("Service") => Some(Cached::Service(services::service(&value))),
+            Some("EndpointSlice") => Some(Cached::Slice(services::endpoint_slice(&value))),
             _ => Some(Cached::Ignored),
         }
     }
@@ -234,6 +241,11 @@ impl Snapshot {
                 }
             }
             Some("Pod") => self.cluster.pods.extend(pod(v)),
+            Some("Service") => self.cluster.services.extend(services::service(v)),
+            Some("EndpointSlice") => self
+                .cluster
+                .endpoint_slices
+                .extend(services::endpoint_slice(v)),
             Some("NetworkPolicy" | "AccessPolicy") => {
                 let (file, chunk) = source();
                 let json;
@@ -296,6 +308,8 @@ fn without_status(v: &Value) -> Value {
     }
     v
 }
+
+pub mod services;
 
 #[cfg(test)]
 mod tests;

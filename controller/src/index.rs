@@ -1,8 +1,9 @@
 //! The index, a pure core: a cluster [`Snapshot`] in, one [`View`] per workload out.
 //!
 //! A workload's view holds the policy documents of its namespace (never another's), its own
-//! labels, named ports and service account, every namespace with its labels, and the pods that
-//! some selector of those documents selects (Kubernetes semantics, by
+//! labels, named ports and service account, every namespace with its labels, every Service
+//! with its ready endpoints (one copy shared by all views), and the pods that some selector of
+//! those documents selects (Kubernetes semantics, by
 //! [`portcullis_config::cluster::Cluster::select`]). Views are versioned by content: a new
 //! snapshot bumps the version only of the views whose content changed.
 //!
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use portcullis_api::v1;
-use portcullis_config::cluster::{Cluster, Pod};
+use portcullis_config::cluster::{Cluster, Pod, ServicePort};
 use portcullis_config::model::{self, Spanned};
 use portcullis_config::selector::selector_matches;
 use portcullis_config::snapshot::Snapshot;
@@ -40,6 +41,7 @@ pub struct Versioned {
     /// Content hash of the whole view.
     pub hash: String,
     shared: Arc<Shared>,
+    services: Arc<Services>,
     /// `None` while the pod is unknown.
     workload: Option<v1::Workload>,
 }
@@ -48,7 +50,11 @@ impl Versioned {
     /// The whole view, with its version and hash (the unknown view while the pod is unknown).
     pub fn view(&self) -> v1::View {
         let mut v = match &self.workload {
-            Some(w) => view_with(&self.shared, Some(w)),
+            Some(w) => {
+                let mut v = view_with(&self.shared, Some(w));
+                v.services.clone_from(&self.services.wire);
+                v
+            }
             None => unknown(&self.key),
         };
         v.version = self.version;
@@ -77,6 +83,7 @@ pub struct Index {
     spaces: HashMap<String, Space>,
     pods: HashMap<Key, Pod>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    services: Arc<Services>,
     /// How many shared parts the last update recomputed.
     recomputed: usize,
 }
@@ -353,7 +360,60 @@ fn view_with(shared: &Shared, workload: Option<&v1::Workload>) -> v1::View {
         documents: shared.documents.clone(),
         namespaces: shared.namespaces.clone(),
         pods: shared.pods.clone(),
+        services: Vec::new(),
     }
+}
+
+/// Every Service with its ready endpoints, as views carry them (one copy for every view).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Services {
+    wire: Vec<v1::Service>,
+    /// A content hash of them.
+    hash: String,
+}
+
+fn wire_ports(ports: &[ServicePort]) -> Vec<v1::ServicePort> {
+    ports
+        .iter()
+        .map(|p| v1::ServicePort {
+            name: p.name.clone(),
+            port: u32::from(p.port),
+            protocol: p.protocol.clone(),
+        })
+        .collect()
+}
+
+/// The Services of `cluster`, for views.
+fn services(cluster: &Cluster) -> Services {
+    let wire: Vec<v1::Service> = cluster
+        .services
+        .iter()
+        .map(|svc| v1::Service {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+            cluster_ips: svc.cluster_ips.iter().map(ToString::to_string).collect(),
+            ports: wire_ports(&svc.ports),
+            endpoints: cluster
+                .endpoints(svc)
+                .map(|(e, ports)| v1::Endpoint {
+                    ips: e.ips.iter().map(ToString::to_string).collect(),
+                    ports: wire_ports(ports),
+                    pod: e.pod.clone().unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect();
+    let encoded = v1::View {
+        services: wire.clone(),
+        ..v1::View::default()
+    }
+    .encode_to_vec();
+    let hash = Sha256::digest(encoded)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Services { wire, hash }
 }
 
 /// The view a sidecar gets while its pod is unknown.
@@ -460,6 +520,10 @@ impl Index {
         let mut changed = Vec::new();
         let mut seen = BTreeSet::new();
         let spaces = self.spaces(snapshot);
+        let services = services(&snapshot.cluster);
+        if services != *self.services {
+            self.services = Arc::new(services);
+        }
         for pod in &snapshot.cluster.pods {
             let key = (pod.namespace.clone(), pod.name.clone());
             seen.insert(key.clone());
@@ -491,8 +555,14 @@ impl Index {
             .as_ref()
             .map(|w| w.encode_to_vec())
             .unwrap_or_default();
+        let services = if workload.is_some() {
+            self.services.clone()
+        } else {
+            Arc::default()
+        };
         let hash: String = Sha256::new()
             .chain_update(shared.hash.as_bytes())
+            .chain_update(services.hash.as_bytes())
             .chain_update(&own)
             .finalize()
             .iter()
@@ -511,6 +581,7 @@ impl Index {
                 version,
                 hash,
                 shared,
+                services,
                 workload,
             },
         );
@@ -525,6 +596,7 @@ impl Index {
             version: 0,
             hash: String::new(),
             shared: Arc::default(),
+            services: Arc::default(),
             workload: None,
         }))
     }

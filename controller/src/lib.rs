@@ -7,8 +7,10 @@
 //! snapshot into one view per workload — the policy documents of its namespace, its own labels
 //! and named ports, and the pods and namespaces its selectors can select — versioned by content;
 //! the [`publish`]er hands each changed view to its subscribers; the [`api`] serves each sidecar a `Sidecar.Watch` stream of its own view (gRPC, 15012); the
-//! [`admin`] server answers `/live`, `/ready` and `/metrics` (15014). [`settings`] parses the
-//! flags once; [`server`] wires the pieces; [`metrics`] are the controller's own.
+//! [`admin`] server answers `/live`, `/ready` and `/metrics` (15014); the [`webhooks`] are the
+//! admission webhooks (HTTPS, 8443): sidecar injection (the injector library) and policy
+//! validation. [`settings`] parses the flags once; [`server`] wires the pieces; [`metrics`] are
+//! the controller's own.
 
 pub mod admin;
 pub mod api;
@@ -18,3 +20,4 @@ pub mod publish;
 pub mod server;
 pub mod settings;
 pub mod source;
+pub mod webhooks;

@@ -1,5 +1,5 @@
-//! Wires the controller: binds the admin and API ports, starts the source, and serves until
-//! the process is stopped.
+//! Wires the controller: binds the admin, API and webhook ports, starts the source, and serves
+//! until the process is stopped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use crate::api::{Api, Authentication};
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::settings::{ApiSecurity, Settings, Source, TokenCheck};
+use crate::webhooks::{self, WebhookError};
 
 /// A bound controller.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ pub struct Controller {
     admin: TcpListener,
     tls: Option<Arc<Acceptor>>,
     jwks: Option<JwksFile>,
+    webhooks: Option<webhooks::Server>,
     /// The views and their subscribers.
     pub publisher: Arc<Publisher>,
 }
@@ -56,6 +58,9 @@ pub enum BindError {
     /// An unusable service-account JWKS.
     #[error(transparent)]
     Jwks(#[from] JwksError),
+    /// The admission webhooks' port or certificate.
+    #[error(transparent)]
+    Webhooks(#[from] WebhookError),
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
@@ -81,9 +86,14 @@ impl Controller {
     /// Binds every port.
     pub async fn bind(settings: Settings) -> Result<Self, BindError> {
         let (tls, jwks) = security(&settings)?;
+        let webhooks = match &settings.webhooks {
+            Some(w) => Some(webhooks::Server::bind(w).await?),
+            None => None,
+        };
         Ok(Self {
             tls,
             jwks,
+            webhooks,
             api: bind(settings.api_addr).await?,
             admin: bind(settings.admin_addr).await?,
             publisher: Arc::new(Publisher::new(Arc::new(Metrics::default()))),
@@ -99,6 +109,11 @@ impl Controller {
     /// The bound admin address.
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
         self.admin.local_addr()
+    }
+
+    /// The bound webhook address, when the webhooks are served.
+    pub fn webhook_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.webhooks.as_ref().map(webhooks::Server::local_addr)
     }
 
     /// Serves until the process ends (or the gRPC server fails), with the source the settings
@@ -127,6 +142,18 @@ impl Controller {
             (Source::Kube, None) => return Err(RunError::NoClient),
         }
         tokio::spawn(crate::admin::serve(self.admin, self.publisher.clone()));
+        match self.webhooks {
+            Some(server) => {
+                tokio::spawn(async move {
+                    if let Err(e) = server.run(std::future::pending()).await {
+                        tracing::error!(error = %e, "the admission webhooks stopped");
+                    }
+                });
+            }
+            None => tracing::info!(
+                "admission webhooks off (no --webhook-tls-cert and --webhook-tls-key): /mutate and /validate are not served"
+            ),
+        }
         let authentication = match (&self.settings.api_security, self.jwks, client) {
             (ApiSecurity::Plaintext, _, _) => Authentication::None,
             (_, Some(jwks), _) => Authentication::Callers(TokenVerifier::Jwks(jwks)),

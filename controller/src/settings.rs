@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use portcullis_injector::config::{InjectArgs, InjectConfig, InjectConfigError};
 
 use crate::api::tls::TlsFiles;
 
@@ -53,6 +54,20 @@ pub struct Cli {
     /// `json` or `text` logs.
     #[arg(long, default_value = "text", value_parser = ["json", "text"], env = "PORTCULLIS_LOG_FORMAT")]
     pub log_format: String,
+    /// The admission webhooks (HTTPS): `POST /mutate` (sidecar injection), `POST /validate`
+    /// (policies checked at admission), `GET /healthz`.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "PORTCULLIS_WEBHOOK_ADDR")]
+    pub webhook_addr: SocketAddr,
+    /// The webhooks' serving certificate chain (PEM; re-read when it changes). With
+    /// --webhook-tls-key the webhooks are served; without either they are off.
+    #[arg(long, env = "PORTCULLIS_WEBHOOK_TLS_CERT")]
+    pub webhook_tls_cert: Option<PathBuf>,
+    /// The key of --webhook-tls-cert (PEM).
+    #[arg(long, env = "PORTCULLIS_WEBHOOK_TLS_KEY")]
+    pub webhook_tls_key: Option<PathBuf>,
+    /// What `/mutate` puts into pods: the flags `portcullis-injector` takes.
+    #[command(flatten, next_help_heading = "Injection (POST /mutate)")]
+    pub inject: InjectArgs,
 }
 
 /// Where cluster state comes from.
@@ -94,6 +109,20 @@ pub enum TokenCheck {
     Refuse,
 }
 
+/// The admission webhooks.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// HTTPS address.
+    pub addr: SocketAddr,
+    /// Serving certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// What `/mutate` injects (its `policy_configmap` is also the name `/validate` knows
+    /// policy ConfigMaps by).
+    pub inject: InjectConfig,
+}
+
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -109,6 +138,8 @@ pub struct Settings {
     pub source_poll: Duration,
     /// TLS and caller authentication of the API.
     pub api_security: ApiSecurity,
+    /// The admission webhooks; `None`: not served.
+    pub webhooks: Option<WebhookSettings>,
 }
 
 /// A flag value that cannot be used.
@@ -127,6 +158,27 @@ pub enum SettingsError {
         "with a dir source, sidecars authenticate with --api-client-ca (workload certificates) or --sa-jwks and --sa-issuer (service-account tokens)"
     )]
     NoAuthentication,
+    /// One of the webhook certificate flags without the other.
+    #[error("--webhook-tls-cert and --webhook-tls-key go together (neither: no webhooks)")]
+    WebhookTls,
+    /// Unusable injection flags.
+    #[error(transparent)]
+    Inject(#[from] InjectConfigError),
+}
+
+/// The webhooks, when both certificate flags are given; the injection flags are read (and
+/// `--controller-ca` with them) only then.
+fn webhooks(cli: &Cli) -> Result<Option<WebhookSettings>, SettingsError> {
+    match (&cli.webhook_tls_cert, &cli.webhook_tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(WebhookSettings {
+            addr: cli.webhook_addr,
+            cert: cert.clone(),
+            key: key.clone(),
+            inject: InjectConfig::load(&cli.inject)?,
+        })),
+        _ => Err(SettingsError::WebhookTls),
+    }
 }
 
 fn api_security(cli: &Cli, source: &Source) -> Result<ApiSecurity, SettingsError> {
@@ -163,11 +215,66 @@ impl Settings {
         };
         Ok(Self {
             api_security: api_security(cli, &source)?,
+            webhooks: webhooks(cli)?,
             source,
             trust_domain: cli.trust_domain.clone(),
             api_addr: cli.api_addr,
             admin_addr: cli.admin_addr,
             source_poll: cli.source_poll.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(flags: &[&str]) -> Result<Settings, SettingsError> {
+        let base = [
+            "portcullis-controller",
+            "--source",
+            "dir:x",
+            "--api-plaintext",
+        ];
+        Settings::from_cli(&Cli::parse_from(base.iter().chain(flags)))
+    }
+
+    #[test]
+    fn webhooks_are_served_with_both_certificate_flags_and_off_with_neither() {
+        let on = settings(&["--webhook-tls-cert", "c", "--webhook-tls-key", "k"]).expect("on");
+        let w = on.webhooks.expect("webhooks");
+        assert_eq!(
+            (w.addr, w.cert, w.key),
+            (
+                "0.0.0.0:8443".parse().expect("addr"),
+                "c".into(),
+                "k".into()
+            )
+        );
+        assert_eq!(w.inject.policy_configmap, "portcullis-policy");
+        assert!(settings(&[]).expect("off").webhooks.is_none());
+        for half in [["--webhook-tls-cert", "c"], ["--webhook-tls-key", "k"]] {
+            let e = settings(&half).expect_err("half");
+            assert!(matches!(e, SettingsError::WebhookTls), "{e}");
+        }
+    }
+
+    #[test]
+    fn injection_flags_are_the_injectors_and_an_https_controller_needs_its_ca() {
+        let tls = ["--webhook-tls-cert", "c", "--webhook-tls-key", "k"];
+        let with = |more: &[&str]| settings(&[&tls[..], more].concat());
+        let s = with(&["--proxy-image", "reg/proxy:1", "--legacy-sidecar"]).expect("flags");
+        let inject = s.webhooks.expect("webhooks").inject;
+        assert_eq!(inject.proxy_image, "reg/proxy:1");
+        assert!(!inject.native_sidecar);
+        let e = with(&["--controller", "https://c:15012"]).expect_err("no ca");
+        assert_eq!(
+            e.to_string(),
+            "--controller https://c:15012: https needs --controller-ca"
+        );
+        let e = with(&["--controller-ca", "/nonexistent/ca.crt"]).expect_err("unreadable");
+        assert_eq!(e.to_string(), "--controller-ca /nonexistent/ca.crt");
+        // Off, the injection flags are not read.
+        assert!(settings(&["--controller", "https://c:15012"]).is_ok());
     }
 }

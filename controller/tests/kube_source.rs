@@ -68,6 +68,8 @@ fn collection(kind: &str) -> &'static str {
     match kind {
         "Namespace" => "/api/v1/namespaces",
         "Pod" => "/api/v1/pods",
+        "Service" => "/api/v1/services",
+        "EndpointSlice" => "/apis/discovery.k8s.io/v1/endpointslices",
         "AccessPolicy" => "/apis/portcullis.dev/v1alpha1/accesspolicies",
         _ => "/apis/networking.k8s.io/v1/networkpolicies",
     }
@@ -77,11 +79,16 @@ impl Fake {
     /// A server; `crd`: whether AccessPolicies are a served resource.
     fn new(crd: bool) -> Self {
         let mut objects = BTreeMap::new();
-        let kinds: &[&str] = if crd {
-            &["Namespace", "Pod", "NetworkPolicy", "AccessPolicy"]
-        } else {
-            &["Namespace", "Pod", "NetworkPolicy"]
-        };
+        let mut kinds = vec![
+            "Namespace",
+            "Pod",
+            "Service",
+            "EndpointSlice",
+            "NetworkPolicy",
+        ];
+        if crd {
+            kinds.push("AccessPolicy");
+        }
         for kind in kinds {
             objects.insert(collection(kind).to_string(), BTreeMap::new());
         }
@@ -215,13 +222,15 @@ fn answer(fake: &Fake, path: &str, query: &str) -> hyper::Response<Body> {
                 .iter()
                 .map(|e| line(&json!({"type": e.kind, "object": e.object})))
                 .collect();
-            let kind = if path.ends_with("pods") {
-                "Pod"
-            } else if path.ends_with("namespaces") {
-                "Namespace"
-            } else {
-                "NetworkPolicy"
-            };
+            let kind = [
+                ("pods", "Pod"),
+                ("namespaces", "Namespace"),
+                ("services", "Service"),
+                ("endpointslices", "EndpointSlice"),
+            ]
+            .into_iter()
+            .find(|(end, _)| path.ends_with(end))
+            .map_or("NetworkPolicy", |(_, kind)| kind);
             first.push(line(&json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": now.to_string()}}})));
             let rest = async_stream(move |tx| async move {
                 loop {
@@ -346,6 +355,7 @@ async fn start(fake: &Fake, api_security: ApiSecurity) -> (Controller, kube::Cli
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         source_poll: Duration::from_secs(2),
         api_security,
+        webhooks: None,
     })
     .await
     .expect("bind");
@@ -423,8 +433,8 @@ async fn the_kube_source_follows_lists_watches_and_relists_after_410() {
     let s = fake.0.lock().expect("lock");
     assert!(s.gone >= 1, "a watch was answered 410 Gone");
     assert!(
-        s.lists >= 4,
-        "three lists, then at least one relist: {}",
+        s.lists >= 6,
+        "five lists (namespaces, pods, services, endpointslices, networkpolicies), then at least one relist: {}",
         s.lists
     );
 }
@@ -515,4 +525,53 @@ async fn in_cluster_a_sidecars_token_is_reviewed_by_the_api_server() {
         json!({"token": "valid-a", "audiences": ["portcullis"]})
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn slice(ready: bool) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": "api-x1", "namespace": "x", "labels": {"kubernetes.io/service-name": "api"}},
+           "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+           "endpoints": [{"addresses": ["10.9.0.2"], "conditions": {"ready": ready},
+                          "targetRef": {"kind": "Pod", "name": "b", "namespace": "x"}}]})
+}
+
+#[tokio::test]
+async fn services_and_endpoint_slices_reach_every_view() {
+    let fake = Fake::new(false);
+    fake.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}));
+    fake.put(pod("a", "a", "10.9.0.1"));
+    fake.put(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "x"},
+                    "spec": {"clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7"], "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}));
+    fake.put(slice(true));
+    let rx = follow(&fake).await;
+    let endpoints = |rx: &tokio::sync::watch::Receiver<Arc<Versioned>>| {
+        let v = rx.borrow().view();
+        v.services
+            .iter()
+            .map(|s| {
+                let ends: Vec<String> = s
+                    .endpoints
+                    .iter()
+                    .map(|e| format!("{}@{}", e.pod, e.ips.join(",")))
+                    .collect();
+                format!(
+                    "{}/{} {} -> {}",
+                    s.namespace,
+                    s.name,
+                    s.cluster_ips.join(","),
+                    ends.join(" ")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    eventually("the Service and its endpoint are in x/a's view", || {
+        endpoints(&rx) == ["x/api 10.96.0.7 -> x/b@10.9.0.2"]
+    })
+    .await;
+    // The endpoint turns unready (a watch event): it leaves the view.
+    fake.put(slice(false));
+    eventually("the unready endpoint is gone", || {
+        endpoints(&rx) == ["x/api 10.96.0.7 -> "]
+    })
+    .await;
 }

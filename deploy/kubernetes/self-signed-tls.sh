@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Without cert-manager: makes a CA and the serving certificates of the injector and the
-# controller with openssl, stores them as Secrets portcullis-injector-tls and
-# portcullis-controller-tls (each with the CA as ca.crt) and writes the CA into the webhook's
-# caBundle.
+# Without cert-manager: makes a CA and the controller's serving certificate with openssl, stores
+# them as Secret portcullis-controller-tls (with the CA as ca.crt) and writes the CA into the
+# caBundle of both webhook configurations (injection and policy validation, both served by the
+# controller). One certificate serves the sidecar API (15012) and the webhooks (8443).
 # Run after `kubectl apply -k deploy/kubernetes`. Renew by running it again.
 set -euo pipefail
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
-  -subj "/CN=portcullis-injector-ca" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  -subj "/CN=portcullis-ca" -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
 # serve NAME SECRET: a certificate for NAME.portcullis-system.svc signed by the CA, as SECRET.
 serve() {
   local svc=$1.portcullis-system.svc
@@ -20,10 +20,16 @@ serve() {
     --from-file=tls.crt="$dir/$1.crt" --from-file=tls.key="$dir/$1.key" \
     --from-file=ca.crt="$dir/ca.crt" --dry-run=client -o yaml | kubectl apply -f -
 }
-serve portcullis-injector portcullis-injector-tls
 serve portcullis-controller portcullis-controller-tls
 ca=$(base64 -w0 < "$dir/ca.crt")
-for i in 0 1; do
-  kubectl patch mutatingwebhookconfiguration portcullis-injector --type=json \
-    -p "[{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$ca\"}]"
-done
+# cabundle KIND NAME: the CA into every webhook of that configuration.
+cabundle() {
+  local n i
+  n=$(kubectl get "$1" "$2" -o jsonpath='{range .webhooks[*]}x{end}')
+  for ((i = 0; i < ${#n}; i++)); do
+    kubectl patch "$1" "$2" --type=json \
+      -p "[{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$ca\"}]"
+  done
+}
+cabundle mutatingwebhookconfiguration portcullis-injector
+cabundle validatingwebhookconfiguration portcullis-policy-validation

@@ -179,3 +179,81 @@ impl ProxyConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::cli::{Cli, Command};
+    use super::*;
+
+    /// `run` with `--controller` and `extra`.
+    fn controller_settings(extra: &[&str]) -> Result<Option<ControllerTarget>, ConfigError> {
+        let mut argv = vec![
+            "portcullis-proxy",
+            "run",
+            "--pod-name",
+            "web",
+            "--pod-namespace",
+            "shop",
+        ];
+        argv.extend(extra);
+        let Command::Run(args) = Cli::try_parse_from(argv).expect("flags").command else {
+            panic!("not run");
+        };
+        ProxyConfig::from_args(&args).map(|c| c.controller)
+    }
+
+    #[test]
+    fn a_controller_over_https_is_verified_and_credentials_never_go_in_plaintext() {
+        let ca = std::env::temp_dir().join(format!("portcullis-ctl-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "PEM").expect("write");
+        let ca_path = ca.to_str().expect("utf-8");
+        let https = ["--controller", "https://ctl:15012"];
+        let target = controller_settings(
+            &[
+                &https[..],
+                &["--controller-ca", ca_path, "--controller-token", "/t"],
+            ]
+            .concat(),
+        )
+        .expect("valid")
+        .expect("target");
+        let tls = target.tls.expect("tls");
+        assert_eq!(
+            (tls.ca_pem.as_str(), tls.token.as_deref()),
+            ("PEM", Some(std::path::Path::new("/t")))
+        );
+        let inline =
+            controller_settings(&[&https[..], &["--controller-ca-pem", "INLINE"]].concat())
+                .expect("valid")
+                .and_then(|t| t.tls)
+                .expect("tls");
+        assert_eq!(inline.ca_pem, "INLINE");
+        let refused: [(&[&str], &str); 4] = [
+            (&https, "needs --controller-ca"),
+            (
+                &[
+                    "--controller",
+                    "http://ctl:15012",
+                    "--controller-token",
+                    "/t",
+                ],
+                "never sent over plaintext",
+            ),
+            (&["--controller", "ctl:15012"], "expected https://HOST:PORT"),
+            (
+                &[&https[..], &["--controller-ca", "/nonexistent/ca.pem"]].concat(),
+                "--controller-ca /nonexistent",
+            ),
+        ];
+        for (flags, want) in refused {
+            let err = controller_settings(flags).expect_err("refused");
+            assert!(err.to_string().contains(want), "{flags:?}: {err}");
+        }
+        let plain =
+            controller_settings(&["--controller", "http://127.0.0.1:15012"]).expect("testbed");
+        assert!(plain.expect("target").tls.is_none());
+        let _ = std::fs::remove_file(ca);
+    }
+}

@@ -126,3 +126,73 @@ fn a_cached_reread_parses_what_changed_and_reads_like_a_fresh_one() {
         assert_eq!(s.errors[0].line, 20, "{:?}", s.errors);
     }
 }
+
+const SERVICES: &str = r#"apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: web, namespace: shop}
+    spec:
+      clusterIP: 10.96.0.10
+      clusterIPs: [10.96.0.10, "fd00:96::10"]
+      ports: [{name: http, port: 80, targetPort: 8080}, {name: dns, port: 53, protocol: UDP}]
+  - apiVersion: v1
+    kind: Service
+    metadata: {name: db, namespace: shop}
+    spec: {clusterIP: None, ports: [{port: 5432}]}
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: {name: web-abc, namespace: shop, labels: {kubernetes.io/service-name: web}}
+    addressType: IPv4
+    ports: [{name: http, port: 8080, protocol: TCP}]
+    endpoints:
+      - {addresses: [10.0.1.1], conditions: {ready: true}, targetRef: {kind: Pod, name: web-1, namespace: shop}}
+      - {addresses: [10.0.1.2], targetRef: {kind: Pod, name: web-2}}
+      - {addresses: [10.0.1.3], conditions: {ready: false, terminating: true}, targetRef: {kind: Pod, name: web-3}}
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: {name: orphan, namespace: shop}
+    addressType: IPv4
+    endpoints: [{addresses: [10.0.9.9]}]
+"#;
+
+#[test]
+fn services_and_their_ready_endpoints_are_read() {
+    let s = Snapshot::parse(&[("svc.yaml".into(), SERVICES.into())]);
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let c = &s.cluster;
+    assert_eq!(c.services.len(), 2);
+    let web = &c.services[0];
+    let ips: Vec<String> = web.cluster_ips.iter().map(ToString::to_string).collect();
+    assert_eq!(ips, ["10.96.0.10", "fd00:96::10"]);
+    let ports: Vec<(&str, u16, &str)> = web
+        .ports
+        .iter()
+        .map(|p| (p.name.as_str(), p.port, p.protocol.as_str()))
+        .collect();
+    assert_eq!(ports, [("http", 80, "TCP"), ("dns", 53, "UDP")]);
+    assert!(
+        c.services[1].cluster_ips.is_empty(),
+        "headless: no cluster address"
+    );
+    let endpoints: Vec<(String, Option<&str>, u16)> = c
+        .endpoints(web)
+        .map(|(e, ports)| (e.ips[0].to_string(), e.pod.as_deref(), ports[0].port))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            ("10.0.1.1".to_string(), Some("shop/web-1"), 8080),
+            ("10.0.1.2".to_string(), Some("shop/web-2"), 8080),
+        ],
+        "the unready, terminating endpoint is none; the unlabelled slice belongs to nobody"
+    );
+    assert_eq!(c.endpoint_slices.len(), 1);
+    // The same through the cache, document by document.
+    let mut cache = DocumentCache::default();
+    let multi = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n";
+    let a = Snapshot::parse_cached(&[("m.yaml".into(), multi.into())], &mut cache);
+    let b = Snapshot::parse_cached(&[("m.yaml".into(), multi.into())], &mut cache);
+    assert_eq!((a.cluster.services.len(), &a.cluster), (1, &b.cluster));
+}

@@ -218,3 +218,45 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn every_view_carries_the_services_and_their_ready_endpoints() {
+    let service = |ready: bool| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: y}}\nspec: {{clusterIP: 10.96.0.1, ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: api-1, namespace: y, labels: {{kubernetes.io/service-name: api}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [10.0.2.1], targetRef: {{kind: Pod, name: a}}}}, {{addresses: [10.0.2.2], conditions: {{ready: {ready}}}, targetRef: {{kind: Pod, name: b}}}}]\n"
+        )
+    };
+    let mut index = Index::default();
+    index.update(&snapshot(&format!("{POLICIES}{}", service(true)), "b"));
+    let xa = index.get(&("x".into(), "a".into()));
+    assert_eq!(xa.services.len(), 1);
+    let api = &xa.services[0];
+    assert_eq!(
+        (api.cluster_ips.as_slice(), api.ports[0].port),
+        (&["10.96.0.1".to_string()][..], 80)
+    );
+    let endpoints: Vec<(&str, &str, u32)> = api
+        .endpoints
+        .iter()
+        .map(|e| (e.ips[0].as_str(), e.pod.as_str(), e.ports[0].port))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [("10.0.2.1", "y/a", 8080), ("10.0.2.2", "y/b", 8080)]
+    );
+    // y/b becomes unready: every view changes, none recomputes its selections.
+    let changed = index.update(&snapshot(&format!("{POLICIES}{}", service(false)), "b"));
+    assert_eq!((changed.len(), index.recomputed()), (9, 0));
+    assert_eq!(
+        index.get(&("z".into(), "c".into())).services[0]
+            .endpoints
+            .len(),
+        1
+    );
+    assert!(
+        index
+            .get(&("x".into(), "nobody".into()))
+            .services
+            .is_empty()
+    );
+}

@@ -1,5 +1,6 @@
 //! The `kube` source: the API server, watched with kube-rs (a reflector per kind: Namespaces,
-//! Pods, NetworkPolicies, and AccessPolicies where their CRD is installed). A thin adapter — every change rebuilds the snapshot from the
+//! Pods, Services, EndpointSlices, NetworkPolicies, and AccessPolicies where their CRD is
+//! installed). A thin adapter — every change rebuilds the snapshot from the
 //! reflectors' stores through the same [`Snapshot`] reader a `dir` source uses, and publishes
 //! it once all the stores have listed (not before: a half-listed cluster would admit too much
 //! or too little). Relists (410 Gone), reconnects and backoff are kube-runtime's.
@@ -8,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
@@ -24,6 +26,8 @@ use crate::publish::Publisher;
 struct Stores {
     namespaces: Store<Namespace>,
     pods: Store<Pod>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
     policies: Store<NetworkPolicy>,
     access: Option<Store<DynamicObject>>,
 }
@@ -73,6 +77,28 @@ fn snapshot(stores: &Stores) -> Snapshot {
         add(
             format!("Pod {}", name_of(&pod.metadata)),
             serde_json::to_value(&*pod),
+        );
+    }
+    let mut services = stores.services.state();
+    services.sort_by_key(|s| name_of(&s.metadata));
+    for svc in services {
+        add(
+            format!("Service {}", name_of(&svc.metadata)),
+            serde_json::to_value(&*svc).map(|mut v| {
+                v["kind"] = "Service".into();
+                v
+            }),
+        );
+    }
+    let mut slices = stores.slices.state();
+    slices.sort_by_key(|s| name_of(&s.metadata));
+    for slice in slices {
+        add(
+            format!("EndpointSlice {}", name_of(&slice.metadata)),
+            serde_json::to_value(&*slice).map(|mut v| {
+                v["kind"] = "EndpointSlice".into();
+                v
+            }),
         );
     }
     let mut policies = stores.policies.state();
@@ -154,6 +180,8 @@ async fn access_policies(
 pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
     let (namespaces, ns_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
+    let (services, svc_writer) = reflector::store();
+    let (slices, slice_writer) = reflector::store();
     let (policies, np_writer) = reflector::store();
     let changed = Arc::new(Notify::new());
     tokio::spawn(reflect(
@@ -167,6 +195,16 @@ pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
         changed.clone(),
     ));
     tokio::spawn(reflect(
+        Api::<Service>::all(client.clone()),
+        svc_writer,
+        changed.clone(),
+    ));
+    tokio::spawn(reflect(
+        Api::<EndpointSlice>::all(client.clone()),
+        slice_writer,
+        changed.clone(),
+    ));
+    tokio::spawn(reflect(
         Api::<NetworkPolicy>::all(client.clone()),
         np_writer,
         changed.clone(),
@@ -175,12 +213,16 @@ pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
     let stores = Stores {
         namespaces,
         pods,
+        services,
+        slices,
         policies,
         access,
     };
     let mut ready = vec![
         stores.namespaces.wait_until_ready().await.is_ok(),
         stores.pods.wait_until_ready().await.is_ok(),
+        stores.services.wait_until_ready().await.is_ok(),
+        stores.slices.wait_until_ready().await.is_ok(),
         stores.policies.wait_until_ready().await.is_ok(),
     ];
     if let Some(a) = &stores.access {

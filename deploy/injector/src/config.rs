@@ -1,5 +1,6 @@
 //! Flags of `portcullis-injector`, validated once into [`InjectConfig`] (what goes into pods)
-//! and the server settings.
+//! and the server settings. The injection flags are [`InjectArgs`], which `portcullis-controller`
+//! flattens into its own flags too (it serves `/mutate` with this crate).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,14 @@ pub struct Args {
     /// How often the certificate files are checked for changes (seconds).
     #[arg(long, default_value_t = 5, env = "PORTCULLIS_CERT_POLL")]
     pub cert_poll: u64,
+    /// What goes into pods.
+    #[command(flatten)]
+    pub inject: InjectArgs,
+}
+
+/// The injection flags: what goes into pods (each also read from `PORTCULLIS_<FLAG>`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InjectArgs {
     /// Image of the sidecar.
     #[arg(
         long,
@@ -74,7 +83,7 @@ pub struct Args {
     /// The bundle that verifies the controller's serving certificate (PEM); injected inline
     /// into every sidecar. Needed for an `https://` --controller.
     #[arg(long, env = "PORTCULLIS_CONTROLLER_CA")]
-    pub controller_ca: Option<std::path::PathBuf>,
+    pub controller_ca: Option<PathBuf>,
     /// Namespaces never injected.
     #[arg(
         long,
@@ -138,9 +147,25 @@ pub struct InjectConfig {
     pub proxy_memory_limit: String,
 }
 
+/// Why the injection flags cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectConfigError {
+    /// `--controller-ca` cannot be read.
+    #[error("--controller-ca {}", .path.display())]
+    ControllerCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An `https://` controller without the bundle that verifies it.
+    #[error("--controller {0}: https needs --controller-ca")]
+    NoControllerCa(String),
+}
+
 impl InjectConfig {
-    /// From the flags.
-    pub fn from_args(a: &Args) -> Self {
+    /// From the flags, without reading `--controller-ca` (`controller_ca_pem` stays empty).
+    pub fn from_args(a: &InjectArgs) -> Self {
         Self {
             version: env!("CARGO_PKG_VERSION").to_string(),
             proxy_image: a.proxy_image.clone(),
@@ -163,9 +188,27 @@ impl InjectConfig {
         }
     }
 
+    /// From the flags, with the `--controller-ca` bundle read; an `https://` `--controller`
+    /// without one is an error (its sidecars could not verify the controller).
+    pub fn load(a: &InjectArgs) -> Result<Self, InjectConfigError> {
+        let mut cfg = Self::from_args(a);
+        if let Some(path) = &a.controller_ca {
+            cfg.controller_ca_pem = std::fs::read_to_string(path).map_err(|source| {
+                InjectConfigError::ControllerCa {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        if cfg.controller.starts_with("https://") && cfg.controller_ca_pem.is_empty() {
+            return Err(InjectConfigError::NoControllerCa(cfg.controller));
+        }
+        Ok(cfg)
+    }
+
     /// The defaults, as the flags give them (tests and examples).
     pub fn defaults() -> Self {
         let a = Args::parse_from(["portcullis-injector", "--tls-cert", "c", "--tls-key", "k"]);
-        Self::from_args(&a)
+        Self::from_args(&a.inject)
     }
 }

@@ -10,23 +10,12 @@ use portcullis_injector::config::{Args, InjectConfig};
 use portcullis_injector::tls::CertStore;
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = Arc::new(InjectConfig::load(&args.inject)?);
     let store = Arc::new(CertStore::load(&args.tls_cert, &args.tls_key)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("bind {}", args.listen))?;
     tracing::info!(listen = %args.listen, "serving /mutate and /healthz");
-    let mut cfg = InjectConfig::from_args(&args);
-    if let Some(path) = &args.controller_ca {
-        cfg.controller_ca_pem = std::fs::read_to_string(path)
-            .with_context(|| format!("--controller-ca {}", path.display()))?;
-    }
-    if cfg.controller.starts_with("https://") && cfg.controller_ca_pem.is_empty() {
-        anyhow::bail!(
-            "--controller {}: https needs --controller-ca",
-            cfg.controller
-        );
-    }
-    let cfg = Arc::new(cfg);
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -1,6 +1,8 @@
-//! The HTTPS shell: `POST /mutate` (AdmissionReview), `GET /healthz`; HTTP/2 or HTTP/1.1 over
-//! rustls; request bodies capped; every review logged with its outcome; certificate files
-//! polled for renewal; SIGTERM stops accepting and lets requests in flight finish.
+//! The HTTPS shell: `POST` routes (the injector's own: `/mutate`, the AdmissionReview),
+//! `GET /healthz`; HTTP/2 or HTTP/1.1 over rustls; request bodies capped; every review logged
+//! with its outcome; certificate files polled for renewal; shutdown stops accepting and lets
+//! requests in flight finish. Other webhook servers (`portcullis-controller`) reuse the shell
+//! with their own [`Routes`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,52 +24,118 @@ use crate::tls::CertStore;
 /// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    if let Ok(v) = http::HeaderValue::from_str(content_type) {
-        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
-    }
-    r
+/// An answer to a `POST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// Its `content-type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
-async fn handle(req: Request<Incoming>, cfg: Arc<InjectConfig>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-        (&Method::POST, "/mutate") => {
+impl Reply {
+    /// `200` with a JSON body (an AdmissionReview).
+    pub fn json(body: &serde_json::Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            content_type: "application/json",
+            body: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
+    /// A plain-text answer.
+    pub fn text(status: StatusCode, body: &str) -> Self {
+        Self {
+            status,
+            content_type: "text/plain",
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// The `POST` routes of a webhook server; `GET /healthz`, body limits and `404` are the
+/// shell's.
+pub trait Routes: Send + Sync + 'static {
+    /// The answer to a `POST` of `body` (at most [`MAX_BODY`] bytes) to `path`; `None`: `404`.
+    fn post(&self, path: &str, body: &[u8]) -> Option<Reply>;
+}
+
+/// The injector's routes: `POST /mutate`.
+#[derive(Debug, Clone)]
+pub struct Mutate(pub Arc<InjectConfig>);
+
+impl Routes for Mutate {
+    fn post(&self, path: &str, body: &[u8]) -> Option<Reply> {
+        (path == "/mutate").then(|| mutate(body, &self.0))
+    }
+}
+
+/// Answers a `/mutate` body: the review, logged with its outcome.
+pub fn mutate(body: &[u8], cfg: &InjectConfig) -> Reply {
+    let answer = review(body, cfg);
+    match &answer.outcome {
+        Outcome::Malformed(why) => {
+            tracing::error!(%why, "malformed AdmissionReview; allowed without a patch")
+        }
+        Outcome::Denied(why) => tracing::warn!(%why, "pod refused"),
+        Outcome::Skipped(why) => tracing::info!(%why, "pod not injected"),
+        Outcome::Injected(n) => tracing::info!(operations = n, "pod injected"),
+        Outcome::Ignored => tracing::debug!("not a Pod CREATE"),
+    }
+    Reply::json(&answer.body)
+}
+
+fn reply(r: Reply) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+    *resp.status_mut() = r.status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(r.content_type),
+    );
+    resp
+}
+
+async fn handle<R: Routes>(req: Request<Incoming>, routes: Arc<R>) -> Response<Full<Bytes>> {
+    let not_found = || Reply::text(StatusCode::NOT_FOUND, "not found\n");
+    match req.method().clone() {
+        Method::GET if req.uri().path() == "/healthz" => reply(Reply::text(StatusCode::OK, "ok\n")),
+        Method::POST => {
+            let path = req.uri().path().to_string();
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
                     tracing::error!(error = %e, "unreadable AdmissionReview body");
-                    return reply(
+                    return reply(Reply::text(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        "text/plain",
-                        b"body too large or unreadable\n".to_vec(),
-                    );
+                        "body too large or unreadable\n",
+                    ));
                 }
             };
-            let answer = review(&body, &cfg);
-            match &answer.outcome {
-                Outcome::Malformed(why) => {
-                    tracing::error!(%why, "malformed AdmissionReview; allowed without a patch")
-                }
-                Outcome::Denied(why) => tracing::warn!(%why, "pod refused"),
-                Outcome::Skipped(why) => tracing::info!(%why, "pod not injected"),
-                Outcome::Injected(n) => tracing::info!(operations = n, "pod injected"),
-                Outcome::Ignored => tracing::debug!("not a Pod CREATE"),
-            }
-            let bytes = serde_json::to_vec(&answer.body).unwrap_or_default();
-            reply(StatusCode::OK, "application/json", bytes)
+            reply(routes.post(&path, &body).unwrap_or_else(not_found))
         }
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
+        _ => reply(not_found()),
     }
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves the injector's routes until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<CertStore>,
     cfg: Arc<InjectConfig>,
+    cert_poll: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), rustls::Error> {
+    serve_routes(listener, store, Arc::new(Mutate(cfg)), cert_poll, shutdown).await
+}
+
+/// Serves `routes` until `shutdown` resolves, answering with `store`'s certificate (checked
+/// for renewal every `cert_poll`).
+pub async fn serve_routes<R: Routes>(
+    listener: TcpListener,
+    store: Arc<CertStore>,
+    routes: Arc<R>,
     cert_poll: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), rustls::Error> {
@@ -106,7 +174,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let acceptor = acceptor.clone();
-        let cfg = cfg.clone();
+        let routes = routes.clone();
         tracker.spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -118,8 +186,8 @@ pub async fn serve(
                     Err(_) => return,
                 };
             let svc = hyper::service::service_fn(move |req| {
-                let cfg = cfg.clone();
-                async move { Ok::<_, Infallible>(handle(req, cfg).await) }
+                let routes = routes.clone();
+                async move { Ok::<_, Infallible>(handle(req, routes).await) }
             });
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)

@@ -1,6 +1,6 @@
 //! The Kubernetes manifests in deploy/kubernetes: every resource the kustomization lists
 //! validates strictly against 1.33 with `kubernetes-validate` (fails loudly if it is missing),
-//! every manifest is listed, and the webhook points at what the injector serves.
+//! every manifest is listed, and the webhooks point at what the controller serves.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -56,15 +56,45 @@ fn every_listed_manifest_validates_strictly_against_1_33() {
 }
 
 #[test]
-fn the_webhook_matches_the_injector() {
-    let webhook =
+fn the_webhooks_point_at_what_the_controller_serves() {
+    let mutating =
         std::fs::read_to_string(dir().join("mutatingwebhookconfiguration.yaml")).expect("read");
-    assert_eq!(webhook.matches("path: /mutate").count(), 2);
-    assert_eq!(webhook.matches("sideEffects: None").count(), 2);
-    assert!(webhook.contains("reinvocationPolicy: IfNeeded"));
-    let deployment = std::fs::read_to_string(dir().join("deployment.yaml")).expect("read");
-    assert!(deployment.contains("containerPort: 8443"));
-    assert!(deployment.contains("path: /healthz"));
-    let service = std::fs::read_to_string(dir().join("service.yaml")).expect("read");
-    assert!(service.contains("port: 443") && service.contains("targetPort: https"));
+    assert_eq!(mutating.matches("path: /mutate").count(), 2);
+    assert_eq!(mutating.matches("sideEffects: None").count(), 2);
+    assert_eq!(
+        mutating
+            .matches("service:\n        name: portcullis-controller\n")
+            .count(),
+        2
+    );
+    assert!(mutating.contains("reinvocationPolicy: IfNeeded"));
+    let validating =
+        std::fs::read_to_string(dir().join("validatingwebhookconfiguration.yaml")).expect("read");
+    assert_eq!(validating.matches("path: /validate").count(), 2);
+    assert_eq!(validating.matches("sideEffects: None").count(), 2);
+    assert_eq!(
+        validating
+            .matches("service:\n        name: portcullis-controller\n")
+            .count(),
+        2
+    );
+    for resource in ["networkpolicies", "accesspolicies", "configmaps"] {
+        assert!(
+            validating.contains(&format!("resources: [\"{resource}\"]")),
+            "{resource}"
+        );
+    }
+    assert!(
+        validating.contains("failurePolicy: Fail") && validating.contains("failurePolicy: Ignore")
+    );
+    for webhooks in [&mutating, &validating] {
+        assert!(webhooks.contains("inject-ca-from: portcullis-system/portcullis-controller"));
+    }
+    let controller = std::fs::read_to_string(dir().join("controller.yaml")).expect("read");
+    assert!(controller.contains("containerPort: 8443"));
+    assert!(
+        controller.contains("--webhook-tls-cert=") && controller.contains("--webhook-tls-key=")
+    );
+    assert!(controller.contains("--controller-ca=") && controller.contains("--proxy-image="));
+    assert!(controller.contains("port: 443") && controller.contains("targetPort: webhook"));
 }

@@ -53,8 +53,13 @@ fn validate(name: &str, pod: &Value) {
     if pod["metadata"]["name"].is_null() {
         pod["metadata"]["name"] = Value::String("web-7d4b9c-x2x9z".into());
     }
-    let file =
-        std::env::temp_dir().join(format!("portcullis-injector-{}-{name}", std::process::id()));
+    // One file per call: tests run in parallel and several validate the same review's pod.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!(
+        "portcullis-injector-{}-{n}-{name}",
+        std::process::id()
+    ));
     std::fs::write(&file, serde_json::to_vec_pretty(&pod).expect("json")).expect("write");
     let out = Command::new("kubernetes-validate")
         .args(["--strict", "-k", "1.33.0"])

@@ -1,5 +1,6 @@
 //! A view from the controller as compile inputs: the workload facts (labels, named ports,
-//! namespace), the cluster its selectors resolve against, and its policy documents. Pure.
+//! namespace), the cluster its selectors resolve against (and its Services with their ready
+//! endpoints), and its policy documents. Pure.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use portcullis_api::v1;
 use portcullis_config::CompileContext;
-use portcullis_config::cluster::{Cluster, Pod};
+use portcullis_config::cluster::{Cluster, Endpoint, EndpointSlice, Pod, Service, ServicePort};
 use portcullis_config::workload::NamedPort;
 
 /// What a view gives the compiler.
@@ -74,6 +75,62 @@ fn pod(p: &v1::Pod) -> Result<Pod, ViewError> {
     })
 }
 
+fn address(owner: &str, ip: &str) -> Result<IpAddr, ViewError> {
+    ip.parse()
+        .map_err(|_| ViewError::Address(owner.to_string(), ip.to_string()))
+}
+
+fn service_ports(list: &[v1::ServicePort]) -> Result<Vec<ServicePort>, ViewError> {
+    list.iter()
+        .map(|p| {
+            Ok(ServicePort {
+                name: p.name.clone(),
+                port: u16::try_from(p.port)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ViewError::Port(p.name.clone(), p.port))?,
+                protocol: p.protocol.clone(),
+            })
+        })
+        .collect()
+}
+
+/// A Service, and its endpoints as one slice each (each carries its own ports).
+fn service(s: &v1::Service) -> Result<(Service, Vec<EndpointSlice>), ViewError> {
+    let owner = format!("service {}/{}", s.namespace, s.name);
+    let cluster_ips = s
+        .cluster_ips
+        .iter()
+        .map(|ip| address(&owner, ip))
+        .collect::<Result<_, _>>()?;
+    let slices = s
+        .endpoints
+        .iter()
+        .map(|e| {
+            Ok(EndpointSlice {
+                namespace: s.namespace.clone(),
+                service: s.name.clone(),
+                ports: service_ports(&e.ports)?,
+                endpoints: vec![Endpoint {
+                    ips: e
+                        .ips
+                        .iter()
+                        .map(|ip| address(&owner, ip))
+                        .collect::<Result<_, _>>()?,
+                    pod: (!e.pod.is_empty()).then(|| e.pod.clone()),
+                }],
+            })
+        })
+        .collect::<Result<_, ViewError>>()?;
+    let svc = Service {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        cluster_ips,
+        ports: service_ports(&s.ports)?,
+    };
+    Ok((svc, slices))
+}
+
 /// Reads a view.
 pub fn inputs(view: &v1::View) -> Result<ViewInputs, ViewError> {
     let workload = view
@@ -81,14 +138,20 @@ pub fn inputs(view: &v1::View) -> Result<ViewInputs, ViewError> {
         .as_ref()
         .filter(|_| view.known)
         .ok_or(ViewError::Unknown)?;
-    let cluster = Cluster {
+    let mut cluster = Cluster {
         namespaces: view
             .namespaces
             .iter()
             .map(|n| (n.name.clone(), n.labels.clone().into_iter().collect()))
             .collect(),
         pods: view.pods.iter().map(pod).collect::<Result<_, _>>()?,
+        ..Cluster::default()
     };
+    for s in &view.services {
+        let (svc, slices) = service(s)?;
+        cluster.services.push(svc);
+        cluster.endpoint_slices.extend(slices);
+    }
     Ok(ViewInputs {
         version: view.version,
         hash: view.hash.clone(),
@@ -104,4 +167,55 @@ pub fn inputs(view: &v1::View) -> Result<ViewInputs, ViewError> {
             .map(|d| (d.origin.clone(), d.yaml.clone()))
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(ip: &str) -> v1::View {
+        let port = |n: &str, p: u32| v1::ServicePort {
+            name: n.into(),
+            port: p,
+            protocol: "TCP".into(),
+        };
+        v1::View {
+            known: true,
+            workload: Some(v1::Workload {
+                namespace: "shop".into(),
+                pod: "web".into(),
+                ..v1::Workload::default()
+            }),
+            services: vec![v1::Service {
+                namespace: "shop".into(),
+                name: "api".into(),
+                cluster_ips: vec!["10.96.0.1".into()],
+                ports: vec![port("http", 80)],
+                endpoints: vec![v1::Endpoint {
+                    ips: vec![ip.into()],
+                    ports: vec![port("http", 8080)],
+                    pod: "shop/api-1".into(),
+                }],
+            }],
+            ..v1::View::default()
+        }
+    }
+
+    #[test]
+    fn services_and_endpoints_reach_the_cluster_model() {
+        let read = inputs(&view("10.0.1.1")).expect("inputs");
+        let cluster = read.ctx.cluster.expect("cluster");
+        let api = &cluster.services[0];
+        assert_eq!((api.name.as_str(), api.ports[0].port), ("api", 80));
+        let endpoints: Vec<(String, Option<String>, u16)> = cluster
+            .endpoints(api)
+            .map(|(e, ports)| (e.ips[0].to_string(), e.pod.clone(), ports[0].port))
+            .collect();
+        assert_eq!(
+            endpoints,
+            [("10.0.1.1".into(), Some("shop/api-1".into()), 8080)]
+        );
+        let err = inputs(&view("10.0.1")).expect_err("bad address");
+        assert!(err.to_string().contains("service shop/api"), "{err}");
+    }
 }

@@ -114,11 +114,24 @@ async fn controller(dir: &Path, creds: &Path) -> (Controller, String) {
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         source_poll: Duration::from_millis(50),
         api_security: credentials(creds),
+        webhooks: None,
     })
     .await
     .expect("controller");
     let url = format!("https://{}", controller.api_addr().expect("addr"));
     (controller, url)
+}
+
+/// A controller as [`controller`] makes it, running, its first snapshot applied; its API URL.
+async fn running(dir: &Path, creds: &Path) -> String {
+    let (controller, url) = controller(dir, creds).await;
+    let publisher = controller.publisher.clone();
+    tokio::spawn(controller.run());
+    eventually("the controller applied its source", async || {
+        publisher.is_ready()
+    })
+    .await;
+    url
 }
 
 fn temp(name: &str) -> PathBuf {
@@ -260,8 +273,7 @@ async fn the_api_serves_a_workload_only_its_own_view() {
     let dir = temp("ctl-auth");
     write(&dir, "c");
     let creds = dir.join("creds");
-    let (controller, url) = controller(&dir, &creds).await;
-    tokio::spawn(controller.run());
+    let url = running(&dir, &creds).await;
     let token =
         |pod: &str| std::fs::read_to_string(creds.join("sa/tokens/x").join(pod)).expect("t");
     let mut anonymous = client(&url, &creds, None).await;
@@ -346,10 +358,9 @@ async fn a_watch_ends_when_its_token_expires() {
     let dir = temp("ctl-expiry");
     write(&dir, "c");
     let creds = dir.join("creds");
-    let (controller, url) = controller(&dir, &creds).await;
-    tokio::spawn(controller.run());
+    let url = running(&dir, &creds).await;
     let pod = ["x/a=default".parse().expect("pod")];
-    let short = write_tokens(&creds, ISSUER, &pod, Duration::from_secs(2)).expect("token");
+    let short = write_tokens(&creds, ISSUER, &pod, Duration::from_secs(3)).expect("token");
     let short = std::fs::read_to_string(&short[0]).expect("token");
     let mut anonymous = client(&url, &creds, None).await;
     let mut request = tonic::Request::new(v1::WatchRequest {
@@ -360,10 +371,17 @@ async fn a_watch_ends_when_its_token_expires() {
     request.metadata_mut().insert("authorization", bearer);
     let started = std::time::Instant::now();
     let mut stream = anonymous.watch(request).await.expect("watch").into_inner();
-    stream.message().await.expect("first").expect("view");
-    let end = tokio::time::timeout(Duration::from_secs(10), stream.message())
-        .await
-        .expect("ends");
+    // Views (an unknown one first if the controller has not read its source yet) until the
+    // stream ends.
+    let mut known = false;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+            Ok(Ok(Some(view))) => known |= view.known,
+            Ok(other) => break other,
+            Err(_) => panic!("the watch did not end"),
+        }
+    };
+    assert!(known, "the pod's view was served before the token expired");
     assert_eq!(
         end.err().map(|e| e.code()),
         Some(tonic::Code::Unauthenticated)

@@ -1,0 +1,121 @@
+//! The admission webhooks on `--webhook-addr` (HTTPS, 8443): `POST /mutate` is the injector's
+//! review (the `portcullis-injector` library), `POST /validate` is [`validate`] (policy objects
+//! checked at admission with the config crate), `GET /healthz`. The HTTPS shell — rustls with
+//! the serving certificate re-read on renewal, capped bodies, graceful stop — is the injector's.
+
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use portcullis_injector::config::InjectConfig;
+use portcullis_injector::server::{Reply, Routes, mutate, serve_routes};
+use portcullis_injector::tls::{CertStore, TlsError};
+use tokio::net::TcpListener;
+
+use crate::settings::WebhookSettings;
+use validate::{Outcome, validate};
+
+/// How often the serving certificate files are checked for a renewal.
+pub const CERT_POLL: Duration = Duration::from_secs(5);
+
+/// What the webhooks answer with.
+#[derive(Debug)]
+struct Webhooks {
+    inject: Arc<InjectConfig>,
+}
+
+impl Routes for Webhooks {
+    fn post(&self, path: &str, body: &[u8]) -> Option<Reply> {
+        match path {
+            "/mutate" => Some(mutate(body, &self.inject)),
+            "/validate" => Some(validation(body, &self.inject.policy_configmap)),
+            _ => None,
+        }
+    }
+}
+
+/// Answers a `/validate` body, logged with its outcome; `400` for what is no AdmissionReview.
+fn validation(body: &[u8], policy_configmap: &str) -> Reply {
+    match validate(body, policy_configmap) {
+        Ok(answer) => {
+            match &answer.outcome {
+                Outcome::Allowed { object, warnings } => {
+                    tracing::info!(%object, warnings, "policy admitted")
+                }
+                Outcome::Denied { object, message } => {
+                    tracing::warn!(%object, %message, "policy refused")
+                }
+                Outcome::Ignored => tracing::debug!("not a policy write"),
+            }
+            Reply::json(&answer.body)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "not an AdmissionReview");
+            Reply::text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
+        }
+    }
+}
+
+/// The webhook server, bound and with its certificate loaded.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    store: Arc<CertStore>,
+    routes: Arc<Webhooks>,
+}
+
+/// Why the webhook server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The address cannot be bound.
+    #[error("binding the webhooks' {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The serving certificate does not load.
+    #[error("the webhooks' TLS")]
+    Tls(#[source] TlsError),
+}
+
+impl Server {
+    /// Loads the certificate (a bad pair is an error now, not at the first review) and binds.
+    pub async fn bind(settings: &WebhookSettings) -> Result<Self, WebhookError> {
+        let store = CertStore::load(&settings.cert, &settings.key).map_err(WebhookError::Tls)?;
+        let listener =
+            TcpListener::bind(settings.addr)
+                .await
+                .map_err(|source| WebhookError::Bind {
+                    addr: settings.addr,
+                    source,
+                })?;
+        Ok(Self {
+            listener,
+            store: Arc::new(store),
+            routes: Arc::new(Webhooks {
+                inject: Arc::new(settings.inject.clone()),
+            }),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves (requests in flight then finish, up to 10 s).
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), rustls::Error> {
+        if let Ok(addr) = self.local_addr() {
+            tracing::info!(%addr, "serving the admission webhooks: /mutate, /validate, /healthz");
+        }
+        serve_routes(self.listener, self.store, self.routes, CERT_POLL, shutdown).await
+    }
+}
