@@ -57,8 +57,8 @@ impl Api {
             .extensions()
             .get::<PeerCertificate>()
             .and_then(|p| p.0.clone());
-        if let Some(id) = certificate {
-            return Ok(Some(Caller::Certificate(id)));
+        if let Some((id, until)) = certificate {
+            return Ok(Some(Caller::Certificate(id, Some(until))));
         }
         let Some(header) = request.metadata().get("authorization") else {
             return Ok(None);

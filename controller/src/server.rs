@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::tls::{Acceptor, TlsError};
-use crate::api::tokens::{JwksError, JwksFile, TokenVerifier};
+use crate::api::tokens::{JwksError, JwksFile, Reviewer, TokenVerifier};
 use crate::api::{Api, Authentication};
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
@@ -164,7 +164,7 @@ impl Controller {
                 },
                 None,
                 Some(client),
-            ) => Authentication::Callers(TokenVerifier::Review(client)),
+            ) => Authentication::Callers(TokenVerifier::Review(Reviewer::new(client))),
             (
                 ApiSecurity::Tls {
                     tokens: TokenCheck::Review,
@@ -178,7 +178,10 @@ impl Controller {
             _ => Authentication::Callers(TokenVerifier::Refuse),
         };
         tracing::info!(trust_domain = %self.settings.trust_domain, tls = self.tls.is_some(), "serving");
+        // Keepalives find the connections of sidecars that went away without a word.
         let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .add_service(Api::new(self.publisher, authentication));
         match self.tls {
             Some(acceptor) => {

@@ -148,6 +148,11 @@ pub enum SettingsError {
     /// `--source`.
     #[error("--source {0:?}: expected kube or dir:PATH")]
     Source(String),
+    /// A trust domain that SPIFFE IDs cannot carry.
+    #[error(
+        "--trust-domain {0:?}: expected a name such as cluster.local (letters, digits, '.', '-', '_')"
+    )]
+    TrustDomain(String),
     /// Neither TLS nor an explicit plaintext API.
     #[error(
         "the sidecar API needs --api-tls-cert and --api-tls-key (or, for a local testbed, --api-plaintext)"
@@ -179,6 +184,16 @@ fn webhooks(cli: &Cli) -> Result<Option<WebhookSettings>, SettingsError> {
         })),
         _ => Err(SettingsError::WebhookTls),
     }
+}
+
+/// A SPIFFE trust domain: lowercase letters, digits, `.`, `-`, `_`, not empty.
+fn trust_domain(td: &str) -> Result<String, SettingsError> {
+    let ok = !td.is_empty()
+        && td
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    ok.then(|| td.to_string())
+        .ok_or_else(|| SettingsError::TrustDomain(td.to_string()))
 }
 
 fn api_security(cli: &Cli, source: &Source) -> Result<ApiSecurity, SettingsError> {
@@ -217,7 +232,7 @@ impl Settings {
             api_security: api_security(cli, &source)?,
             webhooks: webhooks(cli)?,
             source,
-            trust_domain: cli.trust_domain.clone(),
+            trust_domain: trust_domain(&cli.trust_domain)?,
             api_addr: cli.api_addr,
             admin_addr: cli.admin_addr,
             source_poll: cli.source_poll.into(),
@@ -276,5 +291,55 @@ mod tests {
         assert_eq!(e.to_string(), "--controller-ca /nonexistent/ca.crt");
         // Off, the injection flags are not read.
         assert!(settings(&["--controller", "https://c:15012"]).is_ok());
+    }
+
+    #[test]
+    fn the_api_is_tls_with_a_way_to_authenticate_unless_plaintext_is_asked_for() {
+        let tls = ["--api-tls-cert", "c.pem", "--api-tls-key", "k.pem"];
+        let kinds: [(&[&str], Result<&str, &str>); 7] = [
+            (&["--api-plaintext"], Ok("plaintext")),
+            (&[], Err("needs --api-tls-cert")),
+            (&tls, Err("sidecars authenticate with")),
+            (
+                &[&tls[..], &["--api-client-ca", "ca.pem"]].concat(),
+                Ok("refuse"),
+            ),
+            (
+                &[&tls[..], &["--sa-jwks", "j", "--sa-issuer", "https://i"]].concat(),
+                Ok("jwks"),
+            ),
+            (
+                &["--api-plaintext", "--trust-domain", ""],
+                Err("--trust-domain"),
+            ),
+            (
+                &["--api-plaintext", "--trust-domain", "a/b"],
+                Err("--trust-domain"),
+            ),
+        ];
+        for (flags, want) in kinds {
+            let argv = ["portcullis-controller", "--source", "dir:x"];
+            let cli = Cli::try_parse_from(argv.iter().chain(flags)).expect("flags");
+            let got = Settings::from_cli(&cli).map(|s| match s.api_security {
+                ApiSecurity::Plaintext => "plaintext",
+                ApiSecurity::Tls {
+                    tokens: TokenCheck::Refuse,
+                    ..
+                } => "refuse",
+                ApiSecurity::Tls {
+                    tokens: TokenCheck::Jwks { .. },
+                    ..
+                } => "jwks",
+                ApiSecurity::Tls {
+                    tokens: TokenCheck::Review,
+                    ..
+                } => "review",
+            });
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{flags:?}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{flags:?}: {e}"),
+                (g, w) => panic!("{flags:?}: got {g:?}, want {w:?}"),
+            }
+        }
     }
 }

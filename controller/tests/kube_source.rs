@@ -260,7 +260,8 @@ fn answer(fake: &Fake, path: &str, query: &str) -> hyper::Response<Body> {
 }
 
 /// `POST /apis/authentication.k8s.io/v1/tokenreviews` as the API server answers it: the
-/// token `valid-<pod>` is pod `<pod>` of service account x:default, for the audiences asked;
+/// token whose signature part is `valid-<pod>` is pod `<pod>` of service account x:default,
+/// for the audiences asked;
 /// anything else is not authenticated. Each review's spec is kept.
 async fn review(fake: &Fake, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Body> {
     let path = req.uri().path().to_string();
@@ -278,7 +279,11 @@ async fn review(fake: &Fake, req: hyper::Request<hyper::body::Incoming>) -> hype
         .reviews
         .push(asked["spec"].clone());
     let token = asked["spec"]["token"].as_str().unwrap_or_default();
-    let status = match token.strip_prefix("valid-") {
+    let status = match token
+        .rsplit('.')
+        .next()
+        .and_then(|sig| sig.strip_prefix("valid-"))
+    {
         Some(pod) => json!({"authenticated": true, "audiences": asked["spec"]["audiences"],
             "user": {"username": "system:serviceaccount:x:default", "groups": ["system:serviceaccounts"],
                      "extra": {"authentication.kubernetes.io/pod-name": [pod]}}}),
@@ -509,20 +514,46 @@ async fn in_cluster_a_sidecars_token_is_reviewed_by_the_api_server() {
         let mut stream = api.watch(request).await?.into_inner();
         stream.message().await.map(|m| m.is_some_and(|v| v.known))
     };
-    assert_eq!(watch(&mut api, "a", "valid-a").await.ok(), Some(true));
-    let refused = watch(&mut api, "a", "stolen").await.expect_err("refused");
+    // Shaped like projected tokens (the API server checks the signature; here the fake
+    // reads its last part).
+    let jwt = |aud: &str, sig: &str| {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 600;
+        let claims = json!({"aud": [aud], "exp": exp}).to_string();
+        format!(
+            "{}.{}.{sig}",
+            b64(b"{\"alg\":\"RS256\"}"),
+            b64(claims.as_bytes())
+        )
+    };
+    let valid = jwt("portcullis", "valid-a");
+    assert_eq!(watch(&mut api, "a", &valid).await.ok(), Some(true));
+    let refused = watch(&mut api, "a", &jwt("portcullis", "stolen"))
+        .await
+        .expect_err("refused");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     assert!(
         refused.message().contains("invalid bearer token"),
         "{refused:?}"
     );
-    let other = watch(&mut api, "b", "valid-a").await.expect_err("refused");
+    let other = watch(&mut api, "b", &valid).await.expect_err("refused");
     assert_eq!(other.code(), tonic::Code::PermissionDenied, "{other:?}");
+    // Refused without asking the API server: no JWT, another audience.
+    for junk in ["junk".to_string(), jwt("kubernetes", "valid-a")] {
+        let e = watch(&mut api, "a", &junk).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    }
+    // One review for `valid` (remembered afterwards) and one for the stolen token.
     let reviews = fake.0.lock().expect("lock").reviews.clone();
-    assert_eq!(reviews.len(), 3);
+    assert_eq!(reviews.len(), 2, "{reviews:?}");
     assert_eq!(
         reviews[0],
-        json!({"token": "valid-a", "audiences": ["portcullis"]})
+        json!({"token": valid, "audiences": ["portcullis"]})
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::Value;
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -111,6 +111,22 @@ impl KeySet {
         let set: JwkSet = serde_json::from_str(text).map_err(|e| KeysError(e.to_string()))?;
         let keys = set.keys.iter().map(key).collect::<Result<_, _>>()?;
         Ok(Self { keys })
+    }
+
+    /// Parses a JWKS document of public keys only: a symmetric (`oct`) key — which whoever can
+    /// read the file could sign with — is an error.
+    pub fn parse_public(text: &str) -> Result<Self, KeysError> {
+        let set = Self::parse(text)?;
+        match set
+            .keys
+            .iter()
+            .find(|(_, k)| k.algorithm.family() == AlgorithmFamily::Hmac)
+        {
+            Some((kid, _)) => Err(KeysError(format!(
+                "key {kid}: a symmetric key; only public keys verify service-account tokens"
+            ))),
+            None => Ok(set),
+        }
     }
 
     /// How many keys the set holds.

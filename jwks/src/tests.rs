@@ -98,3 +98,18 @@ fn unusable_key_sets_say_which_key() {
         assert!(err.0.contains(want), "{err} should say {want}");
     }
 }
+
+#[test]
+fn public_key_sets_refuse_symmetric_keys() {
+    let text = json!({"keys": [{"kty": "oct", "kid": "h", "k": b64(SECRET)}]}).to_string();
+    let err = KeySet::parse_public(&text).expect_err("refused");
+    assert!(err.0.contains("key h: a symmetric key"), "{err}");
+    let pair = rcgen::KeyPair::generate().expect("key");
+    let raw = pair.public_key_raw();
+    let ec = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "e",
+                              "x": b64(&raw[1..33]), "y": b64(&raw[33..])}]});
+    assert_eq!(
+        KeySet::parse_public(&ec.to_string()).expect("public").len(),
+        1
+    );
+}

@@ -4,8 +4,8 @@
 //!
 //! A watch of `ns/pod` is served only to a caller of namespace `ns`; its service account must
 //! be the pod's (checked on every view, since the pod may appear or be replaced while the
-//! stream is open); a pod-bound token must name that very pod; and the stream ends when the
-//! token expires, so the sidecar reconnects with the fresh one kubelet wrote.
+//! stream is open); a token must be bound to that very pod; and the stream ends when the token
+//! (or the certificate) expires, so the sidecar reconnects with the fresh one.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,8 +31,8 @@ pub enum Caller {
     /// The API is plaintext (`--api-plaintext`, testbeds only): nobody is authenticated, and
     /// every watch is served.
     Anyone,
-    /// A client certificate of this trust domain with this SPIFFE identity.
-    Certificate(WorkloadId),
+    /// A client certificate of this trust domain with this SPIFFE identity, valid until then.
+    Certificate(WorkloadId, Option<SystemTime>),
     /// A verified service-account token.
     Token(TokenIdentity),
 }
@@ -103,9 +103,14 @@ pub fn admit(caller: Option<&Caller>, namespace: &str, pod: &str) -> Result<Gran
                 until: None,
             });
         }
-        Caller::Certificate(id) => (id, None),
+        Caller::Certificate(id, until) => (id, *until),
         Caller::Token(token) => {
-            if let Some(bound) = token.pod.as_deref().filter(|bound| *bound != pod) {
+            // Only a pod-bound token (as kubelet projects them) says which pod it is; a bare
+            // service-account token could watch made-up names.
+            let bound = token.pod.as_deref().ok_or_else(|| {
+                Denied::Token("not bound to a pod (mount a projected token)".into())
+            })?;
+            if bound != pod {
                 return Err(Denied::Pod {
                     caller: bound.to_string(),
                     asked: pod.to_string(),

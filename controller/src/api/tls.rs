@@ -27,6 +27,12 @@ use super::auth::{WorkloadId, spiffe_workload};
 /// A handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Handshakes in progress at most (more wait to be accepted).
+const MAX_HANDSHAKES: usize = 256;
+
+/// Open connections at most (one per sidecar; more wait to be accepted).
+pub const MAX_CONNECTIONS: usize = 50_000;
+
 /// The certificate files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -150,10 +156,13 @@ impl Acceptor {
         let now = stamp(&self.files);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if now != last.0 {
+            // The stamp is kept either way: a broken renewal is tried again when the files
+            // change again, not on every handshake.
+            last.0 = now;
             match build(&self.files) {
                 Ok(config) => {
                     tracing::info!("the API's certificate files changed; reloaded");
-                    *last = (now, config);
+                    last.1 = config;
                 }
                 Err(e) => tracing::warn!("keeping the API's last good certificate: {e}"),
             }
@@ -161,17 +170,26 @@ impl Acceptor {
         last.1.clone()
     }
 
-    /// The workload a connection's verified client certificate names.
-    fn peer(&self, stream: &TlsStream<TcpStream>) -> Option<WorkloadId> {
+    /// The workload a connection's verified client certificate names (its one URI SAN, as an
+    /// X.509-SVID has exactly one), and until when.
+    fn peer(&self, stream: &TlsStream<TcpStream>) -> Option<(WorkloadId, SystemTime)> {
         let leaf = stream.get_ref().1.peer_certificates()?.first()?;
         let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
         let san = cert.subject_alternative_name().ok()??;
-        san.value.general_names.iter().find_map(|name| match name {
-            x509_parser::extensions::GeneralName::URI(uri) => {
-                spiffe_workload(uri, &self.trust_domain)
-            }
-            _ => None,
-        })
+        let mut uris = san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::URI(uri) => Some(*uri),
+                _ => None,
+            });
+        let (Some(uri), None) = (uris.next(), uris.next()) else {
+            return None;
+        };
+        let until = std::time::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(cert.validity().not_after.timestamp()).ok()?);
+        Some((spiffe_workload(uri, &self.trust_domain)?, until))
     }
 }
 
@@ -180,11 +198,13 @@ impl Acceptor {
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     peer: PeerCertificate,
+    /// Its place among [`MAX_CONNECTIONS`], given back when it closes.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// What a connection's client certificate proved, as a request extension.
+/// What a connection's client certificate proved (and until when), as a request extension.
 #[derive(Debug, Clone, Default)]
-pub struct PeerCertificate(pub Option<WorkloadId>);
+pub struct PeerCertificate(pub Option<(WorkloadId, SystemTime)>);
 
 impl Connected for TlsConn {
     type ConnectInfo = PeerCertificate;
@@ -218,7 +238,11 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-async fn handshake(acceptor: &Acceptor, tcp: TcpStream) -> io::Result<TlsConn> {
+async fn handshake(
+    acceptor: &Acceptor,
+    tcp: TcpStream,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> io::Result<TlsConn> {
     // No Nagle: a view is one write, and a delayed ACK would hold each one 40 ms.
     tcp.set_nodelay(true)?;
     let tls = TlsAcceptor::from(acceptor.config());
@@ -226,7 +250,11 @@ async fn handshake(acceptor: &Acceptor, tcp: TcpStream) -> io::Result<TlsConn> {
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake"))??;
     let peer = PeerCertificate(acceptor.peer(&stream));
-    Ok(TlsConn { stream, peer })
+    Ok(TlsConn {
+        stream,
+        peer,
+        _slot: slot,
+    })
 }
 
 /// Accepts connections on `listener` and hands on those whose handshake completed (each
@@ -236,8 +264,16 @@ pub fn incoming(
     acceptor: Arc<Acceptor>,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         while !tx.is_closed() {
+            let (Ok(permit), Ok(slot)) = (
+                handshakes.clone().acquire_owned().await,
+                connections.clone().acquire_owned().await,
+            ) else {
+                return;
+            };
             let (tcp, from) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -248,7 +284,9 @@ pub fn incoming(
             };
             let (tx, acceptor) = (tx.clone(), acceptor.clone());
             tokio::spawn(async move {
-                match handshake(&acceptor, tcp).await {
+                let done = handshake(&acceptor, tcp, slot).await;
+                drop(permit);
+                match done {
                     Ok(conn) => {
                         let _ = tx.send(Ok(conn)).await;
                     }

@@ -34,7 +34,7 @@ fn view(known: bool, sa: &str) -> v1::View {
 
 #[test]
 fn a_watch_is_admitted_only_for_the_callers_own_namespace_and_pod() {
-    let cert = Caller::Certificate(id("shop", "web"));
+    let cert = Caller::Certificate(id("shop", "web"), None);
     // (caller, pod watched, the service account every view must have, or the refusal)
     type Case<'a> = (Option<Caller>, &'a str, Result<Option<&'a str>, &'a str>);
     let cases: Vec<Case<'_>> = vec![
@@ -42,7 +42,7 @@ fn a_watch_is_admitted_only_for_the_callers_own_namespace_and_pod() {
         (Some(Caller::Anyone), "web-1", Ok(None)),
         (Some(cert.clone()), "web-1", Ok(Some("web"))),
         (
-            Some(Caller::Certificate(id("other", "web"))),
+            Some(Caller::Certificate(id("other", "web"), None)),
             "web-1",
             Err("namespace \"other\""),
         ),
@@ -56,7 +56,11 @@ fn a_watch_is_admitted_only_for_the_callers_own_namespace_and_pod() {
             "web-1",
             Err("bound to pod \"web-2\""),
         ),
-        (Some(token("shop", "web", None)), "web-1", Ok(Some("web"))),
+        (
+            Some(token("shop", "web", None)),
+            "web-1",
+            Err("not bound to a pod"),
+        ),
         (
             Some(token("other", "web", Some("web-1"))),
             "web-1",
@@ -76,7 +80,7 @@ fn a_watch_is_admitted_only_for_the_callers_own_namespace_and_pod() {
 #[test]
 fn every_view_must_be_of_the_callers_service_account() {
     let grant = admit(
-        Some(&Caller::Certificate(id("shop", "web"))),
+        Some(&Caller::Certificate(id("shop", "web"), None)),
         "shop",
         "web-1",
     )
@@ -92,6 +96,14 @@ fn every_view_must_be_of_the_callers_service_account() {
     );
     let anyone = admit(Some(&Caller::Anyone), "shop", "web-1").expect("admitted");
     assert_eq!(anyone.permits(&view(true, "payments")), Ok(()));
+}
+
+#[test]
+fn a_certificate_grant_ends_when_the_certificate_does() {
+    let until = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+    let caller = Caller::Certificate(id("shop", "web"), Some(until));
+    let grant = admit(Some(&caller), "shop", "web-1").expect("admitted");
+    assert_eq!(grant.until, Some(until));
 }
 
 #[test]
