@@ -45,22 +45,29 @@ pub struct Source {
     pub files: Vec<(String, String)>,
 }
 
+/// A hex SHA-256 prefix (8 bytes) of `(name, text)` pairs, each part closed by a NUL: the
+/// identity of a set of documents.
+pub fn named_texts_hash<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut h = Sha256::new();
+    for (name, text) in pairs {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        h.update([0]);
+    }
+    short_hex(&h.finalize())
+}
+
+/// The first 8 bytes of a digest, as hex.
+pub fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 impl Source {
     /// A hex SHA-256 prefix over every file's name and contents: the policy's identity in
     /// `/policy`, metrics and reload logs.
     pub fn content_hash(&self) -> String {
-        let mut h = Sha256::new();
-        for (name, text) in &self.files {
-            h.update(name.as_bytes());
-            h.update([0]);
-            h.update(text.as_bytes());
-            h.update([0]);
-        }
-        h.finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        named_texts_hash(self.files.iter().map(|(n, t)| (n.as_str(), t.as_str())))
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use portcullis_api::v1;
 use portcullis_config::cluster::{Cluster, Pod, ServicePort};
+use portcullis_config::load::{named_texts_hash, short_hex};
 use portcullis_config::model::{self, Spanned};
 use portcullis_config::selector::selector_matches;
 use portcullis_config::snapshot::Snapshot;
@@ -273,18 +274,10 @@ fn documents_by_namespace(snapshot: &Snapshot) -> HashMap<&str, Vec<usize>> {
 
 /// A hash of the documents at `mine` (their origins and texts).
 fn documents_hash(snapshot: &Snapshot, mine: &[usize]) -> String {
-    let mut h = Sha256::new();
-    for &i in mine {
-        h.update(snapshot.policies[i].file.as_bytes());
-        h.update([0]);
-        h.update(snapshot.texts[i].as_bytes());
-        h.update([0]);
-    }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    named_texts_hash(
+        mine.iter()
+            .map(|&i| (&*snapshot.policies[i].file, snapshot.texts[i].as_str())),
+    )
 }
 
 /// Whether a change of one of `touched` can change what the documents at `mine` (of namespace
@@ -408,11 +401,7 @@ fn services(cluster: &Cluster) -> Services {
         ..v1::View::default()
     }
     .encode_to_vec();
-    let hash = Sha256::digest(encoded)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = short_hex(&Sha256::digest(encoded));
     Services { wire, hash }
 }
 
@@ -434,11 +423,7 @@ pub fn hash(view: &v1::View) -> String {
     let mut v = view.clone();
     v.version = 0;
     v.hash.clear();
-    Sha256::digest(v.encode_to_vec())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    short_hex(&Sha256::digest(v.encode_to_vec()))
 }
 
 impl Index {
@@ -560,15 +545,13 @@ impl Index {
         } else {
             Arc::default()
         };
-        let hash: String = Sha256::new()
-            .chain_update(shared.hash.as_bytes())
-            .chain_update(services.hash.as_bytes())
-            .chain_update(&own)
-            .finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = short_hex(
+            &Sha256::new()
+                .chain_update(shared.hash.as_bytes())
+                .chain_update(services.hash.as_bytes())
+                .chain_update(&own)
+                .finalize(),
+        );
         let version = match self.views.get(&key) {
             Some(old) if old.hash == hash => return false,
             Some(old) => old.version + 1,

@@ -54,72 +54,44 @@ fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
     )
 }
 
+/// Adds `objects` as `apiVersion`/`kind` objects (the stores' items may carry neither), sorted
+/// by name: the stores keep no order, and views must hash the same whatever order objects came
+/// in.
+fn add_all<K>(s: &mut Snapshot, api_version: &str, kind: &str, mut objects: Vec<Arc<K>>)
+where
+    K: kube::Resource + serde::Serialize,
+{
+    objects.sort_by_key(|o| name_of(o.meta()));
+    for object in objects {
+        let Ok(mut value) = serde_json::to_value(&*object) else {
+            continue;
+        };
+        value["apiVersion"] = api_version.into();
+        value["kind"] = kind.into();
+        s.add_object(&format!("{kind} {}", name_of(object.meta())), &value);
+    }
+}
+
 /// The snapshot the stores hold now.
 fn snapshot(stores: &Stores) -> Snapshot {
     let mut s = Snapshot::default();
-    let mut add = |origin: String, value: serde_json::Result<serde_json::Value>| {
-        if let Ok(v) = value {
-            s.add_object(&origin, &v);
-        }
-    };
-    // A stable order (the stores have none): views hash the same whatever order objects came in.
-    let mut namespaces = stores.namespaces.state();
-    namespaces.sort_by_key(|n| name_of(&n.metadata));
-    for ns in namespaces {
-        add(
-            format!("Namespace {}", name_of(&ns.metadata)),
-            serde_json::to_value(&*ns),
-        );
-    }
-    let mut pods = stores.pods.state();
-    pods.sort_by_key(|p| name_of(&p.metadata));
-    for pod in pods {
-        add(
-            format!("Pod {}", name_of(&pod.metadata)),
-            serde_json::to_value(&*pod),
-        );
-    }
-    let mut services = stores.services.state();
-    services.sort_by_key(|s| name_of(&s.metadata));
-    for svc in services {
-        add(
-            format!("Service {}", name_of(&svc.metadata)),
-            serde_json::to_value(&*svc).map(|mut v| {
-                v["kind"] = "Service".into();
-                v
-            }),
-        );
-    }
-    let mut slices = stores.slices.state();
-    slices.sort_by_key(|s| name_of(&s.metadata));
-    for slice in slices {
-        add(
-            format!("EndpointSlice {}", name_of(&slice.metadata)),
-            serde_json::to_value(&*slice).map(|mut v| {
-                v["kind"] = "EndpointSlice".into();
-                v
-            }),
-        );
-    }
-    let mut policies = stores.policies.state();
-    policies.sort_by_key(|p| name_of(&p.metadata));
-    for np in policies {
-        add(
-            format!("NetworkPolicy {}", name_of(&np.metadata)),
-            serde_json::to_value(&*np),
-        );
-    }
-    let mut access = stores.access.as_ref().map(Store::state).unwrap_or_default();
-    access.sort_by_key(|p| name_of(&p.metadata));
-    for ap in access {
-        // Items of a list carry no kind: it is the resource's.
-        let value = serde_json::to_value(&*ap).map(|mut v| {
-            v["apiVersion"] = "portcullis.dev/v1alpha1".into();
-            v["kind"] = "AccessPolicy".into();
-            v
-        });
-        add(format!("AccessPolicy {}", name_of(&ap.metadata)), value);
-    }
+    add_all(&mut s, "v1", "Namespace", stores.namespaces.state());
+    add_all(&mut s, "v1", "Pod", stores.pods.state());
+    add_all(&mut s, "v1", "Service", stores.services.state());
+    add_all(
+        &mut s,
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        stores.slices.state(),
+    );
+    add_all(
+        &mut s,
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        stores.policies.state(),
+    );
+    let access = stores.access.as_ref().map(Store::state).unwrap_or_default();
+    add_all(&mut s, "portcullis.dev/v1alpha1", "AccessPolicy", access);
     s
 }
 

@@ -15,7 +15,7 @@ use super::respond::Local;
 use crate::connection::admit::Conn;
 use crate::connection::context::Context;
 use crate::drain::Drain;
-use crate::http::jwt::{JwtError, Presented};
+use crate::http::jwt::{JwtError, Presented, TokenError};
 use crate::observe::access_log::Record;
 use crate::observe::metrics::{DirLabels, ErrorLabels, RequestLabels};
 use crate::vocab::{Direction, Verdict};
@@ -115,7 +115,7 @@ impl HttpConn {
                 Ok(claims) => Token::Valid(claims),
                 Err(e) => Token::Invalid(e),
             },
-            (Presented::Token(_), None) => Token::Invalid(JwtError::UnknownKey),
+            (Presented::Token(_), None) => Token::Invalid(JwtError::Token(TokenError::UnknownKey)),
             (Presented::Several, _) => Token::Several,
             (Presented::Nothing, _) => Token::Absent,
         }

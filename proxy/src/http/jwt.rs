@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::Algorithm;
 use portcullis_config::decide::JwtClaims;
-use portcullis_jwks::{KeySet, TokenError};
+use portcullis_jwks::KeySet;
+pub(crate) use portcullis_jwks::TokenError;
 use serde_json::Value;
 
 /// Why keys could not be loaded or a token is invalid.
@@ -27,34 +27,9 @@ pub enum JwtError {
         /// What is wrong.
         message: String,
     },
-    /// The token is not a JWT.
-    #[error("malformed token")]
-    Malformed,
-    /// No key has the token's `kid` (or it has none).
-    #[error("unknown key id")]
-    UnknownKey,
-    /// The token's algorithm is not its key's.
-    #[error("algorithm {0:?} is not the key's")]
-    Algorithm(Algorithm),
-    /// Signature or time checks failed.
-    #[error("{0}")]
-    Invalid(String),
-    /// The token's header lists critical extensions (`crit`), none of which this proxy
-    /// understands (RFC 7515 §4.1.11: such a token must be refused).
-    #[error("critical header extensions {0:?} are not understood")]
-    Critical(Vec<String>),
-}
-
-impl From<TokenError> for JwtError {
-    fn from(e: TokenError) -> Self {
-        match e {
-            TokenError::Malformed => Self::Malformed,
-            TokenError::UnknownKey => Self::UnknownKey,
-            TokenError::Algorithm(a) => Self::Algorithm(a),
-            TokenError::Invalid(m) => Self::Invalid(m),
-            TokenError::Critical(c) => Self::Critical(c),
-        }
-    }
+    /// The token does not verify.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 fn parse_keys(path: &Path, text: &str) -> Result<KeySet, JwtError> {

@@ -7,6 +7,7 @@ use portcullis_config::CompiledPolicy;
 use portcullis_config::decide::{Headers, JwtClaims};
 
 use super::*;
+use crate::http::jwt::TokenError;
 use crate::http::respond::Wire;
 use crate::vocab::Direction;
 
@@ -112,7 +113,7 @@ fn judgement_table() {
         identity: None,
         trust_domain: None,
     };
-    let bad = || Token::Invalid(JwtError::UnknownKey);
+    let bad = || Token::Invalid(JwtError::Token(TokenError::UnknownKey));
     #[rustfmt::skip]
     let cases: Vec<Row<'_>> = vec![
         ("allowed: forwarded", &p, false, "GET", "/api/x", false, Token::Absent,
@@ -180,9 +181,12 @@ fn reasons_say_why_and_never_leak_the_token() {
         policy: &p,
         audit: false,
     };
-    let Judgement::Deny { reason, .. } =
-        judge(view, conn, &ask, &Token::Invalid(JwtError::Malformed))
-    else {
+    let Judgement::Deny { reason, .. } = judge(
+        view,
+        conn,
+        &ask,
+        &Token::Invalid(JwtError::Token(TokenError::Malformed)),
+    ) else {
         panic!("not denied");
     };
     assert!(
