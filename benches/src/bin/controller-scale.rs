@@ -327,7 +327,16 @@ async fn run(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let (mut controller, api, admin) = start_controller(dir)?;
     let pid = controller.pid();
     ready("the controller", admin, &mut controller).await?;
-    let (parse_ms, index_ms) = last_load(&dir.join("controller.log"));
+    // Ready comes a moment before the load's log line.
+    let mut load = last_load(&dir.join("controller.log"));
+    for _ in 0..100 {
+        if load != (0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        load = last_load(&dir.join("controller.log"));
+    }
+    let (parse_ms, index_ms) = load;
     println!(
         "snapshot read and indexed: {:?} (parse {parse_ms} ms, index {index_ms} ms; controller cpu {:.2} s), controller RSS {:.0} MB",
         started.elapsed(),
