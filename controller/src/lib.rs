@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod ca;
 pub mod index;
 pub mod metrics;
 pub mod publish;
