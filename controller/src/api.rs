@@ -4,6 +4,7 @@
 //! verified by [`tokens`]).
 
 pub mod auth;
+pub mod identity;
 pub mod tls;
 pub mod tokens;
 
@@ -32,25 +33,10 @@ pub enum Authentication {
     Callers(TokenVerifier),
 }
 
-/// The gRPC service.
-#[derive(Debug, Clone)]
-pub struct Api {
-    publisher: Arc<Publisher>,
-    authentication: Arc<Authentication>,
-}
-
-impl Api {
-    /// Serves `publisher`'s views to the callers `authentication` admits.
-    pub fn new(publisher: Arc<Publisher>, authentication: Authentication) -> SidecarServer<Self> {
-        SidecarServer::new(Self {
-            publisher,
-            authentication: Arc::new(authentication),
-        })
-    }
-
+impl Authentication {
     /// Who the caller proved it is (`None`: nothing presented).
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, Status> {
-        let Authentication::Callers(verifier) = self.authentication.as_ref() else {
+    pub async fn caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, Status> {
+        let Authentication::Callers(verifier) = self else {
             return Ok(Some(Caller::Anyone));
         };
         let certificate = request
@@ -75,6 +61,26 @@ impl Api {
             .await
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         Ok(Some(Caller::Token(identity)))
+    }
+}
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct Api {
+    publisher: Arc<Publisher>,
+    authentication: Arc<Authentication>,
+}
+
+impl Api {
+    /// Serves `publisher`'s views to the callers `authentication` admits.
+    pub fn new(
+        publisher: Arc<Publisher>,
+        authentication: Arc<Authentication>,
+    ) -> SidecarServer<Self> {
+        SidecarServer::new(Self {
+            publisher,
+            authentication,
+        })
     }
 }
 
@@ -139,7 +145,7 @@ impl Sidecar for Api {
         &self,
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let caller = self.caller(&request).await?;
+        let caller = self.authentication.caller(&request).await?;
         let req = request.into_inner();
         if req.namespace.is_empty() || req.pod.is_empty() {
             return Err(Status::invalid_argument(

@@ -69,6 +69,13 @@ pub struct Authority {
 #[error("the mesh CA: {0}")]
 pub struct AuthorityError(String);
 
+impl AuthorityError {
+    /// An error saying `what`.
+    pub fn new(what: String) -> Self {
+        Self(what)
+    }
+}
+
 /// Sets the validity of `params`: from a minute before `from` until `until`.
 fn validity(params: &mut CertificateParams, from: SystemTime, until: SystemTime) {
     let epoch = rcgen::date_time_ymd(1970, 1, 1);

@@ -25,6 +25,17 @@ pub struct Metrics {
     pub subscribers: Gauge,
     /// Views sent to subscribers.
     pub view_pushes: Counter,
+    /// Workload certificates issued.
+    pub svids_issued: Counter,
+    /// Certificate requests refused, by reason.
+    pub svids_refused: Family<RefusedLabels, Counter>,
+}
+
+/// Why a certificate request was refused.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `unauthenticated`, `plaintext`, `identity`, `ca`, `malformed` or `signing`.
+    pub reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -53,12 +64,26 @@ impl Default for Metrics {
             "Views sent to subscribers",
             view_pushes.clone(),
         );
+        let svids_issued = Counter::default();
+        registry.register(
+            "svids_issued",
+            "Workload certificates issued",
+            svids_issued.clone(),
+        );
+        let svids_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "svids_refused",
+            "Certificate requests refused, by reason",
+            svids_refused.clone(),
+        );
         Self {
             registry,
             source_loads,
             workloads,
             subscribers,
             view_pushes,
+            svids_issued,
+            svids_refused,
         }
     }
 }

@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::api::identity::IdentityApi;
 use crate::api::tls::{Acceptor, TlsError};
 use crate::api::tokens::{JwksError, JwksFile, Reviewer, TokenVerifier};
 use crate::api::{Api, Authentication};
+use crate::ca::{Authority, AuthorityError, DEFAULT_TTL};
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
-use crate::settings::{ApiSecurity, Settings, Source, TokenCheck};
+use crate::settings::{ApiSecurity, CaRoot, Settings, Source, TokenCheck};
 use crate::webhooks::{self, WebhookError};
 
 /// A bound controller.
@@ -22,6 +24,7 @@ pub struct Controller {
     admin: TcpListener,
     tls: Option<Arc<Acceptor>>,
     jwks: Option<JwksFile>,
+    authority: Option<Arc<Authority>>,
     webhooks: Option<webhooks::Server>,
     /// The views and their subscribers.
     pub publisher: Arc<Publisher>,
@@ -58,6 +61,9 @@ pub enum BindError {
     /// An unusable service-account JWKS.
     #[error(transparent)]
     Jwks(#[from] JwksError),
+    /// An unusable mesh CA root.
+    #[error(transparent)]
+    Ca(#[from] AuthorityError),
     /// The admission webhooks' port or certificate.
     #[error(transparent)]
     Webhooks(#[from] WebhookError),
@@ -67,6 +73,30 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| BindError::Port { addr, source })
+}
+
+/// The mesh CA the settings ask for, its root loaded (or made).
+fn authority(settings: &Settings) -> Result<Option<Arc<Authority>>, BindError> {
+    let Some(ca) = &settings.ca else {
+        return Ok(None);
+    };
+    let td = &settings.trust_domain;
+    let authority = match &ca.root {
+        CaRoot::Generate => Authority::generate(td, std::time::SystemTime::now())?,
+        CaRoot::Files { cert, key, bundle } => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| AuthorityError::new(format!("{}: {e}", p.display())))
+            };
+            let cert_pem = read(cert)?;
+            let bundle = match bundle {
+                Some(b) => read(b)?,
+                None => cert_pem.clone(),
+            };
+            Authority::from_pem(td, &cert_pem, &read(key)?, &bundle)?
+        }
+    };
+    Ok(Some(Arc::new(authority)))
 }
 
 /// The TLS acceptor and the token keys the settings name, loaded (and checked) once.
@@ -91,6 +121,7 @@ impl Controller {
             None => None,
         };
         Ok(Self {
+            authority: authority(&settings)?,
             tls,
             jwks,
             webhooks,
@@ -178,11 +209,18 @@ impl Controller {
             _ => Authentication::Callers(TokenVerifier::Refuse),
         };
         tracing::info!(trust_domain = %self.settings.trust_domain, tls = self.tls.is_some(), "serving");
+        let authentication = Arc::new(authentication);
+        let identity = self.authority.map(|authority| {
+            let ttl = self.settings.ca.as_ref().map_or(DEFAULT_TTL, |c| c.ttl);
+            let metrics = self.publisher.metrics.clone();
+            IdentityApi::new(authority, authentication.clone(), ttl, metrics)
+        });
         // Keepalives find the connections of sidecars that went away without a word.
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-            .add_service(Api::new(self.publisher, authentication));
+            .add_service(Api::new(self.publisher, authentication))
+            .add_optional_service(identity);
         match self.tls {
             Some(acceptor) => {
                 server

@@ -51,6 +51,29 @@ pub struct Cli {
     /// The service-account tokens' issuer (`iss`), for --sa-jwks.
     #[arg(long, env = "PORTCULLIS_SA_ISSUER", requires = "sa_jwks")]
     pub sa_issuer: Option<String>,
+    /// Be the mesh CA with this root certificate (PEM; e.g. from a cert-manager CA Secret):
+    /// sidecars get short-lived workload certificates on the sidecar API (Identity.Certify).
+    #[arg(
+        long,
+        env = "PORTCULLIS_CA_CERT",
+        requires = "ca_key",
+        conflicts_with = "ca_generate"
+    )]
+    pub ca_cert: Option<PathBuf>,
+    /// The key of --ca-cert (PEM).
+    #[arg(long, env = "PORTCULLIS_CA_KEY", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// The trust bundle handed out with each certificate (PEM; default: --ca-cert). During a
+    /// root rotation: the new root and the old one.
+    #[arg(long, env = "PORTCULLIS_CA_BUNDLE", requires = "ca_cert")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Be the mesh CA with a root made at start and kept in memory only: for a single replica
+    /// in a testbed (replicas would each have their own, and a restart makes a new one).
+    #[arg(long, env = "PORTCULLIS_CA_GENERATE")]
+    pub ca_generate: bool,
+    /// How long an issued workload certificate is valid (sidecars renew at half-life).
+    #[arg(long, default_value = "24h", env = "PORTCULLIS_SVID_TTL")]
+    pub svid_ttl: humantime::Duration,
     /// `json` or `text` logs.
     #[arg(long, default_value = "text", value_parser = ["json", "text"], env = "PORTCULLIS_LOG_FORMAT")]
     pub log_format: String,
@@ -140,6 +163,33 @@ pub struct Settings {
     pub api_security: ApiSecurity,
     /// The admission webhooks; `None`: not served.
     pub webhooks: Option<WebhookSettings>,
+    /// The mesh CA, if this controller is one.
+    pub ca: Option<CaSettings>,
+}
+
+/// Where the mesh CA's root comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaRoot {
+    /// Certificate, key and (optionally) bundle files.
+    Files {
+        /// The root certificate.
+        cert: PathBuf,
+        /// Its key.
+        key: PathBuf,
+        /// What peers trust (default: the root).
+        bundle: Option<PathBuf>,
+    },
+    /// Made at start, in memory.
+    Generate,
+}
+
+/// The mesh CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaSettings {
+    /// Its root.
+    pub root: CaRoot,
+    /// How long an SVID is valid.
+    pub ttl: Duration,
 }
 
 /// A flag value that cannot be used.
@@ -148,6 +198,9 @@ pub enum SettingsError {
     /// `--source`.
     #[error("--source {0:?}: expected kube or dir:PATH")]
     Source(String),
+    /// The CA on a plaintext API, or with an unusable lifetime.
+    #[error("{0}")]
+    Ca(String),
     /// A trust domain that SPIFFE IDs cannot carry.
     #[error(
         "--trust-domain {0:?}: expected a name such as cluster.local (letters, digits, '.', '-', '_')"
@@ -184,6 +237,33 @@ fn webhooks(cli: &Cli) -> Result<Option<WebhookSettings>, SettingsError> {
         })),
         _ => Err(SettingsError::WebhookTls),
     }
+}
+
+/// The mesh CA the flags ask for: never on a plaintext API; certificates live 5 min to 30 days.
+fn ca(cli: &Cli) -> Result<Option<CaSettings>, SettingsError> {
+    let root = match (&cli.ca_cert, &cli.ca_key, cli.ca_generate) {
+        (Some(cert), Some(key), _) => CaRoot::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+            bundle: cli.ca_bundle.clone(),
+        },
+        (_, _, true) => CaRoot::Generate,
+        _ => return Ok(None),
+    };
+    if cli.api_plaintext {
+        return Err(SettingsError::Ca(
+            "the mesh CA issues certificates only over the TLS API, not with --api-plaintext"
+                .into(),
+        ));
+    }
+    let ttl: Duration = cli.svid_ttl.into();
+    if !(Duration::from_secs(300)..=Duration::from_secs(30 * 86_400)).contains(&ttl) {
+        return Err(SettingsError::Ca(format!(
+            "--svid-ttl {}: between 5m and 30d",
+            cli.svid_ttl
+        )));
+    }
+    Ok(Some(CaSettings { root, ttl }))
 }
 
 /// A SPIFFE trust domain: lowercase letters, digits, `.`, `-`, `_`, not empty.
@@ -231,6 +311,7 @@ impl Settings {
         Ok(Self {
             api_security: api_security(cli, &source)?,
             webhooks: webhooks(cli)?,
+            ca: ca(cli)?,
             source,
             trust_domain: trust_domain(&cli.trust_domain)?,
             api_addr: cli.api_addr,
@@ -291,6 +372,46 @@ mod tests {
         assert_eq!(e.to_string(), "--controller-ca /nonexistent/ca.crt");
         // Off, the injection flags are not read.
         assert!(settings(&["--controller", "https://c:15012"]).is_ok());
+    }
+
+    #[test]
+    fn the_mesh_ca_is_only_on_the_tls_api_with_a_sane_lifetime() {
+        let tls = [
+            "--api-tls-cert",
+            "c",
+            "--api-tls-key",
+            "k",
+            "--api-client-ca",
+            "ca",
+        ];
+        let parse = |flags: &[&str]| {
+            let argv = ["portcullis-controller", "--source", "dir:x"];
+            Settings::from_cli(&Cli::try_parse_from(argv.iter().chain(flags)).expect("flags"))
+        };
+        let ca = parse(&[&tls[..], &["--ca-generate"]].concat())
+            .expect("valid")
+            .ca;
+        assert_eq!(
+            ca.map(|c| (c.root, c.ttl)),
+            Some((CaRoot::Generate, Duration::from_secs(86_400)))
+        );
+        assert!(
+            parse(&tls).expect("valid").ca.is_none(),
+            "off unless asked for"
+        );
+        for (flags, want) in [
+            (
+                vec!["--api-plaintext", "--ca-generate"],
+                "only over the TLS API",
+            ),
+            (
+                [&tls[..], &["--ca-generate", "--svid-ttl", "1m"]].concat(),
+                "between 5m and 30d",
+            ),
+        ] {
+            let err = parse(&flags).expect_err("refused");
+            assert!(err.to_string().contains(want), "{flags:?}: {err}");
+        }
     }
 
     #[test]

@@ -361,6 +361,7 @@ async fn start(fake: &Fake, api_security: ApiSecurity) -> (Controller, kube::Cli
         source_poll: Duration::from_secs(2),
         api_security,
         webhooks: None,
+        ca: None,
     })
     .await
     .expect("bind");

@@ -55,6 +55,7 @@ fn settings(dir: &TempDir, webhooks: Option<WebhookSettings>) -> Settings {
         source_poll: Duration::from_secs(2),
         api_security: ApiSecurity::Plaintext,
         webhooks,
+        ca: None,
     }
 }
 

@@ -12,7 +12,9 @@ use portcullis_api::v1;
 use portcullis_api::v1::sidecar_client::SidecarClient;
 use portcullis_controller::api::tls::TlsFiles;
 use portcullis_controller::server::Controller;
-use portcullis_controller::settings::{ApiSecurity, Settings, Source, TokenCheck};
+use portcullis_controller::settings::{
+    ApiSecurity, CaRoot, CaSettings, Settings, Source, TokenCheck,
+};
 use portcullis_proxy::commands::dev_certs::{write_dev_certs, write_server_cert};
 use portcullis_proxy::commands::dev_tokens::write_tokens;
 use portcullis_proxy::drain::Drain;
@@ -115,6 +117,10 @@ async fn controller(dir: &Path, creds: &Path) -> (Controller, String) {
         source_poll: Duration::from_millis(50),
         api_security: credentials(creds),
         webhooks: None,
+        ca: Some(CaSettings {
+            root: CaRoot::Generate,
+            ttl: Duration::from_secs(3600),
+        }),
     })
     .await
     .expect("controller");
@@ -225,7 +231,7 @@ async fn a_sidecar_enforces_its_controller_view_and_follows_label_changes() {
 
 /// A client of the API: TLS verified against `creds/ca.crt`, presenting the workload
 /// certificate in `identity` if any.
-async fn client(url: &str, creds: &Path, identity: Option<&str>) -> SidecarClient<Channel> {
+async fn channel(url: &str, creds: &Path, identity: Option<&str>) -> Channel {
     let ca = std::fs::read_to_string(creds.join("ca.crt")).expect("ca");
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
     if let Some(dir) = identity {
@@ -233,13 +239,17 @@ async fn client(url: &str, creds: &Path, identity: Option<&str>) -> SidecarClien
         tls = tls.identity(Identity::from_pem(read("tls.crt"), read("tls.key")));
     }
     let endpoint = Endpoint::from_shared(url.to_string()).expect("url");
-    let channel = endpoint
+    endpoint
         .tls_config(tls)
         .expect("tls")
         .connect()
         .await
-        .expect("connect");
-    SidecarClient::new(channel)
+        .expect("connect")
+}
+
+/// [`channel`] as a `Sidecar` client.
+async fn client(url: &str, creds: &Path, identity: Option<&str>) -> SidecarClient<Channel> {
+    SidecarClient::new(channel(url, creds, identity).await)
 }
 
 /// Watches `x/<pod>` with `token` (if any) as the bearer: the first message or the error.
@@ -391,5 +401,95 @@ async fn a_watch_ends_when_its_token_expires() {
         "{:?}",
         started.elapsed()
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A CSR of a fresh key for `spiffe_id` (PEM), as a sidecar makes it.
+fn csr(spiffe_id: &str) -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.subject_alt_names = vec![rcgen::SanType::URI(spiffe_id.try_into().expect("uri"))];
+    params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
+}
+
+#[tokio::test]
+async fn the_controller_certifies_a_pod_as_its_own_service_account_only() {
+    use portcullis_api::v1::identity_client::IdentityClient;
+    let dir = temp("ctl-ca");
+    write(&dir, "c");
+    let creds = dir.join("creds");
+    let url = running(&dir, &creds).await;
+    let token = std::fs::read_to_string(creds.join("sa/tokens/x/a")).expect("token");
+    let mut ca = IdentityClient::new(channel(&url, &creds, None).await);
+    let certify = async |ca: &mut IdentityClient<_>, csr: String, bearer: Option<&str>| {
+        let mut request = tonic::Request::new(v1::CertifyRequest { csr });
+        if let Some(t) = bearer {
+            let value = format!("Bearer {t}").parse().expect("ascii");
+            request.metadata_mut().insert("authorization", value);
+        }
+        ca.certify(request).await.map(tonic::Response::into_inner)
+    };
+    let own = "spiffe://cluster.local/ns/x/sa/default";
+    let svid = certify(&mut ca, csr(own), Some(&token))
+        .await
+        .expect("issued");
+    assert!(
+        svid.certificate.contains("BEGIN CERTIFICATE") && svid.bundle.contains("BEGIN CERTIFICATE")
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        (now + 3500..=now + 3600).contains(&svid.not_after),
+        "an hour: {}",
+        svid.not_after
+    );
+    let refused = [
+        (
+            csr("spiffe://cluster.local/ns/x/sa/admin"),
+            Some(token.as_str()),
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            csr("spiffe://cluster.local/ns/y/sa/default"),
+            Some(token.as_str()),
+            tonic::Code::PermissionDenied,
+        ),
+        (csr(own), None, tonic::Code::Unauthenticated),
+        (
+            csr(own),
+            Some("forged.token.here"),
+            tonic::Code::Unauthenticated,
+        ),
+    ];
+    for (request, bearer, want) in refused {
+        let got = certify(&mut ca, request, bearer)
+            .await
+            .expect_err("refused");
+        assert_eq!(got.code(), want, "{got:?}");
+    }
+    // It names exactly the caller's identity.
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(svid.certificate.as_bytes())
+        .map(|d: rustls_pki_types::CertificateDer<'_>| d.to_vec())
+        .expect("pem");
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("x509");
+    let uris: Vec<String> = cert
+        .subject_alternative_name()
+        .expect("san")
+        .expect("present")
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(uris, [own]);
     let _ = std::fs::remove_dir_all(&dir);
 }
