@@ -27,7 +27,7 @@ pub mod drain;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod http;
-pub(crate) mod mesh;
+pub mod mesh;
 pub(crate) mod net;
 pub(crate) mod observe;
 pub mod policy;

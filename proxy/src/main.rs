@@ -110,6 +110,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("building the runtime")?;
     runtime.block_on(async {
         let registered = Signals::register().context("installing signal handlers")?;
+        if let Some(enrollment) = &config.enrollment {
+            // The identity is needed before the proxy starts: wait for the first certificate.
+            enrollment.first().await;
+        }
         let proxy = Proxy::bind(config, policy)?;
         let drain = Drain::new();
         tokio::spawn(signals(registered, drain.clone(), proxy.policy_store()));

@@ -16,6 +16,7 @@ pub use self::parse::ConfigError;
 pub use self::parse::parse_duration;
 use self::parse::{parse_cidrs, parse_ports};
 use crate::admin::probes::{self, AppProbe};
+use crate::mesh::enroll::Enrollment;
 use crate::net::connector::{DELIVERY_SOURCE_V4, DELIVERY_SOURCE_V6};
 pub use crate::observe::access_log::AccessLogTarget;
 use crate::policy::Workload;
@@ -47,6 +48,8 @@ pub struct ProxyConfig {
     pub policy_source: Option<(PathBuf, Workload)>,
     /// The controller whose views this sidecar follows, if any.
     pub controller: Option<ControllerTarget>,
+    /// Where the workload certificate comes from when the controller issues it.
+    pub enrollment: Option<Enrollment>,
     /// How often the policy source (and the JWKS) is re-read.
     pub policy_poll: Duration,
     /// JWKS file for bearer tokens.
@@ -107,6 +110,24 @@ fn controller(args: &RunArgs) -> Result<Option<ControllerTarget>, ConfigError> {
     }))
 }
 
+/// `--identity-from-controller`: over TLS only.
+fn enrollment(args: &RunArgs) -> Result<Option<Enrollment>, ConfigError> {
+    if !args.identity_from_controller {
+        return Ok(None);
+    }
+    let (Some(target), Some(dir)) = (controller(args)?, &args.identity_dir) else {
+        return Ok(None);
+    };
+    if target.tls.is_none() {
+        return Err(ConfigError::ControllerPlaintext(target.url));
+    }
+    Ok(Some(Enrollment {
+        target,
+        dir: dir.clone(),
+        trust_domain: args.trust_domain.clone(),
+    }))
+}
+
 impl ProxyConfig {
     /// Validates the flags of `run`.
     pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
@@ -138,6 +159,7 @@ impl ProxyConfig {
             audit: args.mode == Mode::Audit,
             policy_source: args.policy.clone().map(|p| (p, args.workload.workload())),
             controller: controller(args)?,
+            enrollment: enrollment(args)?,
             policy_poll: parse_duration("policy-poll", &args.policy_poll)?,
             jwks: args.jwks.clone(),
             identity_dir: args.identity_dir.clone(),
@@ -166,6 +188,7 @@ impl ProxyConfig {
             audit: false,
             policy_source: None,
             controller: None,
+            enrollment: None,
             policy_poll: Duration::from_secs(2),
             jwks: None,
             identity_dir: None,

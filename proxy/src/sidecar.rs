@@ -246,6 +246,11 @@ impl Proxy {
                 drain.clone(),
             ))
         });
+        if let (Some(enrollment), Some(identity)) = (self.config.enrollment.clone(), &self.identity)
+        {
+            let not_after = identity.current().not_after;
+            tokio::spawn(enrollment.renew(not_after, drain.clone()));
+        }
         let mut accept_loops = JoinSet::new();
         for l in self.listeners {
             accept_loops.spawn(l.run(ctx.clone(), drain.clone()));

@@ -81,7 +81,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The next wait: doubled, capped, with up to 50 % jitter (from the clock's nanoseconds, so
 /// that sidecars restarted together do not retry together).
-fn backoff(previous: Duration) -> Duration {
+pub(crate) fn backoff(previous: Duration) -> Duration {
     let next = (previous * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -120,17 +120,15 @@ async fn apply(store: &Arc<PolicyStore>, view: v1::View) {
     }
 }
 
-/// One watch, until the stream ends or fails.
-async fn watch_once(
+/// A connection to the controller (TLS with this sidecar's credentials, where configured) and
+/// `message` as a request carrying the sidecar's current token.
+pub(crate) async fn connect<T>(
     target: &ControllerTarget,
-    store: &Arc<PolicyStore>,
-) -> Result<(), tonic::Status> {
+    message: T,
+) -> Result<(tonic::transport::Channel, tonic::Request<T>), tonic::Status> {
     let mut endpoint =
         Endpoint::from_shared(target.url.clone()).map_err(|e| unavailable("--controller", e))?;
-    let mut request = tonic::Request::new(v1::WatchRequest {
-        namespace: target.namespace.clone(),
-        pod: target.pod.clone(),
-    });
+    let mut request = tonic::Request::new(message);
     if let Some(tls) = &target.tls {
         endpoint = endpoint
             .tls_config(tls.client_config()?)
@@ -144,6 +142,19 @@ async fn watch_once(
         .connect()
         .await
         .map_err(|e| unavailable("connecting", e))?;
+    Ok((channel, request))
+}
+
+/// One watch, until the stream ends or fails.
+async fn watch_once(
+    target: &ControllerTarget,
+    store: &Arc<PolicyStore>,
+) -> Result<(), tonic::Status> {
+    let request = v1::WatchRequest {
+        namespace: target.namespace.clone(),
+        pod: target.pod.clone(),
+    };
+    let (channel, request) = connect(target, request).await?;
     let mut stream = SidecarClient::new(channel)
         .watch(request)
         .await?

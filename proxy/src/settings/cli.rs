@@ -244,6 +244,18 @@ pub struct RunArgs {
     /// Directory with the workload's `tls.crt`, `tls.key` and `ca.crt` (re-read on rotation).
     #[arg(long, env = "PORTCULLIS_IDENTITY_DIR")]
     pub identity_dir: Option<PathBuf>,
+    /// Get the workload certificate from the controller's mesh CA — a fresh key, a request for
+    /// the identity the --controller-token names, renewed at half-life — and keep it in
+    /// --identity-dir (give it an in-memory volume of the sidecar's own).
+    #[arg(
+        long,
+        env = "PORTCULLIS_IDENTITY_FROM_CONTROLLER",
+        requires_all = ["controller", "controller_token", "identity_dir"]
+    )]
+    pub identity_from_controller: bool,
+    /// The mesh's SPIFFE trust domain, for --identity-from-controller.
+    #[arg(long, default_value = "cluster.local", env = "PORTCULLIS_TRUST_DOMAIN")]
+    pub trust_domain: String,
     /// Runtime worker threads (0: one per CPU the process may run on).
     #[arg(long, default_value_t = 0, env = "PORTCULLIS_WORKER_THREADS")]
     pub worker_threads: usize,

@@ -475,3 +475,71 @@ async fn the_controller_certifies_a_pod_as_its_own_service_account_only() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_sidecar_enrolls_with_the_controller_and_takes_in_each_renewal() {
+    use portcullis_proxy::mesh::enroll::Enrollment;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp("ctl-enroll");
+    write(&dir, "c");
+    let creds = dir.join("creds");
+    let url = running(&dir, &creds).await;
+    let identity = dir.join("identity");
+    let enrollment = Enrollment {
+        target: ControllerTarget {
+            url,
+            namespace: "x".into(),
+            pod: "a".into(),
+            tls: Some(ControllerTls {
+                ca_pem: std::fs::read_to_string(creds.join("ca.crt")).expect("ca"),
+                token: Some(creds.join("sa/tokens/x/a")),
+                identity_dir: None,
+            }),
+        },
+        dir: identity.clone(),
+        trust_domain: "cluster.local".into(),
+    };
+    // No file prepared: the first certificate comes from the controller.
+    let not_after = enrollment.first().await;
+    let key = identity.join("tls.key");
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the key is the sidecar's alone");
+
+    // The data path loads it as its identity (chain checked against the bundle at bind).
+    let mut config = ProxyConfig::for_tests(http_upstream().await);
+    config.identity_dir = Some(identity.clone());
+    config.policy_poll = Duration::from_millis(50);
+    let proxy =
+        Proxy::bind(config, portcullis_proxy::policy::waiting_for_controller()).expect("bind");
+    let admin = proxy.admin_addr().expect("admin");
+    let drain = Drain::new();
+    let d = drain.clone();
+    tokio::spawn(async move { proxy.run(d).await.expect("run") });
+    let expiry = not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("epoch")
+        .as_secs();
+    eventually("the enrolled certificate is in force", async || {
+        get(admin, "/metrics", None).await.contains(&format!(
+            "portcullis_identity_expiry_timestamp_seconds {expiry}"
+        ))
+    })
+    .await;
+
+    // A renewal: a new key and certificate, taken in by the running proxy.
+    let before = std::fs::read_to_string(&key).expect("key");
+    enrollment.once().await.expect("renewed");
+    assert_ne!(
+        std::fs::read_to_string(&key).expect("key"),
+        before,
+        "a fresh key"
+    );
+    eventually("the renewal is taken in", async || {
+        get(admin, "/metrics", None)
+            .await
+            .contains("portcullis_identity_reloads_total{result=\"success\"} 1")
+    })
+    .await;
+    drain.start();
+    let _ = std::fs::remove_dir_all(&dir);
+}
