@@ -233,7 +233,10 @@ fn webhooks(cli: &Cli) -> Result<Option<WebhookSettings>, SettingsError> {
             addr: cli.webhook_addr,
             cert: cert.clone(),
             key: key.clone(),
-            inject: InjectConfig::load(&cli.inject)?,
+            inject: InjectConfig {
+                trust_domain: cli.trust_domain.clone(),
+                ..InjectConfig::load(&cli.inject)?
+            },
         })),
         _ => Err(SettingsError::WebhookTls),
     }
@@ -370,6 +373,16 @@ mod tests {
         );
         let e = with(&["--controller-ca", "/nonexistent/ca.crt"]).expect_err("unreadable");
         assert_eq!(e.to_string(), "--controller-ca /nonexistent/ca.crt");
+        let e = with(&[
+            "--identity-from-controller",
+            "--controller",
+            "http://c:15012",
+        ])
+        .expect_err("plaintext");
+        assert_eq!(
+            e.to_string(),
+            "--identity-from-controller needs an https:// --controller"
+        );
         // Off, the injection flags are not read.
         assert!(settings(&["--controller", "https://c:15012"]).is_ok());
     }

@@ -27,6 +27,10 @@ pub struct Args {
     /// How often the certificate files are checked for changes (seconds).
     #[arg(long, default_value_t = 5, env = "PORTCULLIS_CERT_POLL")]
     pub cert_poll: u64,
+    /// The mesh's SPIFFE trust domain (the controller's), for enrolling sidecars. (The
+    /// controller, serving injection itself, passes its own.)
+    #[arg(long, default_value = "cluster.local", env = "PORTCULLIS_TRUST_DOMAIN")]
+    pub trust_domain: String,
     /// What goes into pods.
     #[command(flatten)]
     pub inject: InjectArgs,
@@ -84,6 +88,11 @@ pub struct InjectArgs {
     /// into every sidecar. Needed for an `https://` --controller.
     #[arg(long, env = "PORTCULLIS_CONTROLLER_CA")]
     pub controller_ca: Option<PathBuf>,
+    /// Injected sidecars get their workload certificate from the controller's mesh CA
+    /// (`--identity-from-controller`, an in-memory identity volume): only where the controller
+    /// is a CA, since a sidecar waits for its first certificate. Needs an `https://` --controller.
+    #[arg(long, env = "PORTCULLIS_IDENTITY_FROM_CONTROLLER")]
+    pub identity_from_controller: bool,
     /// Namespaces never injected.
     #[arg(
         long,
@@ -135,6 +144,11 @@ pub struct InjectConfig {
     pub controller: String,
     /// The controller's trust bundle (PEM; empty: none), read from `--controller-ca`.
     pub controller_ca_pem: String,
+    /// Sidecars enroll with the controller's mesh CA.
+    pub identity_from_controller: bool,
+    /// The mesh's trust domain (set by whoever serves injection: the injector's or the
+    /// controller's `--trust-domain`).
+    pub trust_domain: String,
     /// Never injected.
     pub system_namespaces: Vec<String>,
     /// Proxy resources (empty = unset).
@@ -161,6 +175,9 @@ pub enum InjectConfigError {
     /// An `https://` controller without the bundle that verifies it.
     #[error("--controller {0}: https needs --controller-ca")]
     NoControllerCa(String),
+    /// Certificates over plaintext.
+    #[error("--identity-from-controller needs an https:// --controller")]
+    IdentityWithoutTls,
 }
 
 impl InjectConfig {
@@ -180,6 +197,8 @@ impl InjectConfig {
             opaque_ports: a.opaque_ports.clone(),
             controller: a.controller.clone(),
             controller_ca_pem: String::new(),
+            identity_from_controller: a.identity_from_controller,
+            trust_domain: "cluster.local".into(),
             system_namespaces: a.system_namespaces.clone(),
             proxy_cpu_request: a.proxy_cpu_request.clone(),
             proxy_memory_request: a.proxy_memory_request.clone(),
@@ -202,6 +221,9 @@ impl InjectConfig {
         }
         if cfg.controller.starts_with("https://") && cfg.controller_ca_pem.is_empty() {
             return Err(InjectConfigError::NoControllerCa(cfg.controller));
+        }
+        if cfg.identity_from_controller && !cfg.controller.starts_with("https://") {
+            return Err(InjectConfigError::IdentityWithoutTls);
         }
         Ok(cfg)
     }

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
-    DownwardAPIVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection,
-    Volume, VolumeMount, VolumeProjection,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -56,6 +56,8 @@ const PODINFO_VOLUME: &str = "portcullis-podinfo";
 const POLICY_DIR: &str = "/etc/portcullis/policy";
 const PODINFO_DIR: &str = "/etc/portcullis/podinfo";
 const TOKEN_VOLUME: &str = "portcullis-token";
+const IDENTITY_VOLUME: &str = "portcullis-identity";
+const IDENTITY_DIR: &str = "/var/run/portcullis/identity";
 const TOKEN_DIR: &str = "/var/run/secrets/portcullis";
 /// The projected token's lifetime; kubelet rewrites it at 80 % of that.
 const TOKEN_SECONDS: i64 = 3600;
@@ -380,6 +382,14 @@ fn proxy_container(
         args.extend(["--controller".into(), cfg.controller.clone()]);
         env.push(field("PORTCULLIS_POD_NAME", "metadata.name"));
     }
+    if enrolls(cfg) {
+        args.extend(["--identity-from-controller".into(), "--identity-dir".into()]);
+        args.extend([
+            IDENTITY_DIR.into(),
+            "--trust-domain".into(),
+            cfg.trust_domain.clone(),
+        ]);
+    }
     if follows_tls(cfg) {
         args.extend(["--controller-token".into(), format!("{TOKEN_DIR}/token")]);
         env.push(EnvVar {
@@ -436,22 +446,48 @@ fn proxy_container(
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(
-            [
-                (POLICY_VOLUME, POLICY_DIR),
-                (PODINFO_VOLUME, PODINFO_DIR),
-                (TOKEN_VOLUME, TOKEN_DIR),
-            ]
-            .into_iter()
-            .take(if follows_tls(cfg) { 3 } else { 2 })
-            .map(|(name, dir)| VolumeMount {
-                name: name.into(),
-                mount_path: dir.into(),
-                read_only: Some(true),
-                ..Default::default()
-            })
-            .collect(),
-        ),
+        volume_mounts: Some(mounts(cfg)),
+        ..Default::default()
+    }
+}
+
+/// The proxy's mounts: policy, pod info, and (following the controller over TLS) its token
+/// and (enrolling) its identity — the only one it writes.
+fn mounts(cfg: &InjectConfig) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        (POLICY_VOLUME, POLICY_DIR, true),
+        (PODINFO_VOLUME, PODINFO_DIR, true),
+    ];
+    if follows_tls(cfg) {
+        mounts.push((TOKEN_VOLUME, TOKEN_DIR, true));
+    }
+    if enrolls(cfg) {
+        mounts.push((IDENTITY_VOLUME, IDENTITY_DIR, false));
+    }
+    mounts
+        .into_iter()
+        .map(|(name, dir, read_only)| VolumeMount {
+            name: name.into(),
+            mount_path: dir.into(),
+            read_only: Some(read_only),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Whether sidecars get their certificate from the controller's mesh CA.
+fn enrolls(cfg: &InjectConfig) -> bool {
+    cfg.identity_from_controller && follows_tls(cfg)
+}
+
+/// The sidecar's identity volume: in memory, its own (the key never touches a disk).
+fn identity_volume() -> Volume {
+    Volume {
+        name: IDENTITY_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity("1Mi".into())),
+        }),
         ..Default::default()
     }
 }
@@ -509,6 +545,9 @@ fn volumes(s: &PodSettings, cfg: &InjectConfig) -> Vec<Volume> {
     ];
     if follows_tls(cfg) {
         volumes.push(token_volume());
+    }
+    if enrolls(cfg) {
+        volumes.push(identity_volume());
     }
     volumes
 }

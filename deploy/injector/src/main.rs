@@ -10,7 +10,9 @@ use portcullis_injector::config::{Args, InjectConfig};
 use portcullis_injector::tls::CertStore;
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = Arc::new(InjectConfig::load(&args.inject)?);
+    let mut cfg = InjectConfig::load(&args.inject)?;
+    cfg.trust_domain.clone_from(&args.trust_domain);
+    let cfg = Arc::new(cfg);
     let store = Arc::new(CertStore::load(&args.tls_cert, &args.tls_key)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -477,5 +477,43 @@ fn over_tls_the_sidecar_verifies_the_controller_and_shows_its_projected_token() 
     assert_eq!(token["audience"], "portcullis");
     assert_eq!(token["path"], "token");
     assert_eq!(token["expirationSeconds"], 3600);
+    assert_eq!(
+        flag(proxy, "--identity-dir"),
+        None,
+        "no enrollment unless asked for"
+    );
+    validate("plain.json", &pod);
+
+    // Enrolling with the controller's mesh CA: an in-memory identity volume, written by the
+    // proxy alone.
+    cfg.identity_from_controller = true;
+    let (_, _, pod) = run("plain.json", &cfg);
+    let pod = pod.expect("patched");
+    let proxy = &pod["spec"]["initContainers"][1];
+    let args = proxy["args"].as_array().expect("args");
+    assert!(
+        args.iter().any(|a| a == "--identity-from-controller"),
+        "{args:?}"
+    );
+    assert_eq!(
+        flag(proxy, "--identity-dir").as_deref(),
+        Some("/var/run/portcullis/identity")
+    );
+    assert_eq!(
+        flag(proxy, "--trust-domain").as_deref(),
+        Some("cluster.local")
+    );
+    let mounts = proxy["volumeMounts"].as_array().expect("mounts");
+    let mount = mounts
+        .iter()
+        .find(|m| m["mountPath"] == "/var/run/portcullis/identity")
+        .expect("identity mount");
+    assert_eq!(mount["readOnly"], false);
+    let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+    let volume = volumes
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("identity volume");
+    assert_eq!(volume["emptyDir"]["medium"], "Memory");
     validate("plain.json", &pod);
 }
