@@ -140,6 +140,16 @@ async fn running(dir: &Path, creds: &Path) -> String {
     url
 }
 
+/// A fresh directory `name` with the source (x/c labelled c), credentials in `creds/`, and a
+/// running controller on them: (directory, credentials, API URL).
+async fn started(name: &str) -> (PathBuf, PathBuf, String) {
+    let dir = temp(name);
+    write(&dir, "c");
+    let creds = dir.join("creds");
+    let url = running(&dir, &creds).await;
+    (dir, creds, url)
+}
+
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -280,10 +290,7 @@ fn code(r: &Result<v1::View, tonic::Status>) -> tonic::Code {
 
 #[tokio::test]
 async fn the_api_serves_a_workload_only_its_own_view() {
-    let dir = temp("ctl-auth");
-    write(&dir, "c");
-    let creds = dir.join("creds");
-    let url = running(&dir, &creds).await;
+    let (dir, creds, url) = started("ctl-auth").await;
     let token =
         |pod: &str| std::fs::read_to_string(creds.join("sa/tokens/x").join(pod)).expect("t");
     let mut anonymous = client(&url, &creds, None).await;
@@ -365,10 +372,7 @@ async fn the_api_serves_a_workload_only_its_own_view() {
 
 #[tokio::test]
 async fn a_watch_ends_when_its_token_expires() {
-    let dir = temp("ctl-expiry");
-    write(&dir, "c");
-    let creds = dir.join("creds");
-    let url = running(&dir, &creds).await;
+    let (dir, creds, url) = started("ctl-expiry").await;
     let pod = ["x/a=default".parse().expect("pod")];
     let short = write_tokens(&creds, ISSUER, &pod, Duration::from_secs(3)).expect("token");
     let short = std::fs::read_to_string(&short[0]).expect("token");
@@ -419,10 +423,7 @@ fn csr(spiffe_id: &str) -> String {
 #[tokio::test]
 async fn the_controller_certifies_a_pod_as_its_own_service_account_only() {
     use portcullis_api::v1::identity_client::IdentityClient;
-    let dir = temp("ctl-ca");
-    write(&dir, "c");
-    let creds = dir.join("creds");
-    let url = running(&dir, &creds).await;
+    let (dir, creds, url) = started("ctl-ca").await;
     let token = std::fs::read_to_string(creds.join("sa/tokens/x/a")).expect("token");
     let mut ca = IdentityClient::new(channel(&url, &creds, None).await);
     let certify = async |ca: &mut IdentityClient<_>, csr: String, bearer: Option<&str>| {
@@ -480,10 +481,7 @@ async fn the_controller_certifies_a_pod_as_its_own_service_account_only() {
 async fn a_sidecar_enrolls_with_the_controller_and_takes_in_each_renewal() {
     use portcullis_proxy::mesh::enroll::Enrollment;
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = temp("ctl-enroll");
-    write(&dir, "c");
-    let creds = dir.join("creds");
-    let url = running(&dir, &creds).await;
+    let (dir, creds, url) = started("ctl-enroll").await;
     let identity = dir.join("identity");
     let enrollment = Enrollment {
         target: ControllerTarget {
