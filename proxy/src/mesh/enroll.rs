@@ -15,7 +15,7 @@ use portcullis_api::v1::identity_client::IdentityClient;
 
 use super::identity::{CA_FILE, CERT_FILE, KEY_FILE};
 use crate::drain::Drain;
-use crate::policy::controller::{ControllerTarget, backoff, connect};
+use crate::policy::controller::{ControllerTarget, backoff, connect, wait_backoff};
 
 /// Why a certificate could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -163,10 +163,8 @@ impl Enrollment {
                         tracing::warn!(expired, "workload certificate not renewed, retrying: {e}");
                     }
                 }
-                wait = backoff(wait);
-                tokio::select! {
-                    () = drain.started() => return,
-                    () = tokio::time::sleep(wait) => {}
+                if !wait_backoff(&mut wait, &drain).await {
+                    return;
                 }
             };
         }

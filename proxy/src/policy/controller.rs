@@ -182,11 +182,18 @@ pub(crate) async fn follow(target: ControllerTarget, store: Arc<PolicyStore>, dr
                 tracing::warn!(code = ?e.code(), "controller watch failed; keeping the last good view: {}", e.message())
             }
         }
-        wait = backoff(wait);
-        tokio::select! {
-            () = drain.started() => return,
-            () = tokio::time::sleep(wait) => {}
+        if !wait_backoff(&mut wait, &drain).await {
+            return;
         }
+    }
+}
+
+/// Waits the next backoff after `wait` (and keeps it); false when the drain starts meanwhile.
+pub(crate) async fn wait_backoff(wait: &mut Duration, drain: &Drain) -> bool {
+    *wait = backoff(*wait);
+    tokio::select! {
+        () = drain.started() => false,
+        () = tokio::time::sleep(*wait) => true,
     }
 }
 

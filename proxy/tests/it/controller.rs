@@ -150,6 +150,20 @@ async fn started(name: &str) -> (PathBuf, PathBuf, String) {
     (dir, creds, url)
 }
 
+/// The controller as pod x/a's sidecar sees it: TLS verified by `creds/ca.crt`, its token.
+fn sidecar_a(url: String, creds: &Path) -> ControllerTarget {
+    ControllerTarget {
+        url,
+        namespace: "x".into(),
+        pod: "a".into(),
+        tls: Some(ControllerTls {
+            ca_pem: std::fs::read_to_string(creds.join("ca.crt")).expect("ca"),
+            token: Some(creds.join("sa/tokens/x/a")),
+            identity_dir: None,
+        }),
+    }
+}
+
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -165,16 +179,7 @@ async fn a_sidecar_enforces_its_controller_view_and_follows_label_changes() {
     let (controller, url) = controller(&dir, &creds).await;
 
     let mut config = ProxyConfig::for_tests(http_upstream().await);
-    config.controller = Some(ControllerTarget {
-        url,
-        namespace: "x".into(),
-        pod: "a".into(),
-        tls: Some(ControllerTls {
-            ca_pem: std::fs::read_to_string(creds.join("ca.crt")).expect("ca"),
-            token: Some(creds.join("sa/tokens/x/a")),
-            identity_dir: None,
-        }),
-    });
+    config.controller = Some(sidecar_a(url, &creds));
     let proxy =
         Proxy::bind(config, portcullis_proxy::policy::waiting_for_controller()).expect("bind");
     let addr = proxy.addrs(Direction::Inbound)[0];
@@ -484,16 +489,7 @@ async fn a_sidecar_enrolls_with_the_controller_and_takes_in_each_renewal() {
     let (dir, creds, url) = started("ctl-enroll").await;
     let identity = dir.join("identity");
     let enrollment = Enrollment {
-        target: ControllerTarget {
-            url,
-            namespace: "x".into(),
-            pod: "a".into(),
-            tls: Some(ControllerTls {
-                ca_pem: std::fs::read_to_string(creds.join("ca.crt")).expect("ca"),
-                token: Some(creds.join("sa/tokens/x/a")),
-                identity_dir: None,
-            }),
-        },
+        target: sidecar_a(url, &creds),
         dir: identity.clone(),
         trust_domain: "cluster.local".into(),
     };
