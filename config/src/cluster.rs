@@ -16,6 +16,11 @@ use crate::workload::NamedPort;
 /// The label every namespace carries with its own name (Kubernetes sets it).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The pod annotation that says whether its sidecar speaks mutual TLS with a certificate from
+/// the controller: the injector writes `enabled` on pods it enrols, and leaves `disabled` (the
+/// owner's opt-out) alone.
+pub const MTLS_ANNOTATION: &str = "portcullis.dev/mtls";
+
 /// One pod, as policies see it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Pod {
@@ -31,6 +36,9 @@ pub struct Pod {
     pub service_account: String,
     /// Its named container ports.
     pub named_ports: BTreeMap<String, NamedPort>,
+    /// Whether its sidecar accepts mutual TLS from peer sidecars ([`MTLS_ANNOTATION`] is
+    /// `enabled`): peers then originate mTLS to it and expect its identity.
+    pub meshed: bool,
 }
 
 impl Pod {

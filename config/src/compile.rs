@@ -459,10 +459,15 @@ fn access_policy(
             d.error(
                 spec,
                 format!(
-                    "unknown field `{field}` in an AccessPolicy spec (expected inbound, outbound)"
+                    "unknown field `{field}` in an AccessPolicy spec (expected inbound, outbound, mtls)"
                 ),
             );
         }
+    }
+    if s.mtls.as_ref().map(|m| m.value) == Some(model::MtlsMode::Strict) {
+        out.inbound
+            .mtls_strict
+            .get_or_insert_with(|| policy.clone());
     }
     let mut names = HashSet::new();
     let mut counts = (0, 0);

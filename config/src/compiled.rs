@@ -34,6 +34,9 @@ pub struct DirectionRules {
     pub rules: Vec<CompiledRule>,
     /// Candidate indexes over `rules`, rebuilt by [`DirectionRules::reindex`].
     pub index: DirectionIndex,
+    /// Inbound only: the first policy that says `mtls: strict`, when one does. Connections
+    /// without a verified peer identity are then denied before any rule is read.
+    pub mtls_strict: Option<Arc<str>>,
 }
 
 impl Default for DirectionRules {
@@ -43,6 +46,7 @@ impl Default for DirectionRules {
             default: Action::Allow,
             rules: Vec::new(),
             index: DirectionIndex::default(),
+            mtls_strict: None,
         }
     }
 }

@@ -310,6 +310,28 @@ fn by_default(rules: &DirectionRules) -> Decision {
     }
 }
 
+/// `mtls: strict`: an inbound connection without a verified peer identity is denied by the
+/// policy that asked for it, whatever the rules say.
+fn strict_refusal(
+    rules: &DirectionRules,
+    c: &Connection<'_>,
+    trace: &mut Option<&mut Trace>,
+) -> Option<Decision> {
+    let policy = rules.mtls_strict.as_ref()?;
+    if c.direction != Direction::Inbound || c.identity.is_some() {
+        return None;
+    }
+    note(trace, || {
+        format!("policy {policy} says mtls: strict and the peer presented no workload certificate")
+    });
+    Some(Decision {
+        verdict: Verdict::Deny,
+        policy: Some(policy.clone()),
+        rule: Arc::from("mtls"),
+        reason: Cow::Borrowed("mtls: strict, and the peer presented no workload certificate"),
+    })
+}
+
 fn note(trace: &mut Option<&mut Trace>, step: impl FnOnce() -> String) {
     if let Some(t) = trace.as_deref_mut() {
         t.steps.push(step());
@@ -507,6 +529,9 @@ impl CompiledPolicy {
         mut trace: Option<&mut Trace>,
     ) -> ConnDecision {
         let rules = direction_rules(self, c.direction);
+        if let Some(d) = strict_refusal(rules, c, &mut trace) {
+            return ConnDecision::Final(d);
+        }
         let s = phase1(rules, c, &mut trace);
         if let Some(r) = s.l4_deny {
             return ConnDecision::Final(by_rule(r, "connection-level deny rule matched"));
@@ -534,6 +559,9 @@ impl CompiledPolicy {
     /// rules count as matching, HTTP allow rules never allow.
     pub fn decide_opaque(&self, c: &Connection<'_>, mut trace: Option<&mut Trace>) -> Decision {
         let rules = direction_rules(self, c.direction);
+        if let Some(d) = strict_refusal(rules, c, &mut trace) {
+            return d;
+        }
         let s = phase1(rules, c, &mut trace);
         if let Some(r) = s.l4_deny {
             return by_rule(r, "connection-level deny rule matched");
@@ -563,6 +591,9 @@ impl CompiledPolicy {
         mut trace: Option<&mut Trace>,
     ) -> Decision {
         let rules = direction_rules(self, c.direction);
+        if let Some(d) = strict_refusal(rules, c, &mut trace) {
+            return d;
+        }
         if trace.is_none() {
             return request_indexed(rules, c, r);
         }

@@ -58,6 +58,8 @@ pub struct Spec {
     pub inbound: Option<Spanned<DirectionSpec>>,
     /// AccessPolicy: traffic leaving the workload.
     pub outbound: Option<Spanned<DirectionSpec>>,
+    /// AccessPolicy: whether peers must present a workload certificate (mutual TLS).
+    pub mtls: Option<Spanned<MtlsMode>>,
     /// NetworkPolicy: which pods the policy applies to.
     pub pod_selector: Option<Spanned<LabelSelector>>,
     /// NetworkPolicy: `Ingress`, `Egress`.
@@ -76,6 +78,17 @@ pub enum Action {
     Allow,
     /// Refuse it.
     Deny,
+}
+
+/// `strict` or `permissive`: whether inbound connections must come as mutual TLS from a peer
+/// sidecar (Istio's PeerAuthentication modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    /// Every inbound connection must be mutual TLS; plaintext is refused.
+    Strict,
+    /// Plaintext is judged like any other connection (the default).
+    Permissive,
 }
 
 /// One direction of an AccessPolicy.

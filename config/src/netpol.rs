@@ -193,6 +193,7 @@ pub fn import(
     for (field, present) in [
         ("inbound", s.inbound.is_some()),
         ("outbound", s.outbound.is_some()),
+        ("mtls", s.mtls.is_some()),
     ] {
         if present {
             d.error(spec, format!("unknown field `{field}` in a NetworkPolicy spec (expected podSelector, policyTypes, ingress, egress)"));

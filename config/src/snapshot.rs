@@ -112,6 +112,11 @@ pub fn pod(v: &Value) -> Option<Pod> {
             .unwrap_or("default")
             .to_string(),
         named_ports,
+        meshed: v
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(crate::cluster::MTLS_ANNOTATION))
+            .and_then(Value::as_str)
+            == Some("enabled"),
     })
     .filter(|p| !p.ips.is_empty())
 }

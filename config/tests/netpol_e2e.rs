@@ -47,6 +47,7 @@ fn cluster(relabel: &BTreeMap<String, String>) -> Cluster {
                     "serve-80-tcp=80,serve-81-tcp=81,serve-81-udp=81/UDP",
                 )
                 .expect("ports"),
+                meshed: false,
             });
         }
     }

@@ -54,6 +54,7 @@ impl Versioned {
             Some(w) => {
                 let mut v = view_with(&self.shared, Some(w));
                 v.services.clone_from(&self.services.wire);
+                v.mesh.clone_from(&self.services.mesh);
                 v
             }
             None => unknown(&self.key),
@@ -354,13 +355,16 @@ fn view_with(shared: &Shared, workload: Option<&v1::Workload>) -> v1::View {
         namespaces: shared.namespaces.clone(),
         pods: shared.pods.clone(),
         services: Vec::new(),
+        mesh: Vec::new(),
     }
 }
 
-/// Every Service with its ready endpoints, as views carry them (one copy for every view).
+/// Every Service with its ready endpoints, and every meshed pod, as views carry them (one copy
+/// for every view).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Services {
     wire: Vec<v1::Service>,
+    mesh: Vec<v1::MeshPeer>,
     /// A content hash of them.
     hash: String,
 }
@@ -396,13 +400,24 @@ fn services(cluster: &Cluster) -> Services {
                 .collect(),
         })
         .collect();
+    let mesh: Vec<v1::MeshPeer> = cluster
+        .pods
+        .iter()
+        .filter(|p| p.meshed)
+        .map(|p| v1::MeshPeer {
+            ips: p.ips.iter().map(ToString::to_string).collect(),
+            namespace: p.namespace.clone(),
+            service_account: p.service_account.clone(),
+        })
+        .collect();
     let encoded = v1::View {
         services: wire.clone(),
+        mesh: mesh.clone(),
         ..v1::View::default()
     }
     .encode_to_vec();
     let hash = short_hex(&Sha256::digest(encoded));
-    Services { wire, hash }
+    Services { wire, mesh, hash }
 }
 
 /// The view a sidecar gets while its pod is unknown.

@@ -374,6 +374,7 @@ fn e2e_cluster() -> crate::cluster::Cluster {
                     "serve-80-tcp=80,serve-81-tcp=81,serve-81-udp=81/UDP",
                 )
                 .expect("ports"),
+                meshed: false,
             });
         }
     }

@@ -260,3 +260,48 @@ fn every_view_carries_the_services_and_their_ready_endpoints() {
             .is_empty()
     );
 }
+
+#[test]
+fn every_view_lists_the_meshed_pods_and_an_opt_out_leaves_the_list() {
+    let annotated = |value: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: d, namespace: y, annotations: {{portcullis.dev/mtls: {value}}}}}\nspec: {{serviceAccountName: api, containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIPs: [{{ip: 10.0.2.4}}, {{ip: 'fd00::24'}}]}}\n"
+        )
+    };
+    let mesh = |index: &Index, pod: &str| -> Vec<(Vec<String>, String, String)> {
+        index
+            .get(&("x".into(), pod.into()))
+            .mesh
+            .iter()
+            .map(|m| {
+                (
+                    m.ips.clone(),
+                    m.namespace.clone(),
+                    m.service_account.clone(),
+                )
+            })
+            .collect()
+    };
+    let mut index = Index::default();
+    index.update(&snapshot(
+        &format!("{POLICIES}{}", annotated("enabled")),
+        "b",
+    ));
+    let expected = vec![(
+        vec!["10.0.2.4".to_string(), "fd00::24".to_string()],
+        "y".to_string(),
+        "api".to_string(),
+    )];
+    assert_eq!(mesh(&index, "a"), expected);
+    assert_eq!(
+        mesh(&index, "c"),
+        expected,
+        "every view, not only selectors'"
+    );
+    let changed = index.update(&snapshot(
+        &format!("{POLICIES}{}", annotated("disabled")),
+        "b",
+    ));
+    assert_eq!(changed.len(), 10, "every view changes");
+    assert!(mesh(&index, "a").is_empty());
+}

@@ -72,6 +72,7 @@ fn pod(p: &v1::Pod) -> Result<Pod, ViewError> {
         ips,
         service_account: p.service_account.clone(),
         named_ports: named_ports(&p.named_ports)?,
+        meshed: false,
     })
 }
 
