@@ -1,6 +1,7 @@
 //! One captured connection, end to end, as a short chain of stages:
 //!
-//! [`listener`] accepts → [`destination`] recovers where it was going (and refuses loops) →
+//! [`listener`] accepts → [`destination`] recovers where it was going (and refuses loops; an
+//! outbound connection to a Service goes to the endpoint [`crate::routes`] picks) →
 //! [`mesh_accept`] terminates a peer sidecar's mutual TLS (inbound, with an identity) →
 //! [`admit`] decides, as a pure function, whether the connection is closed, carried, or served
 //! as HTTP — reading its first bytes through [`sniff`] ([`detect`] says what they are) when
@@ -35,6 +36,7 @@ use crate::drain::Drain;
 use crate::http;
 use crate::net::prefixed::Prefixed;
 use crate::observe::access_log::Record;
+use crate::routes::Route;
 use crate::vocab::{Direction, Ruling, Verdict};
 
 /// How an admitted connection is carried.
@@ -83,8 +85,16 @@ async fn carry(
         ctx.original_dst_override,
         &ctx.own_ports,
     )?;
+    let dst = match direction {
+        Direction::Outbound => routed(ctx, dst, record),
+        Direction::Inbound => dst,
+    };
     record.dst = Some(dst);
     let mut peer = Box::pin(authenticate(ctx, direction, client, record)).await?;
+    if direction == Direction::Outbound {
+        // Judged as the pod it reaches: the connector holds the peer to this identity.
+        peer.identity = ctx.connector.expected_peer(direction, dst);
+    }
     match Box::pin(classify(ctx, (direction, src, dst), &mut peer, record)).await? {
         Carry::Http { prefix, http2 } => {
             let down = http::Downstream {
@@ -92,6 +102,7 @@ async fn carry(
                 src,
                 dst,
                 identity: peer.identity,
+                service: record.service.clone(),
                 http2,
             };
             let io = Prefixed::new(prefix, peer.stream);
@@ -101,6 +112,19 @@ async fn carry(
         Carry::Opaque { prefix } => {
             let t = tcp::forward(ctx, (direction, src, dst), peer.stream, prefix, record);
             Ok(Carried::Opaque(Box::pin(t).await?))
+        }
+    }
+}
+
+/// Where an outbound connection goes: a Service's address becomes the endpoint picked for it,
+/// which is then judged and connected to. Without a ready endpoint it stays the Service's
+/// address, which the connector never connects to (TCP is refused, HTTP answered 503).
+fn routed(ctx: &Context, dst: SocketAddr, record: &mut Record) -> SocketAddr {
+    match ctx.policy.current().routes.route(dst) {
+        Route::Direct => dst,
+        Route::Service { service, endpoint } => {
+            record.service = Some(service);
+            endpoint.unwrap_or(dst)
         }
     }
 }
@@ -133,7 +157,13 @@ async fn classify(
         trust_domain: own.as_ref().map(|m| m.trust_domain.as_str()),
     };
     let sniffed = sniffed.take();
-    let (prefix, admission) = match admit::at_open(view, conn) {
+    // A Service without a ready endpoint: HTTP gets its 503, so the bytes are read first.
+    let unroutable = record.service.is_some() && active.routes.is_service(dst);
+    let settled = match admit::at_open(view, conn) {
+        Some(Admission::Opaque(_)) if unroutable => None,
+        settled => settled,
+    };
+    let (prefix, admission) = match settled {
         None => {
             // On a port known to carry HTTP, a client that has said nothing yet (an HTTP pool
             // connecting early) gets an HTTP server's patience, not the detect timeout.
@@ -153,7 +183,16 @@ async fn classify(
                 record.protocol = "tls";
                 record.sni.clone_from(sni);
             }
-            (prefix, admit::with_bytes(view, conn, &detected))
+            let admission = match (admit::with_bytes(view, conn, &detected), &detected) {
+                (Admission::Opaque(r), Detected::Http1 | Detected::Http2) if unroutable => {
+                    note(record, &r);
+                    Admission::Http {
+                        http2: matches!(detected, Detected::Http2),
+                    }
+                }
+                (admission, _) => admission,
+            };
+            (prefix, admission)
         }
         Some(settled) => (sniffed.map(|(p, _)| p).unwrap_or_default(), settled),
     };

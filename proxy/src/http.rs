@@ -44,6 +44,8 @@ pub(crate) struct Downstream {
     pub(crate) dst: SocketAddr,
     /// The peer sidecar's verified SPIFFE ID (inbound mutual TLS).
     pub(crate) identity: Option<String>,
+    /// The Service dialled, when `dst` is its endpoint.
+    pub(crate) service: Option<Arc<str>>,
     /// HTTP/2 with prior knowledge, else HTTP/1.
     pub(crate) http2: bool,
 }
@@ -57,6 +59,7 @@ pub(crate) async fn serve(ctx: Arc<Context>, down: Downstream, io: Prefixed<Stre
         src,
         dst,
         identity,
+        service,
         http2,
     } = down;
     let upstream = Upstream::new(
@@ -76,6 +79,7 @@ pub(crate) async fn serve(ctx: Arc<Context>, down: Downstream, io: Prefixed<Stre
         src,
         dst,
         identity,
+        service,
         trust_domain,
         http2,
         upstream,

@@ -10,6 +10,7 @@
 //! - [`vocab`]: the words every stage shares (direction, verdict, capture mode, ruling);
 //! - [`mesh`]: SPIFFE identities, the workload's certificate store and the mTLS handshakes;
 //! - [`policy`]: loading the policy, the store that swaps it atomically, the reload watcher;
+//! - [`routes`]: where an outbound connection goes (a Service's endpoints, meshed pods);
 //! - [`observe`]: Prometheus metrics and the JSON access log;
 //! - [`admin`]: health, metrics, policy and kubelet-probe endpoints;
 //! - [`drain`]: graceful shutdown; [`privileges`]: the capability TPROXY capture needs;
@@ -32,6 +33,7 @@ pub(crate) mod net;
 pub(crate) mod observe;
 pub mod policy;
 pub mod privileges;
+pub mod routes;
 pub mod settings;
 pub mod sidecar;
 pub mod vocab;

@@ -170,7 +170,7 @@ impl Proxy {
     fn context(&self, access_log: AccessLog) -> Context {
         let config = &self.config;
         let mesh = match &self.identity {
-            Some(identity) if !config.mesh_cidrs.is_empty() => Some(Mesh {
+            Some(identity) => Some(Mesh {
                 cidrs: config.mesh_cidrs.clone(),
                 identity: identity.clone(),
                 metrics: self.metrics.clone(),
@@ -190,6 +190,7 @@ impl Proxy {
                 delivery_source: config.delivery_source,
                 timeout: config.connect_timeout,
                 mesh,
+                policy: self.policy.clone(),
             },
             metrics: self.metrics.clone(),
             access_log,

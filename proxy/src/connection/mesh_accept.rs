@@ -1,6 +1,7 @@
 //! Inbound, when this proxy has an identity: a connection from a peer sidecar (its ClientHello
 //! offers the mesh ALPN) is terminated here and its verified SPIFFE ID becomes the peer
-//! identity. Anything else stays plain and unauthenticated; what was read to tell the two apart
+//! identity — unless the controller knows the pod at the peer's address as another identity
+//! (an address cannot be borrowed). Anything else stays plain and unauthenticated; what was read to tell the two apart
 //! is handed on so that it is not read twice.
 
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use super::context::Context;
 use super::detect::Detected;
 use super::outcome::ConnError;
 use super::sniff::{FirstByte, sniff};
-use crate::mesh::tls;
+use crate::mesh::tls::{self, MtlsError};
 use crate::net::prefixed::Prefixed;
 use crate::net::stream::Stream;
 use crate::observe::Chain;
@@ -55,8 +56,19 @@ pub(crate) async fn authenticate(
     if !matches!(&detected, Detected::Tls { alpn, .. } if tls::is_mesh(alpn)) {
         return Ok(plain(client, Some((prefix, detected))));
     }
-    let config = store.current().tls.clone();
-    let accepted = tls::accept(&config, Prefixed::new(prefix, client)).await;
+    let own = store.current();
+    let accepted = tls::accept(&own.tls, Prefixed::new(prefix, client))
+        .await
+        .and_then(|(stream, id)| {
+            let routes = &ctx.policy.current().routes;
+            match routes.mesh_peer(record.src.ip()) {
+                Some(pod) if pod.identity(&own.trust_domain) != id => Err(MtlsError::WrongPeer {
+                    expected: pod.identity(&own.trust_domain),
+                    got: id,
+                }),
+                _ => Ok((stream, id)),
+            }
+        });
     let (namespace, result) = match &accepted {
         Ok((_, id)) => (spiffe_namespace(id).unwrap_or(""), "success"),
         Err(_) => ("", "failure"),

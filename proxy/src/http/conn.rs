@@ -32,6 +32,8 @@ pub(crate) struct HttpConn {
     pub(crate) src: SocketAddr,
     pub(crate) dst: SocketAddr,
     pub(crate) identity: Option<String>,
+    /// The Service dialled, when `dst` is its endpoint.
+    pub(crate) service: Option<Arc<str>>,
     /// This workload's own trust domain, when it has an identity.
     pub(crate) trust_domain: Option<String>,
     pub(crate) http2: bool,
@@ -103,6 +105,7 @@ impl HttpConn {
             self.protocol(grpc),
         );
         rec.identity.clone_from(&self.identity);
+        rec.service.clone_from(&self.service);
         rec.method = Some(method.to_string());
         rec.request_id = request_id.map(str::to_string);
         rec

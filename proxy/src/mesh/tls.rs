@@ -48,6 +48,15 @@ pub(crate) enum MtlsError {
     /// The peer's verified certificate carries no SPIFFE ID.
     #[error("mTLS peer certificate has no spiffe:// URI SAN")]
     NoPeerIdentity,
+    /// The peer proved an identity other than that of the pod the controller knows at its
+    /// address (a borrowed address).
+    #[error("mTLS peer is {got}, but the pod at its address is {expected}")]
+    WrongPeer {
+        /// The identity of the pod at the address.
+        expected: String,
+        /// The identity proved.
+        got: String,
+    },
 }
 
 /// The client and server configurations for one identity; rebuilt on every rotation.

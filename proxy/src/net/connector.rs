@@ -7,8 +7,13 @@
 //! - Inbound, TPROXY mode: IP_TRANSPARENT + the TPROXY mark, bound to the client's own IP (never
 //!   its port, which could clash with the client's 4-tuple), so the application sees the real
 //!   client. Connections from the pod itself fall back to the redirect-mode source.
-//! - Outbound to a destination in `--mesh-cidrs`: wrapped in mutual TLS ([`crate::mesh::tls`]) with
-//!   the workload's current certificate, so the destination's sidecar learns who is calling.
+//! - Outbound to a meshed pod the controller named, or to a destination in `--mesh-cidrs`:
+//!   wrapped in mutual TLS ([`crate::mesh::tls`]) with the workload's current certificate, so the
+//!   destination's sidecar learns who is calling. A meshed pod's sidecar must prove that pod's
+//!   identity.
+//! - Outbound to a Service's ClusterIP: never. Connections to a Service were routed to an
+//!   endpoint before they were judged ([`crate::routes`]); one still aimed at a ClusterIP had no
+//!   ready endpoint (or its Service changed under it) and fails as [`ConnectError::NoEndpoint`].
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,6 +29,8 @@ use super::stream::Stream;
 use crate::mesh::identity::IdentityStore;
 use crate::mesh::tls::{self, MtlsError};
 use crate::observe::metrics::Metrics;
+use crate::policy::store::PolicyStore;
+use crate::routes::Routes;
 use crate::vocab::{CaptureMode, Direction};
 
 /// Source address of inbound deliveries to the application in redirect mode (IPv4). The capture
@@ -57,6 +64,9 @@ pub(crate) enum ConnectError {
     /// Connecting took too long.
     #[error("connect {0}: timed out")]
     Timeout(SocketAddr),
+    /// A Service address with no endpoint judged for it.
+    #[error("{0}: the Service has no ready endpoint")]
+    NoEndpoint(SocketAddr),
     /// Mutual TLS towards a peer sidecar failed.
     #[error("mTLS to {dst}")]
     Mesh {
@@ -80,6 +90,7 @@ impl ConnectError {
             ConnectError::Connect { .. } => "connect_error",
             ConnectError::Timeout(_) => "connect_timeout",
             ConnectError::Mesh { .. } => "mtls_connect",
+            ConnectError::NoEndpoint(_) => "no_endpoint",
         }
     }
 }
@@ -87,7 +98,7 @@ impl ConnectError {
 /// Destinations that run a Portcullis sidecar, and the identity to show them.
 #[derive(Debug, Clone)]
 pub(crate) struct Mesh {
-    /// Where peer sidecars live.
+    /// Where peer sidecars live besides the meshed pods the controller names (`--mesh-cidrs`).
     pub(crate) cidrs: Vec<IpNet>,
     /// This workload's certificate (rotated in place).
     pub(crate) identity: Arc<IdentityStore>,
@@ -95,12 +106,65 @@ pub(crate) struct Mesh {
     pub(crate) metrics: Arc<Metrics>,
 }
 
+/// Whether, and with whom, a connection speaks mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Peer {
+    /// Plaintext.
+    Plain,
+    /// Any sidecar of the trust bundle (`--mesh-cidrs`).
+    AnySidecar,
+    /// The sidecar of the pod with this identity.
+    Pod(String),
+}
+
 impl Mesh {
-    /// Whether connections to `ip` are wrapped in mutual TLS.
-    pub(crate) fn covers(&self, ip: IpAddr) -> bool {
+    /// How connections to `ip` are made, given the routes in force.
+    fn peer(&self, routes: &Routes, ip: IpAddr) -> Peer {
+        if let Some(p) = routes.mesh_peer(ip) {
+            return Peer::Pod(p.identity(&self.identity.current().trust_domain));
+        }
         let ip = portcullis_config::matchers::canonical(ip);
-        self.cidrs.iter().any(|n| n.contains(&ip))
+        if self.cidrs.iter().any(|n| n.contains(&ip)) {
+            Peer::AnySidecar
+        } else {
+            Peer::Plain
+        }
     }
+}
+
+/// Mutual TLS over a fresh connection to `dst`; the peer must prove `expected` when given.
+async fn originate(
+    mesh: &Mesh,
+    stream: tokio::net::TcpStream,
+    dst: SocketAddr,
+    expected: Option<String>,
+) -> Result<Connected, ConnectError> {
+    let direction = Direction::Outbound;
+    let config = mesh.identity.current().tls.clone();
+    let result = tls::connect(&config, stream, dst.ip()).await;
+    let namespace = match &result {
+        Ok((_, id)) => portcullis_config::matchers::spiffe_namespace(id).unwrap_or(""),
+        Err(_) => "",
+    };
+    let wrong = match (&result, &expected) {
+        (Ok((_, got)), Some(want)) => got != want,
+        _ => false,
+    };
+    let outcome = if result.is_ok() && !wrong {
+        "success"
+    } else {
+        "failure"
+    };
+    mesh.metrics.count_handshake(direction, outcome, namespace);
+    let (s, got) = result.map_err(|source| ConnectError::Mesh { dst, source })?;
+    if let Some(expected) = expected.filter(|_| wrong) {
+        let source = MtlsError::WrongPeer { expected, got };
+        return Err(ConnectError::Mesh { dst, source });
+    }
+    Ok(Connected {
+        stream: Stream::Mesh(Box::new(s)),
+        peer_identity: Some(got),
+    })
 }
 
 /// How to connect to original destinations.
@@ -112,8 +176,10 @@ pub(crate) struct Connector {
     pub(crate) delivery_source: Option<(Ipv4Addr, Ipv6Addr)>,
     /// Connect timeout.
     pub(crate) timeout: Duration,
-    /// Mutual TLS towards peer sidecars, when `--mesh-cidrs` is set.
+    /// Mutual TLS towards peer sidecars, when the workload has an identity.
     pub(crate) mesh: Option<Mesh>,
+    /// The policy in force, whose routes say which addresses are Services and meshed pods.
+    pub(crate) policy: Arc<PolicyStore>,
 }
 
 /// An open upstream connection.
@@ -126,9 +192,23 @@ pub(crate) struct Connected {
 }
 
 impl Connector {
-    /// Whether a connection in `direction` to `dst` is originated as mutual TLS.
-    pub(crate) fn is_mesh(&self, direction: Direction, dst: SocketAddr) -> bool {
-        direction == Direction::Outbound && self.mesh.as_ref().is_some_and(|m| m.covers(dst.ip()))
+    /// Whether, and with whom, a connection in `direction` to `dst` speaks mutual TLS.
+    fn peer(&self, direction: Direction, dst: SocketAddr) -> Peer {
+        match &self.mesh {
+            Some(mesh) if direction == Direction::Outbound => {
+                mesh.peer(&self.policy.current().routes, dst.ip())
+            }
+            _ => Peer::Plain,
+        }
+    }
+
+    /// The identity a connection to `dst` will be proven to reach: a meshed pod's, whose
+    /// sidecar must present it (outbound, with an identity of our own).
+    pub(crate) fn expected_peer(&self, direction: Direction, dst: SocketAddr) -> Option<String> {
+        match self.peer(direction, dst) {
+            Peer::Pod(id) => Some(id),
+            Peer::Plain | Peer::AnySidecar => None,
+        }
     }
 
     /// Connects to `dst` on behalf of `client`.
@@ -138,6 +218,10 @@ impl Connector {
         client: SocketAddr,
         dst: SocketAddr,
     ) -> Result<Connected, ConnectError> {
+        if direction == Direction::Outbound && self.policy.current().routes.is_service(dst) {
+            return Err(ConnectError::NoEndpoint(dst));
+        }
+        let peer = self.peer(direction, dst);
         let socket = self
             .socket(direction, client, dst)
             .map_err(|source| ConnectError::Socket { dst, source })?;
@@ -146,22 +230,9 @@ impl Connector {
             .map_err(|_| ConnectError::Timeout(dst))?
             .map_err(|source| ConnectError::Connect { dst, source })?;
         let _ = stream.set_nodelay(true);
-        match &self.mesh {
-            Some(mesh) if self.is_mesh(direction, dst) => {
-                let config = mesh.identity.current().tls.clone();
-                let result = tls::connect(&config, stream, dst.ip()).await;
-                let namespace = match &result {
-                    Ok((_, id)) => portcullis_config::matchers::spiffe_namespace(id).unwrap_or(""),
-                    Err(_) => "",
-                };
-                let outcome = if result.is_ok() { "success" } else { "failure" };
-                mesh.metrics.count_handshake(direction, outcome, namespace);
-                let (s, id) = result.map_err(|source| ConnectError::Mesh { dst, source })?;
-                Ok(Connected {
-                    stream: Stream::Mesh(Box::new(s)),
-                    peer_identity: Some(id),
-                })
-            }
+        match (&self.mesh, peer) {
+            (Some(mesh), Peer::AnySidecar) => originate(mesh, stream, dst, None).await,
+            (Some(mesh), Peer::Pod(id)) => originate(mesh, stream, dst, Some(id)).await,
             _ => Ok(Connected {
                 stream: Stream::Plain(stream),
                 peer_identity: None,

@@ -18,6 +18,7 @@ use super::Workload;
 use super::view::ViewInputs;
 use crate::observe::Chain;
 use crate::observe::metrics::{Metrics, ReloadLabels};
+use crate::routes::Routes;
 
 /// A compiled policy and when it became active.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct Active {
     pub loaded: LoadedPolicy,
     /// When it was loaded.
     pub loaded_at: SystemTime,
+    /// Where outbound connections go (from the controller's view; empty without one).
+    pub routes: Routes,
 }
 
 /// What a reload did.
@@ -49,6 +52,17 @@ struct Inputs {
     source: String,
     workload: String,
     view: String,
+}
+
+/// The routes of a view (none without one).
+fn routes(view: Option<&ViewInputs>) -> Routes {
+    match view {
+        Some(v) => match &v.ctx.cluster {
+            Some(cluster) => Routes::new(cluster, &v.mesh),
+            None => Routes::new(&Default::default(), &v.mesh),
+        },
+        None => Routes::default(),
+    }
 }
 
 /// The inputs of the active policy and of the last that failed (reported once, not every poll).
@@ -91,6 +105,7 @@ impl PolicyStore {
             current: ArcSwap::from_pointee(Active {
                 loaded,
                 loaded_at: SystemTime::now(),
+                routes: Routes::default(),
             }),
             reloading: Mutex::new(Seen {
                 active,
@@ -162,6 +177,7 @@ impl PolicyStore {
                     self.current.store(Arc::new(Active {
                         loaded,
                         loaded_at: SystemTime::now(),
+                        routes: routes(view.as_deref()),
                     }));
                     *seen = Seen {
                         active: now,

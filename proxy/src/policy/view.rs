@@ -11,6 +11,8 @@ use portcullis_config::CompileContext;
 use portcullis_config::cluster::{Cluster, Endpoint, EndpointSlice, Pod, Service, ServicePort};
 use portcullis_config::workload::NamedPort;
 
+use crate::routes::MeshPeer;
+
 /// What a view gives the compiler.
 #[derive(Debug, Clone)]
 pub struct ViewInputs {
@@ -22,6 +24,8 @@ pub struct ViewInputs {
     pub ctx: CompileContext,
     /// (origin, YAML) of each policy document.
     pub documents: Vec<(String, String)>,
+    /// The pods whose sidecars take mutual TLS.
+    pub mesh: Vec<MeshPeer>,
 }
 
 /// A view that cannot be used (kept out; the last good one stays).
@@ -132,6 +136,19 @@ fn service(s: &v1::Service) -> Result<(Service, Vec<EndpointSlice>), ViewError> 
     Ok((svc, slices))
 }
 
+fn mesh_peer(p: &v1::MeshPeer) -> Result<MeshPeer, ViewError> {
+    let owner = format!("meshed pod in {}", p.namespace);
+    Ok(MeshPeer {
+        ips: p
+            .ips
+            .iter()
+            .map(|ip| address(&owner, ip))
+            .collect::<Result<_, _>>()?,
+        namespace: p.namespace.clone(),
+        service_account: p.service_account.clone(),
+    })
+}
+
 /// Reads a view.
 pub fn inputs(view: &v1::View) -> Result<ViewInputs, ViewError> {
     let workload = view
@@ -167,6 +184,7 @@ pub fn inputs(view: &v1::View) -> Result<ViewInputs, ViewError> {
             .iter()
             .map(|d| (d.origin.clone(), d.yaml.clone()))
             .collect(),
+        mesh: view.mesh.iter().map(mesh_peer).collect::<Result<_, _>>()?,
     })
 }
 

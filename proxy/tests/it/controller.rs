@@ -69,7 +69,7 @@ fn write(dir: &Path, c_label: &str) {
     write_text(dir, &snapshot(c_label));
 }
 
-fn write_text(dir: &Path, text: &str) {
+pub(crate) fn write_text(dir: &Path, text: &str) {
     let tmp = dir.join(".cluster.yaml.tmp");
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, dir.join("cluster.yaml")).expect("rename");
@@ -129,7 +129,7 @@ async fn controller(dir: &Path, creds: &Path) -> (Controller, String) {
 }
 
 /// A controller as [`controller`] makes it, running, its first snapshot applied; its API URL.
-async fn running(dir: &Path, creds: &Path) -> String {
+pub(crate) async fn running(dir: &Path, creds: &Path) -> String {
     let (controller, url) = controller(dir, creds).await;
     let publisher = controller.publisher.clone();
     tokio::spawn(controller.run());
@@ -152,19 +152,24 @@ async fn started(name: &str) -> (PathBuf, PathBuf, String) {
 
 /// The controller as pod x/a's sidecar sees it: TLS verified by `creds/ca.crt`, its token.
 fn sidecar_a(url: String, creds: &Path) -> ControllerTarget {
+    sidecar(url, creds, "a")
+}
+
+/// The controller as pod x/`pod`'s sidecar sees it (pods a and b have tokens).
+pub(crate) fn sidecar(url: String, creds: &Path, pod: &str) -> ControllerTarget {
     ControllerTarget {
         url,
         namespace: "x".into(),
-        pod: "a".into(),
+        pod: pod.into(),
         tls: Some(ControllerTls {
             ca_pem: std::fs::read_to_string(creds.join("ca.crt")).expect("ca"),
-            token: Some(creds.join("sa/tokens/x/a")),
+            token: Some(creds.join("sa/tokens/x").join(pod)),
             identity_dir: None,
         }),
     }
 }
 
-fn temp(name: &str) -> PathBuf {
+pub(crate) fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");

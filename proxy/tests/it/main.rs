@@ -11,4 +11,5 @@ mod l4;
 mod mtls;
 mod relay;
 mod reload;
+mod routing;
 mod support;

@@ -128,14 +128,15 @@ pub(super) fn write_line(out: &mut Vec<u8>, r: &Record) {
         out.extend_from_slice(b",\"dst\":");
         addr(out, d);
     }
-    out.extend_from_slice(b",\"protocol\":");
-    string(out, r.protocol);
     fn opt<S: AsRef<str>>(out: &mut Vec<u8>, key: &[u8], v: &Option<S>) {
         if let Some(v) = v {
             out.extend_from_slice(key);
             string(out, v.as_ref());
         }
     }
+    opt(out, b",\"service\":", &r.service);
+    out.extend_from_slice(b",\"protocol\":");
+    string(out, r.protocol);
     opt(out, b",\"identity\":", &r.identity);
     opt(out, b",\"sni\":", &r.sni);
     opt(out, b",\"method\":", &r.method);
@@ -238,6 +239,7 @@ mod tests {
                     r.reason,
                     r.request_id,
                 ) = b;
+                r.service = r.sni.clone().map(Arc::<str>::from);
                 r.policy = policy.map(Arc::<str>::from);
                 r.rule = rule.map(Arc::<str>::from);
                 let (status, verdict, dur, bytes, ms) = c;

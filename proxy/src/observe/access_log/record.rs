@@ -22,6 +22,10 @@ pub(crate) struct Record {
     /// The original destination, when it could be recovered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) dst: Option<SocketAddr>,
+    /// The Service (`namespace/name`) the client dialled, when `dst` is the endpoint picked
+    /// for it (outbound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) service: Option<Arc<str>>,
     /// `tcp`, `tls`, `http1`, `http2` or `grpc`.
     pub(crate) protocol: &'static str,
     /// The peer's verified SPIFFE ID: the calling sidecar's (inbound mutual TLS) or the
@@ -80,6 +84,7 @@ impl Record {
             direction,
             src,
             dst,
+            service: None,
             protocol,
             identity: None,
             sni: None,
