@@ -169,14 +169,11 @@ impl Proxy {
     /// What every connection task shares.
     fn context(&self, access_log: AccessLog) -> Context {
         let config = &self.config;
-        let mesh = match &self.identity {
-            Some(identity) => Some(Mesh {
-                cidrs: config.mesh_cidrs.clone(),
-                identity: identity.clone(),
-                metrics: self.metrics.clone(),
-            }),
-            _ => None,
-        };
+        let mesh = self.identity.as_ref().map(|identity| Mesh {
+            cidrs: config.mesh_cidrs.clone(),
+            identity: identity.clone(),
+            metrics: self.metrics.clone(),
+        });
         Context {
             capture: config.capture,
             original_dst_override: config.original_dst_override,

@@ -33,7 +33,10 @@ fn cluster() -> Cluster {
             Service {
                 namespace: "shop".into(),
                 name: "api".into(),
-                cluster_ips: vec!["10.96.0.1".parse().unwrap(), "fd00:96::1".parse().unwrap()],
+                cluster_ips: vec![
+                    "10.96.0.1".parse().expect("ip"),
+                    "fd00:96::1".parse().expect("ip"),
+                ],
                 ports: vec![
                     port("http", 80, "TCP"),
                     port("admin", 81, "TCP"),
@@ -43,7 +46,7 @@ fn cluster() -> Cluster {
             Service {
                 namespace: "shop".into(),
                 name: "empty".into(),
-                cluster_ips: vec!["10.96.0.2".parse().unwrap()],
+                cluster_ips: vec!["10.96.0.2".parse().expect("ip")],
                 ports: vec![port("", 80, "TCP")],
             },
         ],
@@ -103,16 +106,19 @@ fn a_cluster_ip_leads_to_its_ready_endpoints_in_turn_on_the_named_target_port() 
 #[test]
 fn a_meshed_pod_is_known_by_each_of_its_addresses() {
     let peer = MeshPeer {
-        ips: vec!["10.0.1.1".parse().unwrap(), "fd00::11".parse().unwrap()],
+        ips: vec![
+            "10.0.1.1".parse().expect("ip"),
+            "fd00::11".parse().expect("ip"),
+        ],
         namespace: "shop".into(),
         service_account: "api".into(),
     };
     let routes = Routes::new(&Cluster::default(), std::slice::from_ref(&peer));
     for ip in ["10.0.1.1", "fd00::11", "::ffff:10.0.1.1"] {
         let found = routes
-            .mesh_peer(ip.parse().unwrap())
+            .mesh_peer(ip.parse().expect("ip"))
             .map(|p| p.identity("td"));
         assert_eq!(found.as_deref(), Some("spiffe://td/ns/shop/sa/api"), "{ip}");
     }
-    assert!(routes.mesh_peer("10.0.1.2".parse().unwrap()).is_none());
+    assert!(routes.mesh_peer("10.0.1.2".parse().expect("ip")).is_none());
 }
