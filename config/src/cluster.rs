@@ -20,6 +20,8 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// the controller: the injector writes `enabled` on pods it enrols, and leaves `disabled` (the
 /// owner's opt-out) alone.
 pub const MTLS_ANNOTATION: &str = "portcullis.dev/mtls";
+/// The pod annotation the injector writes on every pod it gives a sidecar.
+pub const INJECTED_ANNOTATION: &str = "portcullis.dev/injected";
 
 /// One pod, as policies see it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -36,8 +38,9 @@ pub struct Pod {
     pub service_account: String,
     /// Its named container ports.
     pub named_ports: BTreeMap<String, NamedPort>,
-    /// Whether its sidecar accepts mutual TLS from peer sidecars ([`MTLS_ANNOTATION`] is
-    /// `enabled`): peers then originate mTLS to it and expect its identity.
+    /// Whether its sidecar accepts mutual TLS from peer sidecars (it is injected and
+    /// [`MTLS_ANNOTATION`] is `enabled`): peers then originate mTLS to it and expect its
+    /// identity.
     pub meshed: bool,
 }
 

@@ -112,13 +112,21 @@ pub fn pod(v: &Value) -> Option<Pod> {
             .unwrap_or("default")
             .to_string(),
         named_ports,
-        meshed: v
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(crate::cluster::MTLS_ANNOTATION))
-            .and_then(Value::as_str)
-            == Some("enabled"),
+        meshed: meshed(v),
     })
     .filter(|p| !p.ips.is_empty())
+}
+
+/// Whether a pod's sidecar takes mutual TLS: injected, and enrolled (`portcullis.dev/mtls:
+/// enabled`, which the injector writes).
+fn meshed(v: &Value) -> bool {
+    let annotation = |key: &str| {
+        v.pointer("/metadata/annotations")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+    };
+    annotation(crate::cluster::INJECTED_ANNOTATION).is_some()
+        && annotation(crate::cluster::MTLS_ANNOTATION) == Some("enabled")
 }
 
 /// What a document that is a Namespace, a Pod or of a kind snapshots ignore contributes: kept

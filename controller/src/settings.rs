@@ -260,9 +260,9 @@ fn ca(cli: &Cli) -> Result<Option<CaSettings>, SettingsError> {
         ));
     }
     let ttl: Duration = cli.svid_ttl.into();
-    if !(Duration::from_secs(300)..=Duration::from_secs(30 * 86_400)).contains(&ttl) {
+    if !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400)).contains(&ttl) {
         return Err(SettingsError::Ca(format!(
-            "--svid-ttl {}: between 5m and 30d",
+            "--svid-ttl {}: between 1m and 30d",
             cli.svid_ttl
         )));
     }

@@ -146,8 +146,11 @@ fn dev_certs(
         )?);
     }
     if !args.token_for.is_empty() {
-        let tokens =
-            dev_tokens::write_tokens(&args.out, &args.token_issuer, &args.token_for, validity)?;
+        let issuer = dev_tokens::Issuer {
+            iss: &args.token_issuer,
+            aud: &args.token_audience,
+        };
+        let tokens = dev_tokens::write_tokens_of(&args.out, issuer, &args.token_for, validity)?;
         written.extend(tokens);
     }
     for path in written {

@@ -196,3 +196,27 @@ fn services_and_their_ready_endpoints_are_read() {
     let b = Snapshot::parse_cached(&[("m.yaml".into(), multi.into())], &mut cache);
     assert_eq!((a.cluster.services.len(), &a.cluster), (1, &b.cluster));
 }
+
+#[test]
+fn a_pod_is_meshed_only_when_injected_and_enrolled() {
+    let cases = [
+        (
+            "{portcullis.dev/injected: v1, portcullis.dev/mtls: enabled}",
+            true,
+        ),
+        (
+            "{portcullis.dev/injected: v1, portcullis.dev/mtls: disabled}",
+            false,
+        ),
+        ("{portcullis.dev/injected: v1}", false),
+        ("{portcullis.dev/mtls: enabled}", false),
+        ("{}", false),
+    ];
+    for (annotations, want) in cases {
+        let text = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: y, annotations: {annotations}}}\nspec: {{containers: []}}\nstatus: {{phase: Running, podIP: 10.0.2.2}}\n"
+        );
+        let s = Snapshot::parse(&[("c.yaml".into(), text)]);
+        assert_eq!(s.cluster.pods[0].meshed, want, "{annotations}");
+    }
+}

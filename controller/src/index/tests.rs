@@ -265,7 +265,7 @@ fn every_view_carries_the_services_and_their_ready_endpoints() {
 fn every_view_lists_the_meshed_pods_and_an_opt_out_leaves_the_list() {
     let annotated = |value: &str| {
         format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: d, namespace: y, annotations: {{portcullis.dev/mtls: {value}}}}}\nspec: {{serviceAccountName: api, containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIPs: [{{ip: 10.0.2.4}}, {{ip: 'fd00::24'}}]}}\n"
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: d, namespace: y, annotations: {{portcullis.dev/injected: v1, portcullis.dev/mtls: {value}}}}}\nspec: {{serviceAccountName: api, containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIPs: [{{ip: 10.0.2.4}}, {{ip: 'fd00::24'}}]}}\n"
         )
     };
     let mesh = |index: &Index, pod: &str| -> Vec<(Vec<String>, String, String)> {

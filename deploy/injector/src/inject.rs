@@ -43,6 +43,10 @@ pub const EXCLUDE_OUTBOUND_PORTS: &str = "portcullis.dev/exclude-outbound-ports"
 pub const EXCLUDE_OUTBOUND_CIDRS: &str = "portcullis.dev/exclude-outbound-cidrs";
 /// Pod annotation: comma list.
 pub const OPAQUE_PORTS: &str = "portcullis.dev/opaque-ports";
+/// Pod annotation: `enabled` or `disabled` — whether the sidecar gets a certificate from the
+/// controller and speaks mutual TLS with peer sidecars. Written on every injected pod with what
+/// was done; `disabled` by the owner opts a pod out. (The controller reads it.)
+pub const MTLS: &str = "portcullis.dev/mtls";
 
 /// The proxy container's name.
 pub const PROXY_NAME: &str = "portcullis-proxy";
@@ -152,10 +156,10 @@ fn pick<'a>(
         Err(AnnotationError {
             key,
             value: v.to_string(),
-            allowed: if allowed.0 == "enforce" {
-                "enforce, audit"
-            } else {
-                "redirect, tproxy"
+            allowed: match allowed.0 {
+                "enforce" => "enforce, audit",
+                "enabled" => "enabled, disabled",
+                _ => "redirect, tproxy",
             },
         })
     }
@@ -244,6 +248,8 @@ struct PodSettings {
     exclude_outbound_ports: String,
     exclude_outbound_cidrs: String,
     opaque_ports: String,
+    /// Enrols with the controller's CA and speaks mutual TLS.
+    mtls: bool,
 }
 
 fn settings(pod: &Value, cfg: &InjectConfig) -> Result<PodSettings, AnnotationError> {
@@ -283,6 +289,7 @@ fn settings(pod: &Value, cfg: &InjectConfig) -> Result<PodSettings, AnnotationEr
             ListKind::Cidrs,
         )?,
         opaque_ports: list(pod, OPAQUE_PORTS, &cfg.opaque_ports, ListKind::Ports)?,
+        mtls: pick(pod, MTLS, "enabled", ("enabled", "disabled"))? == "enabled" && enrolls(cfg),
     })
 }
 
@@ -382,7 +389,7 @@ fn proxy_container(
         args.extend(["--controller".into(), cfg.controller.clone()]);
         env.push(field("PORTCULLIS_POD_NAME", "metadata.name"));
     }
-    if enrolls(cfg) {
+    if s.mtls {
         args.extend(["--identity-from-controller".into(), "--identity-dir".into()]);
         args.extend([
             IDENTITY_DIR.into(),
@@ -446,14 +453,14 @@ fn proxy_container(
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(mounts(cfg)),
+        volume_mounts: Some(mounts(s, cfg)),
         ..Default::default()
     }
 }
 
 /// The proxy's mounts: policy, pod info, and (following the controller over TLS) its token
 /// and (enrolling) its identity — the only one it writes.
-fn mounts(cfg: &InjectConfig) -> Vec<VolumeMount> {
+fn mounts(s: &PodSettings, cfg: &InjectConfig) -> Vec<VolumeMount> {
     let mut mounts = vec![
         (POLICY_VOLUME, POLICY_DIR, true),
         (PODINFO_VOLUME, PODINFO_DIR, true),
@@ -461,7 +468,7 @@ fn mounts(cfg: &InjectConfig) -> Vec<VolumeMount> {
     if follows_tls(cfg) {
         mounts.push((TOKEN_VOLUME, TOKEN_DIR, true));
     }
-    if enrolls(cfg) {
+    if s.mtls {
         mounts.push((IDENTITY_VOLUME, IDENTITY_DIR, false));
     }
     mounts
@@ -475,7 +482,8 @@ fn mounts(cfg: &InjectConfig) -> Vec<VolumeMount> {
         .collect()
 }
 
-/// Whether sidecars get their certificate from the controller's mesh CA.
+/// Whether sidecars get their certificate from the controller's mesh CA (unless a pod opts
+/// out).
 fn enrolls(cfg: &InjectConfig) -> bool {
     cfg.identity_from_controller && follows_tls(cfg)
 }
@@ -546,7 +554,7 @@ fn volumes(s: &PodSettings, cfg: &InjectConfig) -> Vec<Volume> {
     if follows_tls(cfg) {
         volumes.push(token_volume());
     }
-    if enrolls(cfg) {
+    if s.mtls {
         volumes.push(identity_volume());
     }
     volumes
@@ -561,12 +569,14 @@ pub fn plan(pod: &Value, namespace: &str, cfg: &InjectConfig) -> Result<Plan, An
     let mut ops = Vec::new();
 
     let version = Value::String(cfg.version.clone());
+    let mtls = Value::from(if s.mtls { "enabled" } else { "disabled" });
     if str_map(pod, "annotations").is_some() {
         ops.push(add(&["metadata", "annotations", INJECTED], version));
+        ops.push(add(&["metadata", "annotations", MTLS], mtls));
     } else {
         ops.push(add(
             &["metadata", "annotations"],
-            serde_json::json!({ INJECTED: version }),
+            serde_json::json!({ INJECTED: version, MTLS: mtls }),
         ));
     }
 

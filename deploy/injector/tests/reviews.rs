@@ -515,5 +515,24 @@ fn over_tls_the_sidecar_verifies_the_controller_and_shows_its_projected_token() 
         .find(|v| v["name"] == mount["name"])
         .expect("identity volume");
     assert_eq!(volume["emptyDir"]["medium"], "Memory");
+    assert_eq!(
+        pod["metadata"]["annotations"]["portcullis.dev/mtls"], "enabled",
+        "what tells the controller and peers that this pod speaks mTLS"
+    );
     validate("plain.json", &pod);
+
+    // The owner opts out: no enrollment, and the annotation stays `disabled`.
+    let (_, _, pod) = run("mtls-disabled.json", &cfg);
+    let pod = pod.expect("patched");
+    let proxy = &pod["spec"]["initContainers"][1];
+    assert_eq!(flag(proxy, "--identity-dir"), None);
+    assert_eq!(
+        pod["metadata"]["annotations"]["portcullis.dev/mtls"],
+        "disabled"
+    );
+    assert!(
+        flag(proxy, "--controller-token").is_some(),
+        "it still follows the controller"
+    );
+    validate("mtls-disabled.json", &pod);
 }

@@ -15,6 +15,17 @@ use super::dev_certs::DevCertError;
 
 /// The key id the issuer signs with.
 const KID: &str = "portcullis-dev";
+/// The audience the controller accepts.
+pub const AUDIENCE: &str = "portcullis";
+
+/// Who the tokens are from and for.
+#[derive(Debug, Clone, Copy)]
+pub struct Issuer<'a> {
+    /// `iss`.
+    pub iss: &'a str,
+    /// `aud`.
+    pub aud: &'a str,
+}
 
 /// A pod to make a token for: `namespace/pod=serviceaccount`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,12 +85,12 @@ fn jwks(key: &KeyPair) -> serde_json::Value {
 }
 
 /// One projected-style token for `pod`, valid for `validity`.
-pub fn token(key: &KeyPair, issuer: &str, pod: &TokenFor, validity: Duration) -> String {
+pub fn token(key: &KeyPair, issuer: Issuer<'_>, pod: &TokenFor, validity: Duration) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let claims = json!({
-        "iss": issuer, "aud": ["portcullis"],
+        "iss": issuer.iss, "aud": [issuer.aud],
         "sub": format!("system:serviceaccount:{}:{}", pod.namespace, pod.service_account),
         "iat": now, "nbf": now, "exp": now + validity.as_secs(),
         "kubernetes.io": {"namespace": pod.namespace,
@@ -94,10 +105,25 @@ pub fn token(key: &KeyPair, issuer: &str, pod: &TokenFor, validity: Duration) ->
     jsonwebtoken::encode(&header, &claims, &signing).unwrap_or_default()
 }
 
-/// Writes the issuer's JWKS and a token per pod; returns the token files.
+/// Writes the issuer's JWKS and a token per pod (audience `portcullis`); returns the token
+/// files.
 pub fn write_tokens(
     out: &Path,
     issuer: &str,
+    pods: &[TokenFor],
+    validity: Duration,
+) -> Result<Vec<PathBuf>, DevCertError> {
+    let issuer = Issuer {
+        iss: issuer,
+        aud: AUDIENCE,
+    };
+    write_tokens_of(out, issuer, pods, validity)
+}
+
+/// [`write_tokens`] for any issuer and audience.
+pub fn write_tokens_of(
+    out: &Path,
+    issuer: Issuer<'_>,
     pods: &[TokenFor],
     validity: Duration,
 ) -> Result<Vec<PathBuf>, DevCertError> {

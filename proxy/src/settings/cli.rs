@@ -61,6 +61,9 @@ pub struct DevCertsArgs {
     /// The issuer (`iss`) of those tokens.
     #[arg(long, default_value = "https://kubernetes.default.svc.cluster.local")]
     pub token_issuer: String,
+    /// The audience (`aud`) of those tokens (what the controller accepts is `portcullis`).
+    #[arg(long, default_value = crate::commands::dev_tokens::AUDIENCE)]
+    pub token_audience: String,
 }
 
 /// What the policy needs to know about this workload (NetworkPolicy selection, named ports).

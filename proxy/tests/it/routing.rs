@@ -195,7 +195,7 @@ async fn a_service_without_a_ready_endpoint_answers_503_and_refuses_tcp() {
 }
 
 /// Namespace x: the workload a, and pod srv at 127.0.0.1 (where the serving sidecar listens)
-/// as service account `sa`, annotated `portcullis.dev/mtls: mtls`.
+/// as service account `sa`, injected and annotated `portcullis.dev/mtls: <mtls>`.
 fn meshed(sa: &str, mtls: &str) -> String {
     format!(
         "apiVersion: v1
@@ -203,7 +203,7 @@ kind: List
 items:
   - {{apiVersion: v1, kind: Namespace, metadata: {{name: x}}}}
   - {{apiVersion: v1, kind: Pod, metadata: {{name: a, namespace: x}}, spec: {{containers: []}}, status: {{phase: Running, podIP: 127.0.0.10}}}}
-  - {{apiVersion: v1, kind: Pod, metadata: {{name: srv, namespace: x, annotations: {{portcullis.dev/mtls: {mtls}}}}}, spec: {{serviceAccountName: {sa}, containers: []}}, status: {{phase: Running, podIP: 127.0.0.1}}}}
+  - {{apiVersion: v1, kind: Pod, metadata: {{name: srv, namespace: x, annotations: {{portcullis.dev/injected: v1, portcullis.dev/mtls: {mtls}}}}}, spec: {{serviceAccountName: {sa}, containers: []}}, status: {{phase: Running, podIP: 127.0.0.1}}}}
 "
     )
 }
