@@ -3,6 +3,11 @@
 //! namespace per pod, each with its application (TCP 80 and 81), the real `portcullis-init`
 //! (REDIRECT) and the real sidecar as UID 1337 following the controller. Pods probe each other
 //! with `probe.py` from inside their namespaces, so both sidecars of every pair judge.
+//!
+//! With [`MeshOptions`], the controller is the mesh CA (its root the bed's own CA files) and
+//! every sidecar enrols with it (`--identity-from-controller`): no certificate is prepared
+//! for any pod. Pods then have a default route, so that Service addresses are dialled (and
+//! captured) as in a cluster.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -32,21 +37,32 @@ pub struct PodNs {
     pub netns: Netns,
 }
 
+/// The mesh: sidecars with identities from the controller's CA.
+#[derive(Debug, Clone)]
+pub struct MeshOptions {
+    /// `--svid-ttl` of the controller.
+    pub svid_ttl: String,
+}
+
 /// The bed. Everything it started stops (by PID) and every namespace goes when it is dropped.
 #[derive(Debug)]
 pub struct PodNet {
     /// The pods, namespace by namespace.
     pub pods: Vec<PodNs>,
     procs: Vec<Process>,
-    node: Netns,
+    controller: Option<Process>,
+    /// The node's namespace (bridge and controller).
+    pub node: Netns,
     dir: PathBuf,
     credentials: Option<ApiCredentials>,
+    mesh: Option<MeshOptions>,
 }
 
 impl Drop for PodNet {
     fn drop(&mut self) {
         // Processes first (they live in the namespaces), then the directory.
         self.procs.clear();
+        self.controller = None;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -55,6 +71,16 @@ impl PodNet {
     /// Brings up `namespaces × pods` pods with apps, capture rules, and the controller; each
     /// sidecar starts once `snapshot` (the cluster YAML, written first) is served.
     pub fn start(namespaces: &[&str], pods: &[&str], snapshot: &str) -> Result<Self> {
+        Self::start_with(namespaces, pods, snapshot, None)
+    }
+
+    /// [`PodNet::start`], with a mesh when `mesh` is given.
+    pub fn start_with(
+        namespaces: &[&str],
+        pods: &[&str],
+        snapshot: &str,
+        mesh: Option<MeshOptions>,
+    ) -> Result<Self> {
         tools::check_prerequisites()?;
         let id = format!(
             "pn{}n{}",
@@ -71,9 +97,11 @@ impl PodNet {
         let mut bed = Self {
             pods: Vec::new(),
             procs: Vec::new(),
+            controller: None,
             node,
             dir,
             credentials: None,
+            mesh,
         };
         bed.write_snapshot(snapshot)?;
         for (i, ns) in namespaces.iter().enumerate() {
@@ -97,6 +125,7 @@ impl PodNet {
                     .ip(&["link", "set", &veth, "master", "br0", "up"])?;
                 netns.ip(&["addr", "add", &format!("{ip}/16"), "dev", "eth0"])?;
                 netns.ip(&["link", "set", "eth0", "up"])?;
+                netns.ip(&["route", "add", "default", "via", NODE_IP])?;
                 bed.pods.push(PodNs {
                     namespace: ns.to_string(),
                     name: pod.to_string(),
@@ -136,7 +165,33 @@ impl PodNet {
             .context("credentials are made first")
     }
 
-    fn start_controller(&mut self) -> Result<()> {
+    /// The bed's directory (credentials, logs, the controller's source).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Stops the controller (by PID); the sidecars keep what they have.
+    pub fn stop_controller(&mut self) {
+        self.controller = None;
+    }
+
+    /// `GET path` on the controller's admin port, from the node.
+    pub fn controller_admin(&self, path: &str) -> Result<String> {
+        let out = self
+            .node
+            .command("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "2",
+                &format!("http://{NODE_IP}:15014{path}"),
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts the controller (again).
+    pub fn start_controller(&mut self) -> Result<()> {
         let bin = tools::binary("portcullis-controller")?;
         let mut cmd = self.node.command(bin.to_str().context("path")?);
         cmd.args([
@@ -150,11 +205,21 @@ impl PodNet {
             &format!("{NODE_IP}:15014"),
         ])
         .args(["--source-poll", "200ms"])
-        .args(self.credentials()?.controller_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(self.dir.join("controller.log"))?);
-        self.procs.push(Process::spawn("controller", &mut cmd)?);
+        .args(self.credentials()?.controller_args());
+        if let Some(mesh) = &self.mesh {
+            let creds = self.dir.join("creds");
+            cmd.arg("--ca-cert")
+                .arg(creds.join("ca.crt"))
+                .arg("--ca-key")
+                .arg(creds.join("ca.key"))
+                .args(["--svid-ttl", &mesh.svid_ttl]);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("controller.log"))?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        self.controller = Some(Process::spawn("controller", &mut cmd)?);
         Ok(())
     }
 
@@ -187,26 +252,64 @@ impl PodNet {
         let mut cmd = p.netns.command("setpriv");
         cmd.args(["--reuid=1337", "--regid=1337", "--clear-groups"])
             .arg(&copy)
-            .args(["run", "--access-log", "off"])
+            .arg("run")
             .args(self.credentials()?.proxy_args(
                 &format!("https://{NODE_IP}:15012"),
                 &p.namespace,
                 &p.name,
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+            ));
+        if self.mesh.is_some() {
+            let identity = self.owned_by_proxy(&format!("identity-{}-{}", p.namespace, p.name))?;
+            let access = self.access_log_path(i);
+            std::fs::write(&access, "")?;
+            std::os::unix::fs::chown(&access, Some(1337), Some(1337))?;
+            cmd.args([
+                "--identity-from-controller",
+                "--trust-domain",
+                "cluster.local",
+            ])
+            .arg("--identity-dir")
+            .arg(identity)
+            .arg("--access-log")
+            .arg(access);
+        } else {
+            cmd.args(["--access-log", "off"]);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let name = format!("proxy {}/{}", p.namespace, p.name);
         let mut proxy = Process::spawn(&name, &mut cmd)?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while self.admin(i, "/ready")? != "ready\n" {
             if proxy.has_exited() || Instant::now() > deadline {
-                bail!("{name} did not become ready");
+                let log = self
+                    .dir
+                    .join(format!("proxy-{}-{}.log", p.namespace, p.name));
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                bail!(
+                    "{name} did not become ready; its log ends:\n{}",
+                    tail.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.procs.push(proxy);
         Ok(())
+    }
+
+    /// A fresh directory `name` in the bed that the proxy's UID owns.
+    fn owned_by_proxy(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
+        std::os::unix::fs::chown(&dir, Some(1337), Some(1337))?;
+        Ok(dir)
+    }
+
+    /// Pod `i`'s access log (mesh beds).
+    pub fn access_log_path(&self, i: usize) -> PathBuf {
+        let p = &self.pods[i];
+        self.dir
+            .join(format!("access-{}-{}.log", p.namespace, p.name))
     }
 
     /// `GET path` on pod `i`'s admin port, from inside the pod.

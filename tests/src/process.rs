@@ -1,6 +1,7 @@
 //! A child process owned by a test, stopped by its own PID (SIGTERM, then SIGKILL) on drop.
 
 use std::io::{BufRead, BufReader};
+
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,18 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What it wrote to its piped stdout, once it has exited (what fits a pipe's buffer).
+    pub fn read_stdout(&mut self) -> Result<String> {
+        use std::io::Read as _;
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .context("piped stdout, not read yet")?
+            .read_to_string(&mut out)?;
+        Ok(out)
     }
 
     /// Whether it has exited.

@@ -38,7 +38,9 @@ pub struct ControllerTls {
     pub ca_pem: String,
     /// The projected service-account token file, re-read on every connect.
     pub token: Option<PathBuf>,
-    /// The workload certificate to present (re-read on every connect).
+    /// The workload certificate to present (re-read on every connect) when there is no token:
+    /// a token, which kubelet keeps fresh, is always the credential when there is one (the
+    /// certificate may not exist yet, or may have expired, while the controller was away).
     pub identity_dir: Option<PathBuf>,
 }
 
@@ -52,7 +54,7 @@ impl ControllerTls {
     /// is one.
     fn client_config(&self) -> Result<ClientTlsConfig, tonic::Status> {
         let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
-        if let Some(dir) = &self.identity_dir {
+        if let Some(dir) = self.identity_dir.as_ref().filter(|_| self.token.is_none()) {
             let read = |name: &str| {
                 std::fs::read(dir.join(name))
                     .map_err(|e| unavailable(&format!("{}", dir.join(name).display()), e))
