@@ -429,7 +429,7 @@ fn controller_away_and_rotation_drop_nothing(bed: &mut PodNet) -> Result<()> {
         report
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().split_whitespace().next().unwrap_or("").to_string())
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
     };
     let complete: u64 = field("Complete requests:").context("ab report")?.parse()?;
     let failed = field("Failed requests:").unwrap_or_default();
