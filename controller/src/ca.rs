@@ -5,8 +5,8 @@
 //! of the caller, client and server use, never a CA — from nothing the request asks for but
 //! its key; a request that asks for another identity, more names, or a CA is refused.
 //!
-//! Serving it over the sidecar API, the root's storage and rotation, and the sidecar's side
-//! (rotation at half-life) build on this.
+//! [`roots`] says which roots peers trust while the signing root changes; [`live`] keeps the
+//! root's files loaded and re-reads them when they change (a rotation).
 
 use std::time::{Duration, SystemTime};
 
@@ -17,11 +17,14 @@ use rcgen::{
 
 use crate::api::auth::WorkloadId;
 
+pub mod live;
+pub mod roots;
+
 /// How long an SVID is valid unless said otherwise.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Clock skew allowed for at the start of an SVID's validity.
-const BACKDATE: Duration = Duration::from_secs(60);
+pub(crate) const BACKDATE: Duration = Duration::from_secs(60);
 
 /// Why a request gets no certificate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,6 +122,16 @@ impl Authority {
     ) -> Result<Self, AuthorityError> {
         let err = |e: rcgen::Error| AuthorityError(e.to_string());
         let key = KeyPair::from_pem(key).map_err(err)?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(certificate.as_bytes())
+            .map_err(|e| AuthorityError(format!("the root certificate: {e}")))?;
+        let cert = pem
+            .parse_x509()
+            .map_err(|e| AuthorityError(format!("the root certificate: {e}")))?;
+        if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
+            return Err(AuthorityError(
+                "the key is not the root certificate's (half of a rotation?)".into(),
+            ));
+        }
         let issuer = Issuer::from_ca_cert_pem(certificate, key).map_err(err)?;
         Ok(Self {
             issuer,

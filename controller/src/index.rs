@@ -55,6 +55,7 @@ impl Versioned {
                 let mut v = view_with(&self.shared, Some(w));
                 v.services.clone_from(&self.services.wire);
                 v.mesh.clone_from(&self.services.mesh);
+                v.trust_bundle.clone_from(&self.services.trust_bundle);
                 v
             }
             None => unknown(&self.key),
@@ -356,6 +357,7 @@ fn view_with(shared: &Shared, workload: Option<&v1::Workload>) -> v1::View {
         pods: shared.pods.clone(),
         services: Vec::new(),
         mesh: Vec::new(),
+        trust_bundle: String::new(),
     }
 }
 
@@ -365,6 +367,7 @@ fn view_with(shared: &Shared, workload: Option<&v1::Workload>) -> v1::View {
 pub struct Services {
     wire: Vec<v1::Service>,
     mesh: Vec<v1::MeshPeer>,
+    trust_bundle: String,
     /// A content hash of them.
     hash: String,
 }
@@ -380,8 +383,27 @@ fn wire_ports(ports: &[ServicePort]) -> Vec<v1::ServicePort> {
         .collect()
 }
 
-/// The Services of `cluster`, for views.
-fn services(cluster: &Cluster) -> Services {
+impl Services {
+    fn new(wire: Vec<v1::Service>, mesh: Vec<v1::MeshPeer>, trust_bundle: String) -> Self {
+        let encoded = v1::View {
+            services: wire.clone(),
+            mesh: mesh.clone(),
+            trust_bundle: trust_bundle.clone(),
+            ..v1::View::default()
+        }
+        .encode_to_vec();
+        let hash = short_hex(&Sha256::digest(encoded));
+        Services {
+            wire,
+            mesh,
+            trust_bundle,
+            hash,
+        }
+    }
+}
+
+/// The Services of `cluster` (and the trust bundle), for views.
+fn services(cluster: &Cluster, trust_bundle: &str) -> Services {
     let wire: Vec<v1::Service> = cluster
         .services
         .iter()
@@ -410,14 +432,7 @@ fn services(cluster: &Cluster) -> Services {
             service_account: p.service_account.clone(),
         })
         .collect();
-    let encoded = v1::View {
-        services: wire.clone(),
-        mesh: mesh.clone(),
-        ..v1::View::default()
-    }
-    .encode_to_vec();
-    let hash = short_hex(&Sha256::digest(encoded));
-    Services { wire, mesh, hash }
+    Services::new(wire, mesh, trust_bundle.to_string())
 }
 
 /// The view a sidecar gets while its pod is unknown.
@@ -520,7 +535,7 @@ impl Index {
         let mut changed = Vec::new();
         let mut seen = BTreeSet::new();
         let spaces = self.spaces(snapshot);
-        let services = services(&snapshot.cluster);
+        let services = services(&snapshot.cluster, &self.services.trust_bundle);
         if services != *self.services {
             self.services = Arc::new(services);
         }
@@ -547,6 +562,30 @@ impl Index {
             }
         }
         changed
+    }
+
+    /// Every known view now carries `bundle` as its trust bundle; returns the views that
+    /// changed.
+    pub fn set_trust_bundle(&mut self, bundle: &str) -> Vec<Key> {
+        if self.services.trust_bundle == bundle {
+            return Vec::new();
+        }
+        let s = &self.services;
+        self.services = Arc::new(Services::new(
+            s.wire.clone(),
+            s.mesh.clone(),
+            bundle.to_string(),
+        ));
+        let known: Vec<(Key, Arc<Shared>, Option<v1::Workload>)> = self
+            .views
+            .values()
+            .filter(|v| v.workload.is_some())
+            .map(|v| (v.key.clone(), v.shared.clone(), v.workload.clone()))
+            .collect();
+        known
+            .into_iter()
+            .filter_map(|(key, shared, w)| self.set(key.clone(), shared, w).then_some(key))
+            .collect()
     }
 
     /// Stores the view for `key` if its content differs; true when it did.

@@ -62,6 +62,20 @@ impl Publisher {
         changed.len()
     }
 
+    /// Every view carries `bundle` (PEM) as its trust bundle from now on; the changed ones go to
+    /// their subscribers.
+    pub fn set_trust_bundle(&self, bundle: &str) {
+        let mut inner = self.lock();
+        let changed = inner.index.set_trust_bundle(bundle);
+        for key in &changed {
+            let view = inner.index.versioned(key);
+            if let Some(tx) = inner.senders.get(key) {
+                tx.send_replace(view);
+                self.metrics.view_pushes.inc();
+            }
+        }
+    }
+
     /// The stream of `key`'s views, starting with the current one; `None` when too many
     /// watches wait for pods nobody knows (names a client made up cost memory, not views).
     pub fn subscribe(&self, key: Key) -> Option<watch::Receiver<Arc<Versioned>>> {

@@ -10,7 +10,8 @@ use crate::api::identity::IdentityApi;
 use crate::api::tls::{Acceptor, TlsError};
 use crate::api::tokens::{JwksError, JwksFile, Reviewer, TokenVerifier};
 use crate::api::{Api, Authentication};
-use crate::ca::{Authority, AuthorityError, DEFAULT_TTL};
+use crate::ca::live::LiveCa;
+use crate::ca::{AuthorityError, DEFAULT_TTL};
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::settings::{ApiSecurity, CaRoot, Settings, Source, TokenCheck};
@@ -24,7 +25,7 @@ pub struct Controller {
     admin: TcpListener,
     tls: Option<Arc<Acceptor>>,
     jwks: Option<JwksFile>,
-    authority: Option<Arc<Authority>>,
+    ca: Option<Arc<LiveCa>>,
     webhooks: Option<webhooks::Server>,
     /// The views and their subscribers.
     pub publisher: Arc<Publisher>,
@@ -76,27 +77,18 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
 }
 
 /// The mesh CA the settings ask for, its root loaded (or made).
-fn authority(settings: &Settings) -> Result<Option<Arc<Authority>>, BindError> {
+fn mesh_ca(settings: &Settings) -> Result<Option<Arc<LiveCa>>, BindError> {
     let Some(ca) = &settings.ca else {
         return Ok(None);
     };
     let td = &settings.trust_domain;
-    let authority = match &ca.root {
-        CaRoot::Generate => Authority::generate(td, std::time::SystemTime::now())?,
+    let live = match &ca.root {
+        CaRoot::Generate => LiveCa::generated(td, ca.ttl)?,
         CaRoot::Files { cert, key, bundle } => {
-            let read = |p: &std::path::Path| {
-                std::fs::read_to_string(p)
-                    .map_err(|e| AuthorityError::new(format!("{}: {e}", p.display())))
-            };
-            let cert_pem = read(cert)?;
-            let bundle = match bundle {
-                Some(b) => read(b)?,
-                None => cert_pem.clone(),
-            };
-            Authority::from_pem(td, &cert_pem, &read(key)?, &bundle)?
+            LiveCa::from_files(td, ca.ttl, (cert.clone(), key.clone(), bundle.clone()))?
         }
     };
-    Ok(Some(Arc::new(authority)))
+    Ok(Some(Arc::new(live)))
 }
 
 /// The TLS acceptor and the token keys the settings name, loaded (and checked) once.
@@ -121,7 +113,7 @@ impl Controller {
             None => None,
         };
         Ok(Self {
-            authority: authority(&settings)?,
+            ca: mesh_ca(&settings)?,
             tls,
             jwks,
             webhooks,
@@ -210,10 +202,14 @@ impl Controller {
         };
         tracing::info!(trust_domain = %self.settings.trust_domain, tls = self.tls.is_some(), "serving");
         let authentication = Arc::new(authentication);
-        let identity = self.authority.map(|authority| {
+        let identity = self.ca.map(|ca| {
+            tokio::spawn(
+                ca.clone()
+                    .run(self.publisher.clone(), self.settings.source_poll),
+            );
             let ttl = self.settings.ca.as_ref().map_or(DEFAULT_TTL, |c| c.ttl);
             let metrics = self.publisher.metrics.clone();
-            IdentityApi::new(authority, authentication.clone(), ttl, metrics)
+            IdentityApi::new(ca, authentication.clone(), ttl, metrics)
         });
         // Keepalives find the connections of sidecars that went away without a word.
         let server = tonic::transport::Server::builder()

@@ -241,6 +241,7 @@ impl Proxy {
             tokio::spawn(crate::policy::controller::follow(
                 target,
                 self.policy.clone(),
+                self.config.enrollment.as_ref().map(|e| e.dir.clone()),
                 drain.clone(),
             ))
         });

@@ -12,13 +12,14 @@ use tonic::{Request, Response, Status};
 
 use super::Authentication;
 use super::auth::{Caller, WorkloadId};
-use crate::ca::{Authority, Refused};
+use crate::ca::Refused;
+use crate::ca::live::LiveCa;
 use crate::metrics::{Metrics, RefusedLabels};
 
 /// The service.
 #[derive(Debug)]
 pub struct IdentityApi {
-    authority: Arc<Authority>,
+    ca: Arc<LiveCa>,
     authentication: Arc<Authentication>,
     ttl: Duration,
     metrics: Arc<Metrics>,
@@ -27,13 +28,13 @@ pub struct IdentityApi {
 impl IdentityApi {
     /// Issues `ttl`-long SVIDs from `authority` to the callers `authentication` proves.
     pub fn new(
-        authority: Arc<Authority>,
+        ca: Arc<LiveCa>,
         authentication: Arc<Authentication>,
         ttl: Duration,
         metrics: Arc<Metrics>,
     ) -> IdentityServer<Self> {
         IdentityServer::new(Self {
-            authority,
+            ca,
             authentication,
             ttl,
             metrics,
@@ -93,12 +94,12 @@ impl Identity for IdentityApi {
         };
         let id = self.workload(caller)?;
         let csr = request.into_inner().csr;
-        let svid = self
-            .authority
+        let authority = self.ca.current();
+        let svid = authority
             .sign(&csr, &id, SystemTime::now(), self.ttl)
             .map_err(|e| self.refuse(reason(&e), Status::permission_denied(e.to_string())))?;
         self.metrics.svids_issued.inc();
-        tracing::info!(spiffe_id = %self.authority.spiffe_id(&id), "certificate issued");
+        tracing::info!(spiffe_id = %authority.spiffe_id(&id), "certificate issued");
         Ok(Response::new(v1::Svid {
             certificate: svid.certificate,
             bundle: svid.bundle,

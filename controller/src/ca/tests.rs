@@ -188,3 +188,86 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// A self-signed CA: (certificate PEM, key PEM).
+fn root() -> (String, String) {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    (
+        params.self_signed(&key).expect("root").pem(),
+        key.serialize_pem(),
+    )
+}
+
+#[test]
+fn a_root_whose_key_is_not_its_own_is_refused() {
+    let ((cert_a, _), (_, key_b)) = (root(), root());
+    let err = Authority::from_pem("cluster.local", &cert_a, &key_b, &cert_a).expect_err("mismatch");
+    assert!(
+        err.to_string().contains("not the root certificate's"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_live_ca_follows_a_rotation_of_its_files_and_keeps_the_old_root_trusted() {
+    use super::live::LiveCa;
+    use super::roots::certificates;
+    let dir = std::env::temp_dir().join(format!("portcullis-liveca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let write = |(c, k): &(String, String)| {
+        std::fs::write(&cert, c).expect("cert");
+        std::fs::write(&key, k).expect("key");
+    };
+    let (a, b) = (root(), root());
+    write(&a);
+    let ttl = Duration::from_secs(3600);
+    let live =
+        LiveCa::from_files("cluster.local", ttl, (cert.clone(), key.clone(), None)).expect("loads");
+    let t0 = SystemTime::now();
+    assert_eq!(live.refresh(t0).expect("same"), None, "nothing changed");
+    write(&b);
+    let bundle = live.refresh(t0).expect("rotates").expect("a new bundle");
+    assert_eq!(
+        certificates(&bundle),
+        [certificates(&b.0), certificates(&a.0)].concat()
+    );
+    let sidecar = KeyPair::generate().expect("key");
+    let svid = live
+        .current()
+        .sign(
+            &csr(&[WEB], false, false, &sidecar),
+            &id("shop", "web"),
+            t0,
+            ttl,
+        )
+        .expect("signed");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(svid.certificate.as_bytes()).expect("pem");
+    let issued = pem.parse_x509().expect("x509");
+    let (_, root_b) = x509_parser::pem::parse_x509_pem(b.0.as_bytes()).expect("pem");
+    let root_b = root_b.parse_x509().expect("x509");
+    assert!(
+        issued.verify_signature(Some(root_b.public_key())).is_ok(),
+        "signed by the new root"
+    );
+    // Half a rotation (a's key under b's certificate) keeps b.
+    std::fs::write(&key, &a.1).expect("key");
+    assert!(live.refresh(t0).is_err());
+    assert!(
+        live.current()
+            .bundle()
+            .starts_with(certificates(&b.0)[0].as_str())
+    );
+    std::fs::write(&key, &b.1).expect("key");
+    // After the old root's last certificates expired, it leaves the bundle.
+    let later = t0 + ttl + Duration::from_secs(120);
+    let bundle = live
+        .refresh(later)
+        .expect("reads")
+        .expect("the old root retires");
+    assert_eq!(certificates(&bundle), certificates(&b.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

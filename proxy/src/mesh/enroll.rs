@@ -64,24 +64,12 @@ pub fn spiffe_id(token: &str, trust_domain: &str) -> Result<String, EnrollError>
     Ok(format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"))
 }
 
-/// Writes `text` to `path` atomically (a rename), readable by the owner only.
+/// Writes `text` to `path` atomically, readable by the owner only.
 fn write(path: &Path, text: &str) -> Result<(), EnrollError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let err = |source| EnrollError::Write {
+    super::identity::write_private(path, text).map_err(|source| EnrollError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 /// The sidecar's enrollment with the controller.

@@ -18,6 +18,32 @@ pub(crate) const KEY_FILE: &str = "tls.key";
 /// The trust bundle file.
 pub(crate) const CA_FILE: &str = "ca.crt";
 
+/// Writes `text` to `path` atomically (a rename), readable by the owner only.
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Makes `bundle` (PEM) the trust bundle in `dir` unless it is already; true when it wrote.
+/// The identity watcher then takes it in, like a renewal.
+pub(crate) fn keep_bundle(dir: &Path, bundle: &str) -> std::io::Result<bool> {
+    let path = dir.join(CA_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|now| now == bundle) {
+        return Ok(false);
+    }
+    write_private(&path, bundle)?;
+    Ok(true)
+}
+
 /// Why identity material is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {

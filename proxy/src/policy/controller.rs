@@ -4,7 +4,7 @@
 //! and jitter; `portcullis_controller_connected`, `…_view_version` and
 //! `…_view_applied_timestamp_seconds` say how it goes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -91,6 +91,22 @@ pub(crate) fn backoff(previous: Duration) -> Duration {
     next.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
+/// An enrolled sidecar keeps the view's trust bundle as its own (a root rotation reaches it
+/// within a second, not at its next renewal).
+fn keep_bundle(dir: Option<&Path>, view: &v1::View) {
+    let Some(dir) = dir.filter(|_| !view.trust_bundle.is_empty()) else {
+        return;
+    };
+    match crate::mesh::identity::keep_bundle(dir, &view.trust_bundle) {
+        Ok(true) => tracing::info!(
+            version = view.version,
+            "new trust bundle from the controller"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("trust bundle from the controller not written: {e}"),
+    }
+}
+
 /// Applies one view off the async threads.
 async fn apply(store: &Arc<PolicyStore>, view: v1::View) {
     let inputs = match view::inputs(&view) {
@@ -151,6 +167,7 @@ pub(crate) async fn connect<T>(
 async fn watch_once(
     target: &ControllerTarget,
     store: &Arc<PolicyStore>,
+    bundle_dir: Option<&Path>,
 ) -> Result<(), tonic::Status> {
     let request = v1::WatchRequest {
         namespace: target.namespace.clone(),
@@ -164,18 +181,26 @@ async fn watch_once(
     store.metrics.controller_connected.set(1);
     tracing::info!(url = %target.url, "watching the controller");
     while let Some(view) = stream.next().await {
-        apply(store, view?).await;
+        let view = view?;
+        keep_bundle(bundle_dir, &view);
+        apply(store, view).await;
     }
     Ok(())
 }
 
-/// Watches the controller until the drain starts.
-pub(crate) async fn follow(target: ControllerTarget, store: Arc<PolicyStore>, drain: Drain) {
+/// Watches the controller until the drain starts; an enrolled sidecar keeps each view's trust
+/// bundle in `bundle_dir`.
+pub(crate) async fn follow(
+    target: ControllerTarget,
+    store: Arc<PolicyStore>,
+    bundle_dir: Option<PathBuf>,
+    drain: Drain,
+) {
     let mut wait = Duration::ZERO;
     loop {
         let result = tokio::select! {
             () = drain.started() => return,
-            r = watch_once(&target, &store) => r,
+            r = watch_once(&target, &store, bundle_dir.as_deref()) => r,
         };
         store.metrics.controller_connected.set(0);
         match result {

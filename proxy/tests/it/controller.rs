@@ -109,6 +109,11 @@ fn credentials(creds: &Path) -> ApiSecurity {
 
 /// A controller on a `dir` source in `dir`, TLS with `creds`; its API URL.
 async fn controller(dir: &Path, creds: &Path) -> (Controller, String) {
+    controller_with(dir, creds, CaRoot::Generate).await
+}
+
+/// [`controller`], its mesh CA's root from `root`.
+async fn controller_with(dir: &Path, creds: &Path, root: CaRoot) -> (Controller, String) {
     let controller = Controller::bind(Settings {
         source: Source::Dir(dir.to_path_buf()),
         trust_domain: "cluster.local".into(),
@@ -118,7 +123,7 @@ async fn controller(dir: &Path, creds: &Path) -> (Controller, String) {
         api_security: credentials(creds),
         webhooks: None,
         ca: Some(CaSettings {
-            root: CaRoot::Generate,
+            root,
             ttl: Duration::from_secs(3600),
         }),
     })
@@ -539,6 +544,101 @@ async fn a_sidecar_enrolls_with_the_controller_and_takes_in_each_renewal() {
             .contains("portcullis_identity_reloads_total{result=\"success\"} 1")
     })
     .await;
+    drain.start();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A self-signed CA written as `dir/tls.crt` and `dir/tls.key` (as a Secret mounts it); its
+/// certificate.
+fn write_root(dir: &Path) -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let cert = params.self_signed(&key).expect("root").pem();
+    std::fs::create_dir_all(dir).expect("dir");
+    // Both at once, as a Secret volume's ..data swap does.
+    let next = dir.with_extension("next");
+    std::fs::create_dir_all(&next).expect("dir");
+    std::fs::write(next.join("tls.crt"), &cert).expect("cert");
+    std::fs::write(next.join("tls.key"), key.serialize_pem()).expect("key");
+    for f in ["tls.crt", "tls.key"] {
+        std::fs::rename(next.join(f), dir.join(f)).expect("rename");
+    }
+    cert
+}
+
+#[tokio::test]
+async fn a_root_rotation_reaches_running_sidecars_with_the_old_root_still_trusted() {
+    use portcullis_proxy::mesh::enroll::Enrollment;
+    let dir = temp("ctl-rotate");
+    write(&dir, "c");
+    let creds = dir.join("creds");
+    let ca = dir.join("mesh-ca");
+    let old = write_root(&ca);
+    let root = CaRoot::Files {
+        cert: ca.join("tls.crt"),
+        key: ca.join("tls.key"),
+        bundle: None,
+    };
+    let (controller, url) = controller_with(&dir, &creds, root).await;
+    tokio::spawn(controller.run());
+
+    let identity = dir.join("identity");
+    let enrollment = Enrollment {
+        target: sidecar_a(url.clone(), &creds),
+        dir: identity.clone(),
+        trust_domain: "cluster.local".into(),
+    };
+    enrollment.first().await;
+    let bundle = || std::fs::read_to_string(identity.join("ca.crt")).expect("bundle");
+    assert_eq!(bundle().trim(), old.trim());
+    let mut config = ProxyConfig::for_tests(http_upstream().await);
+    config.controller = Some(sidecar_a(url, &creds));
+    config.identity_dir = Some(identity.clone());
+    config.enrollment = Some(enrollment.clone());
+    config.policy_poll = Duration::from_millis(50);
+    let proxy =
+        Proxy::bind(config, portcullis_proxy::policy::waiting_for_controller()).expect("bind");
+    let admin = proxy.admin_addr().expect("admin");
+    let drain = Drain::new();
+    let d = drain.clone();
+    tokio::spawn(async move { proxy.run(d).await.expect("run") });
+    eventually("the first view is in force", async || {
+        get(admin, "/ready", None).await.starts_with("HTTP/1.1 200")
+    })
+    .await;
+
+    // The root rotates (cert-manager renewing the CA): within a second the running sidecar
+    // trusts the new root and still the old one, and takes the bundle in.
+    let new = write_root(&ca);
+    let rotated = std::time::Instant::now();
+    eventually("the new bundle reaches the sidecar", async || {
+        let b = bundle();
+        b.contains(new.trim()) && b.contains(old.trim())
+    })
+    .await;
+    assert!(
+        rotated.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        rotated.elapsed()
+    );
+    eventually("the running proxy takes the bundle in", async || {
+        get(admin, "/metrics", None)
+            .await
+            .contains("portcullis_identity_reloads_total{result=\"success\"} 1")
+    })
+    .await;
+    // Its next certificate is signed by the new root.
+    enrollment.once().await.expect("renewed");
+    let cert = std::fs::read_to_string(identity.join("tls.crt")).expect("cert");
+    let (_, leaf) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).expect("pem");
+    let (_, root) = x509_parser::pem::parse_x509_pem(new.as_bytes()).expect("pem");
+    let (leaf, root) = (
+        leaf.parse_x509().expect("x509"),
+        root.parse_x509().expect("x509"),
+    );
+    assert!(leaf.verify_signature(Some(root.public_key())).is_ok());
     drain.start();
     let _ = std::fs::remove_dir_all(&dir);
 }
