@@ -121,7 +121,11 @@ impl Authority {
         bundle: &str,
     ) -> Result<Self, AuthorityError> {
         let err = |e: rcgen::Error| AuthorityError(e.to_string());
-        let key = KeyPair::from_pem(key).map_err(err)?;
+        let key = KeyPair::from_pem(key).map_err(|e| {
+            AuthorityError(format!(
+                "the root key: {e} (expected PKCS#8 PEM, BEGIN PRIVATE KEY: cert-manager's privateKey.encoding: PKCS8, or `openssl pkcs8 -topk8 -nocrypt` converts)"
+            ))
+        })?;
         let (_, pem) = x509_parser::pem::parse_x509_pem(certificate.as_bytes())
             .map_err(|e| AuthorityError(format!("the root certificate: {e}")))?;
         let cert = pem

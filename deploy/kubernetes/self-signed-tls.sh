@@ -3,6 +3,9 @@
 # them as Secret portcullis-controller-tls (with the CA as ca.crt) and writes the CA into the
 # caBundle of both webhook configurations (injection and policy validation, both served by the
 # controller). One certificate serves the sidecar API (15012) and the webhooks (8443).
+# It also makes the mesh CA's root once (Secret portcullis-mesh-ca; never replaced by a later
+# run: delete the Secret to rotate it, and the controller keeps trusting the old root for one
+# workload-certificate lifetime).
 # Run after `kubectl apply -k deploy/kubernetes`. Renew by running it again.
 set -euo pipefail
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
@@ -33,3 +36,13 @@ cabundle() {
 }
 cabundle mutatingwebhookconfiguration portcullis-injector
 cabundle validatingwebhookconfiguration portcullis-policy-validation
+
+# The mesh CA root, made once and stored.
+if ! kubectl -n portcullis-system get secret portcullis-mesh-ca >/dev/null 2>&1; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+    -subj "/CN=portcullis-mesh-ca" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$dir/mesh-ca.key" -out "$dir/mesh-ca.crt" 2>/dev/null
+  kubectl -n portcullis-system create secret tls portcullis-mesh-ca \
+    --cert="$dir/mesh-ca.crt" --key="$dir/mesh-ca.key"
+fi
