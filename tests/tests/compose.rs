@@ -21,7 +21,7 @@ fn the_compose_testbed_runs_and_enforces() {
         "compose testbed failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    assert_eq!(ok, 10, "{stdout}");
+    assert_eq!(ok, 13, "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     // The sidecar logged the decisions, denials included.
     assert!(
@@ -39,6 +39,11 @@ fn the_compose_testbed_runs_and_enforces() {
     // The controller's view (a NetworkPolicy written in labels) is enforced by that pod.
     assert!(
         stdout.contains("ok   controller: NetworkPolicy admits role=frontend (POST)"),
+        "{stdout}"
+    );
+    // Automatic identity: both sidecars enrolled with the controller and spoke mutual TLS.
+    assert!(
+        stdout.contains("ok   mesh: the TPROXY pod logged the caller's certificate identity"),
         "{stdout}"
     );
 }
