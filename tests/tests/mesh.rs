@@ -6,8 +6,8 @@
 //! traffic: `identity`/`namespace` rules and a NetworkPolicy `namespaceSelector` match over
 //! mutual TLS (`mtls: strict` refuses plaintext), a Service with three endpoints spreads
 //! connections and each endpoint is judged as its pod, a capture of our own shows TLS between
-//! sidecars and plaintext between app and sidecar, tampered and wrong-audience tokens get no
-//! certificate, and the controller down for a minute under load — while every sidecar renews
+//! sidecars and plaintext between app and sidecar, tampered and wrong-audience tokens and a
+//! request for an identity the token does not prove get no certificate, and the controller down for a minute under load — while every sidecar renews
 //! its certificate — drops no request.
 
 use std::process::Stdio;
@@ -320,11 +320,30 @@ fn bad_tokens_get_no_certificate(bed: &PodNet) -> Result<()> {
         String::from_utf8_lossy(&made.stderr)
     );
     let wrong_audience = std::fs::read_to_string(other.join("sa/tokens/x/a"))?;
-    for (what, token) in [
-        ("tampered", tampered(&good)),
-        ("wrong audience", wrong_audience),
-    ] {
-        let before = refused(bed)?;
+    // A good token, but the sidecar asks for another identity than the token proves (the name
+    // of another trust domain): the CSR is refused.
+    let cases = [
+        (
+            "tampered",
+            tampered(&good),
+            "cluster.local",
+            "unauthenticated",
+        ),
+        (
+            "wrong audience",
+            wrong_audience,
+            "cluster.local",
+            "unauthenticated",
+        ),
+        (
+            "another identity",
+            good.clone(),
+            "other.example",
+            "identity",
+        ),
+    ];
+    for (what, token, trust_domain, reason) in cases {
+        let before = refused(bed, reason)?;
         let dir = bed.dir().join(format!("bad-{}", what.replace(' ', "-")));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("token"), token)?;
@@ -337,7 +356,7 @@ fn bad_tokens_get_no_certificate(bed: &PodNet) -> Result<()> {
             "run",
             "--identity-from-controller",
             "--trust-domain",
-            "cluster.local",
+            trust_domain,
         ])
         .arg("--identity-dir")
         .arg(dir.join("identity"))
@@ -358,7 +377,7 @@ fn bad_tokens_get_no_certificate(bed: &PodNet) -> Result<()> {
         .stderr(Stdio::null());
         let _proxy = Process::spawn(what, &mut cmd)?;
         portcullis_testbed::eventually(what, Duration::from_secs(10), || {
-            refused(bed).is_ok_and(|n| n > before)
+            refused(bed, reason).is_ok_and(|n| n > before)
         })?;
         ensure!(
             !dir.join("identity/tls.crt").exists(),
@@ -368,10 +387,10 @@ fn bad_tokens_get_no_certificate(bed: &PodNet) -> Result<()> {
     Ok(())
 }
 
-fn refused(bed: &PodNet) -> Result<f64> {
+fn refused(bed: &PodNet, reason: &str) -> Result<f64> {
     Ok(metric(
         &bed.controller_admin("/metrics")?,
-        "portcullis_controller_svids_refused_total{reason=\"unauthenticated\"}",
+        &format!("portcullis_controller_svids_refused_total{{reason=\"{reason}\"}}"),
     ))
 }
 
