@@ -50,13 +50,7 @@ impl Publisher {
         let mut inner = self.lock();
         inner.senders.retain(|_, tx| tx.receiver_count() > 0);
         let changed = inner.index.update(snapshot);
-        for key in &changed {
-            let view = inner.index.versioned(key);
-            if let Some(tx) = inner.senders.get(key) {
-                tx.send_replace(view);
-                self.metrics.view_pushes.inc();
-            }
-        }
+        self.push(&inner, &changed);
         self.metrics.workloads.set(inner.index.len() as i64);
         self.ready.store(true, Ordering::Release);
         changed.len()
@@ -67,7 +61,12 @@ impl Publisher {
     pub fn set_trust_bundle(&self, bundle: &str) {
         let mut inner = self.lock();
         let changed = inner.index.set_trust_bundle(bundle);
-        for key in &changed {
+        self.push(&inner, &changed);
+    }
+
+    /// Sends each changed view to its subscribers.
+    fn push(&self, inner: &Inner, changed: &[Key]) {
+        for key in changed {
             let view = inner.index.versioned(key);
             if let Some(tx) = inner.senders.get(key) {
                 tx.send_replace(view);

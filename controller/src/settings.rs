@@ -418,8 +418,12 @@ mod tests {
                 "only over the TLS API",
             ),
             (
-                [&tls[..], &["--ca-generate", "--svid-ttl", "1m"]].concat(),
-                "between 5m and 30d",
+                [&tls[..], &["--ca-generate", "--svid-ttl", "59s"]].concat(),
+                "between 1m and 30d",
+            ),
+            (
+                [&tls[..], &["--ca-generate", "--svid-ttl", "31d"]].concat(),
+                "between 1m and 30d",
             ),
         ] {
             let err = parse(&flags).expect_err("refused");

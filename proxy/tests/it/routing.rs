@@ -64,12 +64,24 @@ fn cluster(port: u16) -> String {
 
 /// Three HTTP servers on 127.0.0.2–4 on one port, each answering its own name.
 async fn endpoints() -> u16 {
-    let first = TcpListener::bind("127.0.0.2:0").await.expect("bind");
-    let port = first.local_addr().expect("addr").port();
-    let mut listeners = vec![first];
-    for ip in ["127.0.0.3", "127.0.0.4"] {
-        listeners.push(TcpListener::bind((ip, port)).await.expect("same port"));
-    }
+    // A port free on all three addresses (another socket may hold one of them: try again).
+    let (port, listeners) = 'found: {
+        for _ in 0..20 {
+            let first = TcpListener::bind("127.0.0.2:0").await.expect("bind");
+            let port = first.local_addr().expect("addr").port();
+            let mut listeners = vec![first];
+            for ip in ["127.0.0.3", "127.0.0.4"] {
+                match TcpListener::bind((ip, port)).await {
+                    Ok(l) => listeners.push(l),
+                    Err(_) => break,
+                }
+            }
+            if listeners.len() == 3 {
+                break 'found (port, listeners);
+            }
+        }
+        panic!("no port free on 127.0.0.2-4");
+    };
     for (l, name) in listeners.into_iter().zip(["d1", "d2", "d3"]) {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
@@ -88,11 +100,18 @@ async fn endpoints() -> u16 {
 }
 
 /// A sidecar for pod x/`pod` following the controller at `url`, every connection dialled to
-/// `dialled`; its outbound listener.
-async fn sidecar_for(pod: &str, url: &str, creds: &Path, dialled: &str, log: &Path) -> SocketAddr {
+/// `dialled`, logging to `log`, as `more` adds; its outbound listener, once its first view is in
+/// force.
+async fn sidecar_for(
+    (pod, url, creds): (&str, &str, &Path),
+    dialled: &str,
+    log: &Path,
+    more: impl FnOnce(&mut ProxyConfig),
+) -> SocketAddr {
     let mut config = ProxyConfig::for_tests(dialled.parse().expect("addr"));
     config.controller = Some(sidecar(url.to_string(), creds, pod));
     config.access_log = AccessLogTarget::File(log.to_path_buf());
+    more(&mut config);
     let proxy =
         Proxy::bind(config, portcullis_proxy::policy::waiting_for_controller()).expect("bind");
     let outbound = proxy.addrs(Direction::Outbound)[0];
@@ -137,7 +156,7 @@ async fn a_service_leads_to_its_ready_endpoints_each_judged_as_its_pod() {
     let creds = dir.join("creds");
     let url = running(&dir, &creds).await;
     let log = dir.join("a.log");
-    let a = sidecar_for("a", &url, &creds, "127.0.96.1:80", &log).await;
+    let a = sidecar_for(("a", &url, &creds), "127.0.96.1:80", &log, |_| {}).await;
 
     // In turn: d1, d2, then d3, which a's egress policy does not admit (closed), and again.
     let mut answers = Vec::new();
@@ -170,7 +189,7 @@ async fn a_service_without_a_ready_endpoint_answers_503_and_refuses_tcp() {
     let creds = dir.join("creds");
     let url = running(&dir, &creds).await;
     let log = dir.join("b.log");
-    let b = sidecar_for("b", &url, &creds, "127.0.96.2:80", &log).await;
+    let b = sidecar_for(("b", &url, &creds), "127.0.96.2:80", &log, |_| {}).await;
     let r = get(b, "/", None).await;
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
     let mut s = TcpStream::connect(b).await.expect("connect");
@@ -226,18 +245,10 @@ async fn a_meshed_pod_is_reached_over_mtls_and_must_be_that_pod() {
 
     // The calling sidecar, with an identity and the controller's view, and no --mesh-cidrs.
     let log = dir.join("a.log");
-    let mut config = ProxyConfig::for_tests(inbound);
-    config.controller = Some(sidecar(url.clone(), &creds, "a"));
-    config.identity_dir = Some(creds.join("x-default"));
-    config.access_log = AccessLogTarget::File(log.clone());
-    config.policy_poll = Duration::from_millis(50);
-    let proxy =
-        Proxy::bind(config, portcullis_proxy::policy::waiting_for_controller()).expect("bind");
-    let a = proxy.addrs(Direction::Outbound)[0];
-    let admin = proxy.admin_addr().expect("admin");
-    tokio::spawn(async move { proxy.run(Drain::new()).await.expect("run") });
-    eventually("the first view is in force", async || {
-        get(admin, "/ready", None).await.starts_with("HTTP/1.1 200")
+    let dialled = inbound.to_string();
+    let a = sidecar_for(("a", &url, &creds), &dialled, &log, |c| {
+        c.identity_dir = Some(creds.join("x-default"));
+        c.policy_poll = Duration::from_millis(50);
     })
     .await;
 
