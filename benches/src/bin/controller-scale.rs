@@ -6,6 +6,7 @@
 //! every affected subscriber holding the new version, the controller's own RSS and CPU (from
 //! `/proc/<pid>`), the size of the largest view, and the memory of two real `portcullis-proxy`
 //! sidecars side by side: one whose view selects every pod of the cluster, one with no peers.
+//! `--meshed` annotates every pod as meshed, so that every view lists every pod (mTLS targets).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,12 +31,21 @@ struct Args {
     policies: usize,
     #[arg(long, default_value_t = 1_000)]
     subscribers: usize,
+    /// Annotate every pod as meshed (injected, `portcullis.dev/mtls: enabled`): every view then
+    /// lists every pod's addresses and identity.
+    #[arg(long)]
+    meshed: bool,
 }
 
 /// Pod `i` of namespace `n`: labels app (10 per namespace), tier (3), team (of the namespace).
 fn cluster(args: &Args, relabel: Option<usize>) -> String {
     let mut out = String::with_capacity(args.pods * 300);
     let per_ns = args.pods / args.namespaces;
+    let mesh = if args.meshed {
+        ", annotations: {portcullis.dev/injected: v1, portcullis.dev/mtls: enabled}"
+    } else {
+        ""
+    };
     for n in 0..args.namespaces {
         out.push_str(&format!(
             "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{n}, labels: {{team: t{}, env: {}}}}}\n",
@@ -50,7 +60,7 @@ fn cluster(args: &Args, relabel: Option<usize>) -> String {
                 format!("app-{}", i % 10)
             };
             out.push_str(&format!(
-                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: ns-{n}, labels: {{app: {app}, tier: t{}}}}}\nspec: {{containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{phase: Running, podIP: 10.{}.{}.{}}}\n",
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: ns-{n}, labels: {{app: {app}, tier: t{}}}{mesh}}}\nspec: {{containers: [{{name: c, ports: [{{name: http, containerPort: 8080}}]}}]}}\nstatus: {{phase: Running, podIP: 10.{}.{}.{}}}\n",
                 i % 3,
                 k / 65536 % 256,
                 k / 256 % 256,
