@@ -366,7 +366,7 @@ fn view_with(shared: &Shared, workload: Option<&v1::Workload>) -> v1::View {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Services {
     wire: Vec<v1::Service>,
-    mesh: Vec<v1::MeshPeer>,
+    mesh: Vec<v1::MeshGroup>,
     trust_bundle: String,
     /// A content hash of them.
     hash: String,
@@ -384,7 +384,7 @@ fn wire_ports(ports: &[ServicePort]) -> Vec<v1::ServicePort> {
 }
 
 impl Services {
-    fn new(wire: Vec<v1::Service>, mesh: Vec<v1::MeshPeer>, trust_bundle: String) -> Self {
+    fn new(wire: Vec<v1::Service>, mesh: Vec<v1::MeshGroup>, trust_bundle: String) -> Self {
         let encoded = v1::View {
             services: wire.clone(),
             mesh: mesh.clone(),
@@ -400,6 +400,27 @@ impl Services {
             hash,
         }
     }
+}
+
+/// The meshed pods of `cluster`, by identity.
+fn mesh_groups(cluster: &Cluster) -> Vec<v1::MeshGroup> {
+    let mut groups: BTreeMap<(&str, &str), v1::MeshGroup> = BTreeMap::new();
+    for p in cluster.pods.iter().filter(|p| p.meshed) {
+        let g = groups
+            .entry((&p.namespace, &p.service_account))
+            .or_insert_with(|| v1::MeshGroup {
+                namespace: p.namespace.clone(),
+                service_account: p.service_account.clone(),
+                ..v1::MeshGroup::default()
+            });
+        for ip in &p.ips {
+            match ip {
+                std::net::IpAddr::V4(v4) => g.ipv4.push(u32::from(*v4)),
+                std::net::IpAddr::V6(v6) => g.ipv6.push(v6.octets().to_vec()),
+            }
+        }
+    }
+    groups.into_values().collect()
 }
 
 /// The Services of `cluster` (and the trust bundle), for views.
@@ -422,17 +443,7 @@ fn services(cluster: &Cluster, trust_bundle: &str) -> Services {
                 .collect(),
         })
         .collect();
-    let mesh: Vec<v1::MeshPeer> = cluster
-        .pods
-        .iter()
-        .filter(|p| p.meshed)
-        .map(|p| v1::MeshPeer {
-            ips: p.ips.iter().map(ToString::to_string).collect(),
-            namespace: p.namespace.clone(),
-            service_account: p.service_account.clone(),
-        })
-        .collect();
-    Services::new(wire, mesh, trust_bundle.to_string())
+    Services::new(wire, mesh_groups(cluster), trust_bundle.to_string())
 }
 
 /// The view a sidecar gets while its pod is unknown.

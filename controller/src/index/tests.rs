@@ -268,17 +268,14 @@ fn every_view_lists_the_meshed_pods_and_an_opt_out_leaves_the_list() {
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: d, namespace: y, annotations: {{portcullis.dev/injected: v1, portcullis.dev/mtls: {value}}}}}\nspec: {{serviceAccountName: api, containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIPs: [{{ip: 10.0.2.4}}, {{ip: 'fd00::24'}}]}}\n"
         )
     };
-    let mesh = |index: &Index, pod: &str| -> Vec<(Vec<String>, String, String)> {
+    let mesh = |index: &Index, pod: &str| -> Vec<(Vec<u32>, usize, String, String)> {
         index
             .get(&("x".into(), pod.into()))
             .mesh
             .iter()
             .map(|m| {
-                (
-                    m.ips.clone(),
-                    m.namespace.clone(),
-                    m.service_account.clone(),
-                )
+                let (ns, sa) = (m.namespace.clone(), m.service_account.clone());
+                (m.ipv4.clone(), m.ipv6.len(), ns, sa)
             })
             .collect()
     };
@@ -288,7 +285,8 @@ fn every_view_lists_the_meshed_pods_and_an_opt_out_leaves_the_list() {
         "b",
     ));
     let expected = vec![(
-        vec!["10.0.2.4".to_string(), "fd00::24".to_string()],
+        vec![u32::from(std::net::Ipv4Addr::new(10, 0, 2, 4))],
+        1,
         "y".to_string(),
         "api".to_string(),
     )];

@@ -136,16 +136,26 @@ fn service(s: &v1::Service) -> Result<(Service, Vec<EndpointSlice>), ViewError> 
     Ok((svc, slices))
 }
 
-fn mesh_peer(p: &v1::MeshPeer) -> Result<MeshPeer, ViewError> {
-    let owner = format!("meshed pod in {}", p.namespace);
+fn mesh_group(g: &v1::MeshGroup) -> Result<MeshPeer, ViewError> {
+    let v6 = g
+        .ipv6
+        .iter()
+        .map(|b| {
+            let octets: [u8; 16] = b.as_slice().try_into().map_err(|_| {
+                ViewError::Address(format!("meshed pods in {}", g.namespace), format!("{b:?}"))
+            })?;
+            Ok(IpAddr::from(octets))
+        })
+        .collect::<Result<Vec<_>, ViewError>>()?;
     Ok(MeshPeer {
-        ips: p
-            .ips
+        ips: g
+            .ipv4
             .iter()
-            .map(|ip| address(&owner, ip))
-            .collect::<Result<_, _>>()?,
-        namespace: p.namespace.clone(),
-        service_account: p.service_account.clone(),
+            .map(|v4| IpAddr::from(std::net::Ipv4Addr::from(*v4)))
+            .chain(v6)
+            .collect(),
+        namespace: g.namespace.clone(),
+        service_account: g.service_account.clone(),
     })
 }
 
@@ -184,7 +194,7 @@ pub fn inputs(view: &v1::View) -> Result<ViewInputs, ViewError> {
             .iter()
             .map(|d| (d.origin.clone(), d.yaml.clone()))
             .collect(),
-        mesh: view.mesh.iter().map(mesh_peer).collect::<Result<_, _>>()?,
+        mesh: view.mesh.iter().map(mesh_group).collect::<Result<_, _>>()?,
     })
 }
 
@@ -236,5 +246,29 @@ mod tests {
         );
         let err = inputs(&view("10.0.1")).expect_err("bad address");
         assert!(err.to_string().contains("service shop/api"), "{err}");
+    }
+
+    #[test]
+    fn meshed_groups_become_peers_by_address_and_a_bad_address_is_refused() {
+        let mut v = view("10.0.1.1");
+        v.mesh = vec![v1::MeshGroup {
+            namespace: "shop".into(),
+            service_account: "api".into(),
+            ipv4: vec![u32::from(std::net::Ipv4Addr::new(10, 0, 1, 1))],
+            ipv6: vec![
+                "fd00::11"
+                    .parse::<std::net::Ipv6Addr>()
+                    .expect("ip")
+                    .octets()
+                    .to_vec(),
+            ],
+        }];
+        let read = inputs(&v).expect("inputs");
+        let ips: Vec<String> = read.mesh[0].ips.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["10.0.1.1", "fd00::11"]);
+        assert_eq!(read.mesh[0].identity("td"), "spiffe://td/ns/shop/sa/api");
+        v.mesh[0].ipv6 = vec![vec![1, 2, 3]];
+        let err = inputs(&v).expect_err("a 3-byte address");
+        assert!(err.to_string().contains("meshed pods in shop"), "{err}");
     }
 }
