@@ -557,7 +557,8 @@ fn write_root(dir: &Path) -> String {
     params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
     let cert = params.self_signed(&key).expect("root").pem();
     std::fs::create_dir_all(dir).expect("dir");
-    // Both at once, as a Secret volume's ..data swap does.
+    // Each file renamed into place (a poll between the two renames sees half a rotation, which
+    // the controller refuses and retries).
     let next = dir.with_extension("next");
     std::fs::create_dir_all(&next).expect("dir");
     std::fs::write(next.join("tls.crt"), &cert).expect("cert");
