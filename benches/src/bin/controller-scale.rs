@@ -22,6 +22,7 @@ use tokio::sync::Mutex;
 use tokio_stream::StreamExt as _;
 
 #[derive(Debug, Parser)]
+#[command(version, about)]
 struct Args {
     #[arg(long, default_value_t = 10_000)]
     pods: usize,

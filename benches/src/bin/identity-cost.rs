@@ -22,6 +22,7 @@ use portcullis_proxy::mesh::enroll::Enrollment;
 use portcullis_proxy::policy::controller::{ControllerTarget, ControllerTls};
 
 #[derive(Debug, Parser)]
+#[command(version, about)]
 struct Args {
     #[arg(long, default_value_t = 200)]
     rounds: usize,

@@ -20,6 +20,7 @@ const CAPTURED: u16 = 8090;
 const DIRECT: u16 = 9999;
 
 #[derive(Debug, Parser)]
+#[command(version, about)]
 struct Args {
     /// Interleaved rounds per scenario.
     #[arg(long, default_value_t = 3)]

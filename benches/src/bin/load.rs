@@ -42,6 +42,7 @@ const IPERF_DIRECT: u16 = 5202;
 const IPERF_HAPROXY: u16 = 5203;
 
 #[derive(Debug, Parser)]
+#[command(version, about)]
 struct Args {
     /// Interleaved rounds (medians are taken over them).
     #[arg(long, default_value_t = 5)]

@@ -193,11 +193,9 @@ pub(crate) struct Connected {
 
 impl Connector {
     /// Whether, and with whom, a connection in `direction` to `dst` speaks mutual TLS.
-    fn peer(&self, direction: Direction, dst: SocketAddr) -> Peer {
+    fn peer(&self, routes: &Routes, direction: Direction, dst: SocketAddr) -> Peer {
         match &self.mesh {
-            Some(mesh) if direction == Direction::Outbound => {
-                mesh.peer(&self.policy.current().routes, dst.ip())
-            }
+            Some(mesh) if direction == Direction::Outbound => mesh.peer(routes, dst.ip()),
             _ => Peer::Plain,
         }
     }
@@ -205,7 +203,7 @@ impl Connector {
     /// The identity a connection to `dst` will be proven to reach: a meshed pod's, whose
     /// sidecar must present it (outbound, with an identity of our own).
     pub(crate) fn expected_peer(&self, direction: Direction, dst: SocketAddr) -> Option<String> {
-        match self.peer(direction, dst) {
+        match self.peer(&self.policy.current().routes, direction, dst) {
             Peer::Pod(id) => Some(id),
             Peer::Plain | Peer::AnySidecar => None,
         }
@@ -218,10 +216,11 @@ impl Connector {
         client: SocketAddr,
         dst: SocketAddr,
     ) -> Result<Connected, ConnectError> {
-        if direction == Direction::Outbound && self.policy.current().routes.is_service(dst) {
+        let routes = &self.policy.current().routes;
+        if direction == Direction::Outbound && routes.is_service(dst) {
             return Err(ConnectError::NoEndpoint(dst));
         }
-        let peer = self.peer(direction, dst);
+        let peer = self.peer(routes, direction, dst);
         let socket = self
             .socket(direction, client, dst)
             .map_err(|source| ConnectError::Socket { dst, source })?;
