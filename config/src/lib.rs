@@ -15,7 +15,10 @@
 //! - [`workload`]: the workload's own labels and named ports (NetworkPolicy selection);
 //! - [`selector`]: Kubernetes label selector semantics;
 //! - [`cluster`]: what the control plane knows of other pods and namespaces, for selectors;
-//! - [`snapshot`]: a `kubectl get -A -o yaml` snapshot → the cluster and its policies.
+//! - [`snapshot`]: a `kubectl get -A -o yaml` snapshot → the cluster, its policies and its
+//!   guardrails;
+//! - [`guardrail`]: `PolicyGuardrail`s — what every policy of a namespace must (not) say — and
+//!   the check of policy documents against them.
 //!
 //! Modules depend one way (no import cycles; `scripts/check-module-cycles.py`): inside the
 //! crate, items are named by their defining module, never through the re-exports below.
@@ -25,6 +28,7 @@ pub mod compile;
 pub mod compiled;
 pub mod decide;
 pub mod diagnostics;
+pub mod guardrail;
 pub mod index;
 pub mod load;
 pub mod matchers;

@@ -128,7 +128,7 @@ pub fn read_source(path: &Path) -> Result<Source, LoadError> {
     Ok(Source { files })
 }
 
-fn options() -> serde_saphyr::Options {
+pub(crate) fn options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = MAX_DEPTH;
     budget.max_aliases = MAX_ALIASES;
@@ -270,7 +270,7 @@ fn parse_lenient(file: &str, text: &str) -> (Vec<SourceDoc>, Vec<PolicyError>) {
 
 /// serde-saphyr appends the location in words (we print it as `file:line:col:` instead) and
 /// sometimes advice meant for programmers, which never reaches a user.
-fn clean_message(msg: &str) -> String {
+pub(crate) fn clean_message(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg).trim();
     let first = match first.rfind(" at line ") {
         Some(i) => &first[..i],

@@ -1,7 +1,7 @@
 //! A cluster snapshot, as `kubectl get -A -o yaml` writes it (`List` objects or multi-document
 //! files): the Namespaces and Pods become the [`Cluster`], the NetworkPolicies and AccessPolicies
-//! become policy documents, Services and EndpointSlices their model ([`services`]). Other kinds
-//! are read and ignored.
+//! become policy documents, PolicyGuardrails [`Guardrail`]s, Services and EndpointSlices their
+//! model ([`services`]). Other kinds are read and ignored.
 //! Pure: text in, model out. Policies written as top-level documents keep their own
 //! `file:line:col`; a policy inside a `List` is re-read from its own JSON, and its errors name
 //! it as `FILE#items[N]`.
@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, EndpointSlice, Pod, Service};
 use crate::compiled::CompileContext;
+use crate::guardrail::{self, Guardrail};
 use crate::load::{LoadError, Source, parse_document, split_documents};
 use crate::source::{PolicyError, SourceDoc};
 use crate::workload::NamedPort;
@@ -28,6 +29,8 @@ pub struct Snapshot {
     /// Each policy's text (YAML, or JSON for an item of a `List`), beside [`Snapshot::policies`],
     /// for those who pass policies on (the controller).
     pub texts: Vec<String>,
+    /// The `PolicyGuardrail`s, in file order.
+    pub guardrails: Vec<Arc<Guardrail>>,
     /// What could not be read (every one, located).
     pub errors: Vec<PolicyError>,
 }
@@ -225,7 +228,7 @@ impl Snapshot {
                 }
                 None
             }
-            Some("NetworkPolicy" | "AccessPolicy") => {
+            Some("NetworkPolicy" | "AccessPolicy" | guardrail::KIND) => {
                 self.object(&value, || (file.clone(), Some((offset, chunk))));
                 None
             }
@@ -259,7 +262,7 @@ impl Snapshot {
                 .cluster
                 .endpoint_slices
                 .extend(services::endpoint_slice(v)),
-            Some("NetworkPolicy" | "AccessPolicy") => {
+            Some(kind @ ("NetworkPolicy" | "AccessPolicy" | guardrail::KIND)) => {
                 let (file, chunk) = source();
                 let json;
                 let (offset, text) = match chunk {
@@ -269,6 +272,9 @@ impl Snapshot {
                         (0, json.as_str())
                     }
                 };
+                if kind == guardrail::KIND {
+                    return self.guardrail(&file, offset, text);
+                }
                 match parse_document(&file, offset, text) {
                     Ok(Some(doc)) => {
                         self.policies.push(doc);
@@ -284,6 +290,14 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// One `PolicyGuardrail` document, or its errors.
+    fn guardrail(&mut self, file: &Arc<str>, offset: u64, text: &str) {
+        match guardrail::parse(file, offset, text) {
+            Ok(g) => self.guardrails.push(Arc::new(g)),
+            Err(e) => self.errors.extend(e),
+        }
+    }
+
     /// A whole source (every file read) as a snapshot; `Err` lists every located error.
     pub fn from_source(source: &Source) -> Result<Self, LoadError> {
         let s = Self::parse(&source.files);

@@ -9,10 +9,12 @@
 //! the [`publish`]er hands each changed view to its subscribers; the [`api`] serves each sidecar a `Sidecar.Watch` stream of its own view (gRPC, 15012); the
 //! [`admin`] server answers `/live`, `/ready` and `/metrics` (15014); the [`webhooks`] are the
 //! admission webhooks (HTTPS, 8443): sidecar injection (the injector library) and policy
-//! validation. [`settings`] parses the flags once; [`server`] wires the pieces; [`metrics`] are
+//! validation, judged against the [`admission`] facts of the last snapshot (its guardrails).
+//! [`settings`] parses the flags once; [`server`] wires the pieces; [`metrics`] are
 //! the controller's own.
 
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod ca;
 pub mod index;

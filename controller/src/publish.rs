@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use portcullis_config::snapshot::Snapshot;
 use tokio::sync::watch;
 
+use crate::admission::Facts;
 use crate::index::{Index, Key, Versioned};
 use crate::metrics::{LoadLabels, Metrics};
 
@@ -25,6 +26,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct Publisher {
     inner: Mutex<Inner>,
+    facts: Mutex<Option<Arc<Facts>>>,
     ready: AtomicBool,
     /// The controller's metrics.
     pub metrics: Arc<Metrics>,
@@ -35,6 +37,7 @@ impl Publisher {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Mutex::default(),
+            facts: Mutex::default(),
             ready: AtomicBool::new(false),
             metrics,
         }
@@ -44,9 +47,11 @@ impl Publisher {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies a snapshot: every changed view goes to its subscribers. Returns how many views
-    /// changed.
+    /// Applies a snapshot: every changed view goes to its subscribers, and admission judges by
+    /// its facts from now on. Returns how many views changed.
     pub fn apply(&self, snapshot: &Snapshot) -> usize {
+        let facts = Arc::new(Facts::of(snapshot));
+        *self.facts.lock().unwrap_or_else(|p| p.into_inner()) = Some(facts);
         let mut inner = self.lock();
         inner.senders.retain(|_, tx| tx.receiver_count() > 0);
         let changed = inner.index.update(snapshot);
@@ -109,6 +114,12 @@ impl Publisher {
             .source_loads
             .get_or_create(&LoadLabels { result })
             .inc();
+    }
+
+    /// What admission judges by: the facts of the last snapshot applied (`None` before the
+    /// first).
+    pub fn facts(&self) -> Option<Arc<Facts>> {
+        self.facts.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether a first snapshot has been applied.

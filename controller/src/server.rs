@@ -108,8 +108,9 @@ impl Controller {
     /// Binds every port.
     pub async fn bind(settings: Settings) -> Result<Self, BindError> {
         let (tls, jwks) = security(&settings)?;
+        let publisher = Arc::new(Publisher::new(Arc::new(Metrics::default())));
         let webhooks = match &settings.webhooks {
-            Some(w) => Some(webhooks::Server::bind(w).await?),
+            Some(w) => Some(webhooks::Server::bind(w, publisher.clone()).await?),
             None => None,
         };
         Ok(Self {
@@ -119,7 +120,7 @@ impl Controller {
             webhooks,
             api: bind(settings.api_addr).await?,
             admin: bind(settings.admin_addr).await?,
-            publisher: Arc::new(Publisher::new(Arc::new(Metrics::default()))),
+            publisher,
             settings,
         })
     }

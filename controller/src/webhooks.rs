@@ -1,6 +1,7 @@
 //! The admission webhooks on `--webhook-addr` (HTTPS, 8443): `POST /mutate` is the injector's
 //! review (the `portcullis-injector` library), `POST /validate` is [`validate`] (policy objects
-//! checked at admission with the config crate), `GET /healthz`. The HTTPS shell — rustls with
+//! checked at admission with the config crate, and held to the guardrails of the last snapshot
+//! the [`Publisher`] applied), `GET /healthz`. The HTTPS shell — rustls with
 //! the serving certificate re-read on renewal, capped bodies, graceful stop — is the injector's.
 
 pub mod validate;
@@ -15,8 +16,10 @@ use portcullis_injector::server::{Reply, Routes, mutate, serve_routes};
 use portcullis_injector::tls::{CertStore, TlsError};
 use tokio::net::TcpListener;
 
+use crate::admission::Facts;
+use crate::publish::Publisher;
 use crate::settings::WebhookSettings;
-use validate::{Outcome, validate};
+use validate::{Outcome, ReviewError, validate};
 
 /// How often the serving certificate files are checked for a renewal.
 pub const CERT_POLL: Duration = Duration::from_secs(5);
@@ -25,21 +28,30 @@ pub const CERT_POLL: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Webhooks {
     inject: Arc<InjectConfig>,
+    publisher: Arc<Publisher>,
 }
 
 impl Routes for Webhooks {
     fn post(&self, path: &str, body: &[u8]) -> Option<Reply> {
         match path {
             "/mutate" => Some(mutate(body, &self.inject)),
-            "/validate" => Some(validation(body, &self.inject.policy_configmap)),
+            "/validate" => {
+                let facts = self.publisher.facts();
+                Some(validation(
+                    body,
+                    &self.inject.policy_configmap,
+                    facts.as_deref(),
+                ))
+            }
             _ => None,
         }
     }
 }
 
-/// Answers a `/validate` body, logged with its outcome; `400` for what is no AdmissionReview.
-fn validation(body: &[u8], policy_configmap: &str) -> Reply {
-    match validate(body, policy_configmap) {
+/// Answers a `/validate` body, logged with its outcome; `400` for what is no AdmissionReview,
+/// `503` for a policy write before the first snapshot (the webhook's `failurePolicy` decides).
+fn validation(body: &[u8], policy_configmap: &str, facts: Option<&Facts>) -> Reply {
+    match validate(body, policy_configmap, facts) {
         Ok(answer) => {
             match &answer.outcome {
                 Outcome::Allowed { object, warnings } => {
@@ -51,6 +63,10 @@ fn validation(body: &[u8], policy_configmap: &str) -> Reply {
                 Outcome::Ignored => tracing::debug!("not a policy write"),
             }
             Reply::json(&answer.body)
+        }
+        Err(e @ ReviewError::NotReady) => {
+            tracing::warn!(error = %e, "policy write before the first snapshot");
+            Reply::text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"))
         }
         Err(e) => {
             tracing::error!(error = %e, "not an AdmissionReview");
@@ -84,8 +100,12 @@ pub enum WebhookError {
 }
 
 impl Server {
-    /// Loads the certificate (a bad pair is an error now, not at the first review) and binds.
-    pub async fn bind(settings: &WebhookSettings) -> Result<Self, WebhookError> {
+    /// Loads the certificate (a bad pair is an error now, not at the first review) and binds;
+    /// policy writes are judged by `publisher`'s facts.
+    pub async fn bind(
+        settings: &WebhookSettings,
+        publisher: Arc<Publisher>,
+    ) -> Result<Self, WebhookError> {
         let store = CertStore::load(&settings.cert, &settings.key).map_err(WebhookError::Tls)?;
         let listener =
             TcpListener::bind(settings.addr)
@@ -99,6 +119,7 @@ impl Server {
             store: Arc::new(store),
             routes: Arc::new(Webhooks {
                 inject: Arc::new(settings.inject.clone()),
+                publisher,
             }),
         })
     }

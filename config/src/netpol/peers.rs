@@ -19,7 +19,7 @@ use crate::rule::{NameRequirement, PeerMatch};
 pub(super) const NS_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Reports what the API server refuses in a selector; returns false when it refuses something.
-pub(super) fn validate_selector(d: &mut Diagnostics<'_>, sel: &Spanned<LabelSelector>) -> bool {
+pub(crate) fn validate_selector(d: &mut Diagnostics<'_>, sel: &Spanned<LabelSelector>) -> bool {
     let before = d.error_count();
     let label = |d: &mut Diagnostics<'_>, key: &str, value: Option<&str>| {
         for m in qualified_name(key) {

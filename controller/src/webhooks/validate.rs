@@ -1,46 +1,60 @@
 //! `POST /validate`: a policy write judged at admission — pure, AdmissionReview v1 JSON in,
 //! AdmissionReview v1 JSON out. A CREATE or UPDATE of a NetworkPolicy, an AccessPolicy or a
 //! policy ConfigMap (see [`is_policy_configmap`]) is read and compiled with the config crate's
-//! own entry points, as the controller and sidecars read it, and refused (`422`, every located
-//! error) when they could not load it; anything else is allowed untouched.
+//! own entry points, as the controller and sidecars read it, and refused (`422 Invalid`, every
+//! located error) when they could not load it; one that loads is held to the guardrails of its
+//! namespace and refused (`403 Forbidden`) when it breaks an enforced one — an audit-only
+//! guardrail's violations come back as warnings. A DELETE is refused only when it would take a
+//! namespace's last default-deny baseline that a guardrail requires. A `PolicyGuardrail` is
+//! refused when it does not read whole. Anything else is allowed untouched. A dry run is judged
+//! like the write it tries.
 //!
 //! NetworkPolicies and AccessPolicies are read as the `kube` source reads them
-//! ([`Snapshot::add_object`]), ConfigMaps as a sidecar reads its mounted policy directory (keys
-//! are files). Both are compiled for no particular workload, with the cluster known (the
-//! controller's view), so warnings that only a workload's own facts could settle are left out.
+//! ([`Snapshot::add_object`](portcullis_config::snapshot::Snapshot::add_object)), ConfigMaps as a
+//! sidecar reads its mounted policy directory (keys are files); [`judge`] reads and holds them
+//! to the guardrails, [`fields`] names the field a line is at. Both are compiled for no
+//! particular workload, with the cluster known (the controller's view), so warnings that only a
+//! workload's own facts could settle are left out.
 
 mod fields;
+mod judge;
 #[cfg(test)]
 mod tests;
-
-use std::sync::Arc;
 
 use kube::core::DynamicObject;
 use kube::core::Status;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use portcullis_config::cluster::Cluster;
-use portcullis_config::load::{Source, parse_source};
-use portcullis_config::snapshot::Snapshot;
-use portcullis_config::{CompileContext, PolicyError, Warning, compile};
+use portcullis_config::guardrail;
 use serde_json::Value;
 
-use fields::Fields;
+use judge::Judged;
+pub use judge::judge_object;
+
+use crate::admission::Facts;
 
 /// The label that marks a ConfigMap as Portcullis policy (besides the injector's default
 /// policy ConfigMap name): `portcullis.dev/policy: "true"`.
 pub const POLICY_LABEL: &str = "portcullis.dev/policy";
 
+/// Who may always delete a policy: Kubernetes itself emptying a namespace that is going away,
+/// and the garbage collector removing what an owner no longer holds. A baseline guardrail must
+/// not leave a namespace stuck terminating.
+pub const ALWAYS_DELETE: [&str; 2] = [
+    "system:serviceaccount:kube-system:namespace-controller",
+    "system:serviceaccount:kube-system:generic-garbage-collector",
+];
+
 /// What a review decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// A policy object that loads, with this many warnings.
+    /// A policy object that loads and keeps the guardrails, with this many warnings.
     Allowed {
         /// `Kind namespace/name`.
         object: String,
         /// Warnings sent back.
         warnings: usize,
     },
-    /// A policy object that does not load.
+    /// A policy object that does not load, or breaks a guardrail.
     Denied {
         /// `Kind namespace/name`.
         object: String,
@@ -60,10 +74,17 @@ pub struct Answer {
     pub outcome: Outcome,
 }
 
-/// A body that is no AdmissionReview request (answered `400`).
+/// Why a body gets no AdmissionReview answer.
 #[derive(Debug, thiserror::Error)]
-#[error("not an AdmissionReview request: {0}")]
-pub struct NotAReview(String);
+pub enum ReviewError {
+    /// Not an AdmissionReview request (answered `400`).
+    #[error("not an AdmissionReview request: {0}")]
+    NotAReview(String),
+    /// A policy write before the controller has read the cluster (answered `503`, so the
+    /// webhook's `failurePolicy` decides): its guardrails are not known yet.
+    #[error("not ready: the cluster (and its guardrails) is not read yet")]
+    NotReady,
+}
 
 /// Whether a ConfigMap object holds Portcullis policy: named as the injector's default policy
 /// ConfigMap (`--policy`, `portcullis-policy`), or labelled [`POLICY_LABEL`]`: "true"` (for
@@ -74,22 +95,70 @@ pub fn is_policy_configmap(object: &Value, default_name: &str) -> bool {
         || meta["labels"][POLICY_LABEL].as_str() == Some("true")
 }
 
-/// Answers one `/validate` body; `policy_configmap` is the injector's default ConfigMap name.
-pub fn validate(body: &[u8], policy_configmap: &str) -> Result<Answer, NotAReview> {
-    let raw: Value =
-        serde_json::from_slice(body).map_err(|e| NotAReview(format!("not JSON: {e}")))?;
+/// What a review is about.
+enum Subject {
+    /// A NetworkPolicy or an AccessPolicy.
+    Policy,
+    /// A policy ConfigMap.
+    ConfigMap,
+    /// A `PolicyGuardrail`.
+    Guardrail,
+}
+
+fn subject(req: &AdmissionRequest<DynamicObject>, raw: &Value, configmap: &str) -> Option<Subject> {
+    let kind = req.kind.kind.as_str();
+    let object = match req.operation {
+        Operation::Delete => &raw["request"]["oldObject"],
+        _ => &raw["request"]["object"],
+    };
+    match req.kind.group.as_str() {
+        "networking.k8s.io" if kind == "NetworkPolicy" => Some(Subject::Policy),
+        "portcullis.dev" if kind == "AccessPolicy" => Some(Subject::Policy),
+        "portcullis.dev" if kind == guardrail::KIND => Some(Subject::Guardrail),
+        "" if kind == "ConfigMap" && is_policy_configmap(object, configmap) => {
+            Some(Subject::ConfigMap)
+        }
+        _ => None,
+    }
+}
+
+/// Answers one `/validate` body; `policy_configmap` is the injector's default ConfigMap name,
+/// `facts` what the last snapshot says (`None` before the first).
+pub fn validate(
+    body: &[u8],
+    policy_configmap: &str,
+    facts: Option<&Facts>,
+) -> Result<Answer, ReviewError> {
+    let raw: Value = serde_json::from_slice(body)
+        .map_err(|e| ReviewError::NotAReview(format!("not JSON: {e}")))?;
     let typed: AdmissionReview<DynamicObject> =
-        serde_json::from_value(raw.clone()).map_err(|e| NotAReview(e.to_string()))?;
-    let req: AdmissionRequest<DynamicObject> =
-        typed.try_into().map_err(|e| NotAReview(format!("{e}")))?;
+        serde_json::from_value(raw.clone()).map_err(|e| ReviewError::NotAReview(e.to_string()))?;
+    let req: AdmissionRequest<DynamicObject> = typed
+        .try_into()
+        .map_err(|e| ReviewError::NotAReview(format!("{e}")))?;
     let response = AdmissionResponse::from(&req);
     let ignored = |response: AdmissionResponse| Answer {
         body: to_body(response),
         outcome: Outcome::Ignored,
     };
-    // The raw object, not kube's typed copy: nothing the config crate reads is lost.
-    let object = &raw["request"]["object"];
-    if !matches!(req.operation, Operation::Create | Operation::Update) || !object.is_object() {
+    let Some(subject) = subject(&req, &raw, policy_configmap) else {
+        return Ok(ignored(response));
+    };
+    let deleting = req.operation == Operation::Delete;
+    // The raw objects, not kube's typed copies: nothing the config crate reads is lost.
+    let object = match req.operation {
+        Operation::Create | Operation::Update => &raw["request"]["object"],
+        Operation::Delete => &raw["request"]["oldObject"],
+        Operation::Connect => return Ok(ignored(response)),
+    };
+    let exempt = deleting
+        && (!matches!(subject, Subject::Policy)
+            || req
+                .user_info
+                .username
+                .as_deref()
+                .is_some_and(|u| ALWAYS_DELETE.contains(&u)));
+    if !object.is_object() || exempt {
         return Ok(ignored(response));
     }
     let namespace = req
@@ -97,35 +166,32 @@ pub fn validate(body: &[u8], policy_configmap: &str) -> Result<Answer, NotARevie
         .as_deref()
         .or_else(|| object["metadata"]["namespace"].as_str())
         .unwrap_or("default");
-    let kind = req.kind.kind.as_str();
-    let judged = match req.kind.group.as_str() {
-        "networking.k8s.io" if kind == "NetworkPolicy" => policy_object(&req, object, namespace),
-        "portcullis.dev" if kind == "AccessPolicy" => policy_object(&req, object, namespace),
-        "" if kind == "ConfigMap" && is_policy_configmap(object, policy_configmap) => {
-            configmap(object, namespace, &req.name)
+    let judged = match subject {
+        Subject::Guardrail => judge::guardrail_object(object, &req.name),
+        _ => {
+            let facts = facts.ok_or(ReviewError::NotReady)?;
+            let (v, name) = with_kind_and_name(&req, object);
+            match (subject, deleting) {
+                (Subject::ConfigMap, _) => judge::configmap(object, namespace, &name, facts),
+                (_, true) => judge::deleted_object(&v, namespace, &name, facts),
+                _ => judge::policy_object(&v, namespace, &name, facts),
+            }
         }
-        _ => return Ok(ignored(response)),
     };
     Ok(answer(response, judged))
 }
 
-/// What one policy object came to: its name, and its warnings or errors, each rendered.
-struct Judged {
-    object: String,
-    result: Result<Vec<String>, Vec<String>>,
-}
-
-/// A NetworkPolicy or AccessPolicy object, read as the `kube` source reads it.
-fn policy_object(req: &AdmissionRequest<DynamicObject>, object: &Value, ns: &str) -> Judged {
+/// The object with `apiVersion` and `kind` (the API server sends both, but an object without
+/// them would not be read at all), and its name — made up for a CREATE with `generateName`,
+/// which has none yet (the object stored will have one).
+fn with_kind_and_name(req: &AdmissionRequest<DynamicObject>, object: &Value) -> (Value, String) {
     let mut v = object.clone();
-    // The API server sends both, but an object without them would not be read at all.
     if v.get("apiVersion").is_none() {
         v["apiVersion"] = format!("{}/{}", req.kind.group, req.kind.version).into();
     }
     if v.get("kind").is_none() {
         v["kind"] = req.kind.kind.clone().into();
     }
-    // A CREATE with `generateName` has no name yet; the object stored will have one.
     let name = match (
         v["metadata"]["name"].as_str(),
         v["metadata"]["generateName"].as_str(),
@@ -138,123 +204,46 @@ fn policy_object(req: &AdmissionRequest<DynamicObject>, object: &Value, ns: &str
         }
         _ => req.name.clone(),
     };
-    let origin = format!("{} {ns}/{name}", req.kind.kind);
-    let fields = Fields::of(&fields::rendered(&v));
-    let mut snapshot = Snapshot::default();
-    snapshot.add_object(&origin, &v);
-    let result = if snapshot.errors.is_empty() {
-        compile::compile(&snapshot.policies, &context(ns)).map(|(_, warnings)| warnings)
-    } else {
-        Err(snapshot.errors)
-    };
-    Judged {
-        result: render(result, Some(&fields)),
-        object: origin,
-    }
+    (v, name)
 }
 
-/// A policy ConfigMap, read as a sidecar reads it mounted: each `*.yaml`/`*.yml` key a file
-/// (hidden ones skipped), in name order, compiled together.
-fn configmap(object: &Value, ns: &str, request_name: &str) -> Judged {
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or(request_name)
-        .to_string();
-    let origin = format!("ConfigMap {ns}/{name}");
-    let mut files: Vec<(String, String)> = object["data"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(key, _)| is_policy_file(key))
-        .filter_map(|(key, text)| Some((key.clone(), text.as_str()?.to_string())))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        let message = format!(
-            "{origin}: no *.yaml or *.yml key (a sidecar mounting it exits with `no *.yaml or *.yml files`)"
-        );
-        return Judged {
-            object: origin,
-            result: Err(vec![message]),
-        };
-    }
-    let (docs, mut errors) = parse_source(&Source { files });
-    let result = match compile::compile(&docs, &context(ns)) {
-        Ok((_, warnings)) if errors.is_empty() => Ok(warnings),
-        Ok(_) => Err(errors),
-        Err(more) => {
-            errors.extend(more);
-            errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-            Err(errors)
-        }
-    };
-    Judged {
-        object: origin,
-        result: render(result, None),
-    }
-}
-
-/// What a sidecar's policy directory reads (`portcullis_config::load::read_source`).
-fn is_policy_file(key: &str) -> bool {
-    !key.starts_with('.') && (key.ends_with(".yaml") || key.ends_with(".yml"))
-}
-
-/// A policy compiled for no workload in particular, in namespace `ns`, with the cluster known
-/// (as the controller's views compile it): selectors resolve, rather than warn that a sidecar
-/// alone cannot see their peers.
-fn context(ns: &str) -> CompileContext {
-    CompileContext {
-        workload_namespace: Some(ns.to_string()),
-        cluster: Some(Arc::new(Cluster::default())),
-        ..CompileContext::default()
-    }
-}
-
-/// Warnings only a workload's own facts could settle (a named port that is not one of *its*
-/// container ports): at admission there is no workload, so they would only mislead.
-fn about_a_workload(w: &Warning) -> bool {
-    w.0.message.contains("of this workload")
-}
-
-/// Each warning or error as a line, with the field it is at when known.
-fn render(
-    result: Result<Vec<Warning>, Vec<PolicyError>>,
-    fields: Option<&Fields>,
-) -> Result<Vec<String>, Vec<String>> {
-    let at = |line: u64, text: String| match fields.and_then(|f| f.at(line)) {
-        Some(path) => format!("{text} (at {path})"),
-        None => text,
-    };
-    match result {
-        Ok(warnings) => Ok(warnings
-            .iter()
-            .filter(|w| !about_a_workload(w))
-            .map(|w| at(w.0.line, w.to_string()))
-            .collect()),
-        Err(errors) => Err(errors.iter().map(|e| at(e.line, e.to_string())).collect()),
-    }
-}
-
-/// The response: allowed with the warnings, or refused as `422 Invalid` with every error.
+/// The response: refused as `422 Invalid` with every error, or as `403 Forbidden` with every
+/// enforced guardrail broken, or allowed with the warnings.
 fn answer(mut response: AdmissionResponse, judged: Judged) -> Answer {
     let object = judged.object;
-    let outcome = match judged.result {
-        Ok(warnings) => {
-            let n = warnings.len();
-            response.warnings = (n > 0).then_some(warnings);
+    let refusal = if !judged.errors.is_empty() {
+        Some((
+            "is not a valid Portcullis policy",
+            judged.errors,
+            "Invalid",
+            422,
+        ))
+    } else if !judged.violations.is_empty() {
+        Some((
+            "breaks the cluster's policy guardrails",
+            judged.violations,
+            "Forbidden",
+            403,
+        ))
+    } else {
+        None
+    };
+    let outcome = match refusal {
+        None => {
+            let n = judged.warnings.len();
+            response.warnings = (n > 0).then_some(judged.warnings);
             Outcome::Allowed {
                 object,
                 warnings: n,
             }
         }
-        Err(errors) => {
-            let message = format!(
-                "{object} is not a valid Portcullis policy:\n{}",
-                errors.join("\n")
-            );
+        Some((what, lines, reason, code)) => {
+            let message = format!("{object} {what}:\n{}", lines.join("\n"));
             response.allowed = false;
-            response.result = Status::failure(&message, "Invalid");
-            response.result.code = 422;
+            response.result = Status::failure(&message, reason);
+            response.result.code = code;
+            // kubectl prints the warnings of a refusal too: audit findings are not lost.
+            response.warnings = (!judged.warnings.is_empty()).then_some(judged.warnings);
             Outcome::Denied { object, message }
         }
     };

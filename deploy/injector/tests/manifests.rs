@@ -70,23 +70,32 @@ fn the_webhooks_point_at_what_the_controller_serves() {
     assert!(mutating.contains("reinvocationPolicy: IfNeeded"));
     let validating =
         std::fs::read_to_string(dir().join("validatingwebhookconfiguration.yaml")).expect("read");
-    assert_eq!(validating.matches("path: /validate").count(), 2);
-    assert_eq!(validating.matches("sideEffects: None").count(), 2);
+    assert_eq!(validating.matches("path: /validate").count(), 4);
+    assert_eq!(validating.matches("sideEffects: None").count(), 4);
     assert_eq!(
         validating
             .matches("service:\n        name: portcullis-controller\n")
             .count(),
-        2
+        4
     );
-    for resource in ["networkpolicies", "accesspolicies", "configmaps"] {
+    // What a write does while no controller answers: a NetworkPolicy Kubernetes accepts is
+    // never blocked; Portcullis' own kinds wait for the controller.
+    for (resource, failure, delete) in [
+        ("networkpolicies", "Ignore", true),
+        ("accesspolicies", "Fail", true),
+        ("policyguardrails", "Fail", false),
+        ("configmaps", "Ignore", false),
+    ] {
+        let hook = validating
+            .split("  - name: ")
+            .find(|h| h.contains(&format!("resources: [\"{resource}\"]")))
+            .unwrap_or_else(|| panic!("{resource}"));
         assert!(
-            validating.contains(&format!("resources: [\"{resource}\"]")),
+            hook.contains(&format!("failurePolicy: {failure}")),
             "{resource}"
         );
+        assert_eq!(hook.contains("\"DELETE\""), delete, "{resource}");
     }
-    assert!(
-        validating.contains("failurePolicy: Fail") && validating.contains("failurePolicy: Ignore")
-    );
     for webhooks in [&mutating, &validating] {
         assert!(webhooks.contains("inject-ca-from: portcullis-system/portcullis-controller"));
     }

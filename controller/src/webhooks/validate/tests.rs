@@ -1,11 +1,23 @@
 use serde_json::{Value, json};
 
 use super::*;
+use portcullis_config::snapshot::Snapshot;
 
 const DEFAULT_CONFIGMAP: &str = "portcullis-policy";
 
 /// An AdmissionReview v1 as the API server sends it, of `object` (`null` for a DELETE).
 fn review(operation: &str, gvk: (&str, &str, &str), object: Value) -> Vec<u8> {
+    review_by(operation, gvk, object, "alice", false)
+}
+
+/// [`review`] by `user`, maybe a dry run.
+fn review_by(
+    operation: &str,
+    gvk: (&str, &str, &str),
+    object: Value,
+    user: &str,
+    dry_run: bool,
+) -> Vec<u8> {
     let (group, version, kind) = gvk;
     let name = object["metadata"]["name"]
         .as_str()
@@ -25,10 +37,10 @@ fn review(operation: &str, gvk: (&str, &str, &str), object: Value) -> Vec<u8> {
             "name": name,
             "namespace": "shop",
             "operation": operation,
-            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "userInfo": {"username": user, "groups": ["system:authenticated"]},
             "object": object,
             "oldObject": old,
-            "dryRun": false,
+            "dryRun": dry_run,
         }
     }))
     .expect("json")
@@ -82,6 +94,7 @@ const BAD_YAML: &str = "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\
 enum Want {
     Allowed(&'static [&'static str]),
     Denied(&'static [&'static str]),
+    Forbidden(&'static [&'static str]),
     Ignored,
 }
 
@@ -274,13 +287,13 @@ fn policy_writes_are_judged_as_sidecars_load_them() {
             Want::Ignored,
         ),
         (
-            "DELETE of an invalid NetworkPolicy",
+            "DELETE of an invalid NetworkPolicy (no guardrail needs it)",
             review(
                 "DELETE",
                 NP,
                 network_policy(json!([{"from": [{"ipBlock": {"cidr": "nope"}}]}])),
             ),
-            Want::Ignored,
+            Want::Allowed(&[]),
         ),
         (
             "another kind",
@@ -293,56 +306,66 @@ fn policy_writes_are_judged_as_sidecars_load_them() {
         ),
     ];
     for (name, body, want) in cases {
-        let answer = validate(&body, DEFAULT_CONFIGMAP).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let (body, response) = (&answer.body, &answer.body["response"]);
-        assert_eq!(body["apiVersion"], "admission.k8s.io/v1", "{name}");
-        assert_eq!(body["kind"], "AdmissionReview", "{name}");
-        assert_eq!(response["uid"], "uid-42", "{name}: {body}");
-        assert!(response.get("patch").is_none(), "{name}");
-        match want {
-            Want::Allowed(fragments) => {
-                assert_eq!(response["allowed"], true, "{name}: {body}");
-                let warnings: Vec<&str> = response["warnings"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                assert_eq!(
-                    warnings.is_empty(),
-                    fragments.is_empty(),
-                    "{name}: {warnings:?}"
+        let answer = validate(&body, DEFAULT_CONFIGMAP, Some(&Facts::default()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        check_answer(name, &answer, want);
+    }
+}
+
+/// Checks an answer field by field.
+fn check_answer(name: &str, answer: &Answer, want: Want) {
+    let (body, response) = (&answer.body, &answer.body["response"]);
+    assert_eq!(body["apiVersion"], "admission.k8s.io/v1", "{name}");
+    assert_eq!(body["kind"], "AdmissionReview", "{name}");
+    assert_eq!(response["uid"], "uid-42", "{name}: {body}");
+    assert!(response.get("patch").is_none(), "{name}");
+    match want {
+        Want::Allowed(fragments) => {
+            assert_eq!(response["allowed"], true, "{name}: {body}");
+            let warnings: Vec<&str> = response["warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(
+                warnings.is_empty(),
+                fragments.is_empty(),
+                "{name}: {warnings:?}"
+            );
+            for f in fragments {
+                assert!(
+                    warnings.iter().any(|w| w.contains(f)),
+                    "{name}: {f:?} in {warnings:?}"
                 );
-                for f in fragments {
-                    assert!(
-                        warnings.iter().any(|w| w.contains(f)),
-                        "{name}: {f:?} in {warnings:?}"
-                    );
-                }
-                assert!(matches!(answer.outcome, Outcome::Allowed { .. }), "{name}");
             }
-            Want::Denied(fragments) => {
-                assert_eq!(response["allowed"], false, "{name}: {body}");
-                let status = &response["status"];
-                assert_eq!(status["code"], 422, "{name}: {body}");
-                assert_eq!(status["reason"], "Invalid", "{name}");
-                assert_eq!(status["status"], "Failure", "{name}");
-                let message = status["message"].as_str().expect("message");
-                for f in fragments {
-                    assert!(message.contains(f), "{name}: {f:?} in\n{message}");
-                }
-                match &answer.outcome {
-                    Outcome::Denied {
-                        message: logged, ..
-                    } => assert_eq!(logged, message),
-                    other => panic!("{name}: {other:?}"),
-                }
+            assert!(matches!(answer.outcome, Outcome::Allowed { .. }), "{name}");
+        }
+        Want::Denied(fragments) | Want::Forbidden(fragments) => {
+            let (code, reason) = match want {
+                Want::Forbidden(_) => (403, "Forbidden"),
+                _ => (422, "Invalid"),
+            };
+            assert_eq!(response["allowed"], false, "{name}: {body}");
+            let status = &response["status"];
+            assert_eq!(status["code"], code, "{name}: {body}");
+            assert_eq!(status["reason"], reason, "{name}");
+            assert_eq!(status["status"], "Failure", "{name}");
+            let message = status["message"].as_str().expect("message");
+            for f in fragments {
+                assert!(message.contains(f), "{name}: {f:?} in\n{message}");
             }
-            Want::Ignored => {
-                assert_eq!(response["allowed"], true, "{name}: {body}");
-                assert!(response.get("warnings").is_none(), "{name}");
-                assert_eq!(answer.outcome, Outcome::Ignored, "{name}");
+            match &answer.outcome {
+                Outcome::Denied {
+                    message: logged, ..
+                } => assert_eq!(logged, message),
+                other => panic!("{name}: {other:?}"),
             }
+        }
+        Want::Ignored => {
+            assert_eq!(response["allowed"], true, "{name}: {body}");
+            assert!(response.get("warnings").is_none(), "{name}");
+            assert_eq!(answer.outcome, Outcome::Ignored, "{name}");
         }
     }
 }
@@ -357,7 +380,7 @@ fn a_body_that_is_no_admission_review_is_an_error() {
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u"}}"#,
     ];
     for body in cases {
-        let e = validate(body, DEFAULT_CONFIGMAP).expect_err("not a review");
+        let e = validate(body, DEFAULT_CONFIGMAP, None).expect_err("not a review");
         assert!(
             e.to_string()
                 .starts_with("not an AdmissionReview request: "),
@@ -392,4 +415,171 @@ fn policy_configmaps_are_known_by_the_default_name_or_the_label() {
             "{object}"
         );
     }
+}
+
+/// A cluster with namespace `shop` (labelled `team: a`), `open` (labelled `egress: internet`),
+/// and these guardrails and policies.
+fn facts(extra: &str) -> Facts {
+    let text = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, labels: {{team: a}}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: open, labels: {{egress: internet}}}}\n---\n{extra}"
+    );
+    let snapshot = Snapshot::parse(&[("cluster.yaml".into(), text)]);
+    assert!(snapshot.errors.is_empty(), "{:?}", snapshot.errors);
+    Facts::of(&snapshot)
+}
+
+const ENFORCE: &str = "apiVersion: portcullis.dev/v1alpha1\nkind: PolicyGuardrail\nmetadata: {name: strict}\nspec:\n  namespaceSelector: {matchLabels: {team: a}}\n  rules: {forbidAllowAll: true, requireDefaultDeny: true}\n";
+const AUDIT: &str = "apiVersion: portcullis.dev/v1alpha1\nkind: PolicyGuardrail\nmetadata: {name: rollout}\nspec:\n  mode: audit\n  rules: {minPrefixLength: {ipv4: 16}}\n";
+const BASELINE: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\nspec: {podSelector: {}}\n";
+
+fn guardrail_object(rules: Value) -> Value {
+    json!({"apiVersion": "portcullis.dev/v1alpha1", "kind": "PolicyGuardrail", "metadata": {"name": "g"}, "spec": {"rules": rules}})
+}
+
+#[test]
+fn policy_writes_are_held_to_the_guardrails_of_their_namespace() {
+    let with_baseline = facts(&format!("{ENFORCE}---\n{AUDIT}---\n{BASELINE}"));
+    let without = facts(&format!("{ENFORCE}---\n{AUDIT}"));
+    let mut baseline = network_policy(json!([]));
+    baseline["metadata"]["name"] = "deny".into();
+    baseline["spec"] = json!({"podSelector": {}, "policyTypes": ["Ingress"]});
+    let allow_all = access_policy(json!({"inbound": {"default": "allow"}}));
+    let wide = access_policy(
+        json!({"inbound": {"rules": [{"name": "lan", "action": "allow", "from": [{"cidr": "10.0.0.0/8"}]}]}}),
+    );
+    let cases: Vec<(&str, &Facts, Vec<u8>, Want)> = vec![
+        (
+            "default allow, refused by the enforced guardrail at its field",
+            &with_baseline,
+            review("CREATE", AP, allow_all.clone()),
+            Want::Forbidden(&[
+                "AccessPolicy shop/orders breaks the cluster's policy guardrails:\nAccessPolicy shop/orders:",
+                "guardrail strict: forbidAllowAll: `default: allow` lets every inbound peer through (at spec.inbound.default)",
+            ]),
+        ),
+        (
+            "a dry run is judged like the write",
+            &with_baseline,
+            review_by("UPDATE", AP, allow_all.clone(), "alice", true),
+            Want::Forbidden(&["guardrail strict: forbidAllowAll"]),
+        ),
+        (
+            "an audit-only guardrail warns",
+            &with_baseline,
+            review("CREATE", AP, wide.clone()),
+            Want::Allowed(&[
+                "guardrail rollout (audit): minPrefixLength: CIDR 10.0.0.0/8 is wider than /16 (at spec.inbound.rules[0].from[0].cidr)",
+            ]),
+        ),
+        (
+            "no baseline in the namespace yet: only a baseline is admitted",
+            &without,
+            review(
+                "CREATE",
+                NP,
+                network_policy(json!([{"from": [{"podSelector": {}}]}])),
+            ),
+            Want::Forbidden(&[
+                "guardrail strict: requireDefaultDeny: namespace shop has no default-deny baseline",
+            ]),
+        ),
+        (
+            "the baseline itself",
+            &without,
+            review("CREATE", NP, baseline.clone()),
+            Want::Allowed(&[]),
+        ),
+        (
+            "deleting the last baseline",
+            &with_baseline,
+            review("DELETE", NP, baseline.clone()),
+            Want::Forbidden(&[
+                "NetworkPolicy \"deny\" is the last default-deny baseline of namespace shop",
+            ]),
+        ),
+        (
+            "Kubernetes emptying a terminating namespace deletes it still",
+            &with_baseline,
+            review_by("DELETE", NP, baseline.clone(), ALWAYS_DELETE[0], false),
+            Want::Ignored,
+        ),
+        (
+            "deleting another policy",
+            &with_baseline,
+            review("DELETE", AP, wide.clone()),
+            Want::Allowed(&[]),
+        ),
+        (
+            "a policy ConfigMap is its own baseline, and its findings are located in its files",
+            &with_baseline,
+            review(
+                "CREATE",
+                CM,
+                configmap(
+                    DEFAULT_CONFIGMAP,
+                    json!({}),
+                    json!({"p.yaml": "apiVersion: portcullis.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  inbound:\n    rules: [{name: all, action: allow}]\n"}),
+                ),
+            ),
+            Want::Forbidden(&[
+                "p.yaml:6:13: guardrail strict: forbidAllowAll: rule \"all\" allows every peer",
+                "p.yaml:3:11: guardrail strict: requireDefaultDeny",
+            ]),
+        ),
+        (
+            "a guardrail that reads",
+            &with_baseline,
+            review(
+                "CREATE",
+                ("portcullis.dev", "v1alpha1", "PolicyGuardrail"),
+                guardrail_object(json!({"requireIngress": true})),
+            ),
+            Want::Allowed(&[]),
+        ),
+        (
+            "a guardrail that does not",
+            &with_baseline,
+            review(
+                "UPDATE",
+                ("portcullis.dev", "v1alpha1", "PolicyGuardrail"),
+                guardrail_object(json!({"minPrefixLength": {"ipv4": 40}})),
+            ),
+            Want::Denied(&[
+                "PolicyGuardrail g is not a valid Portcullis policy:",
+                "prefix length 40 is not in 0..=32 (at spec.rules.minPrefixLength.ipv4)",
+            ]),
+        ),
+    ];
+    for (name, facts, body, want) in cases {
+        let answer = validate(&body, DEFAULT_CONFIGMAP, Some(facts))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        check_answer(name, &answer, want);
+    }
+}
+
+#[test]
+fn before_the_first_snapshot_policy_writes_wait_and_others_do_not() {
+    let np = review("CREATE", NP, network_policy(json!([])));
+    assert!(matches!(
+        validate(&np, DEFAULT_CONFIGMAP, None),
+        Err(ReviewError::NotReady)
+    ));
+    let other = review(
+        "CREATE",
+        ("apps", "v1", "Deployment"),
+        json!({"metadata": {"name": "web"}}),
+    );
+    let answer = validate(&other, DEFAULT_CONFIGMAP, None).expect("answered");
+    assert_eq!(answer.outcome, Outcome::Ignored);
+    let g = review(
+        "CREATE",
+        ("portcullis.dev", "v1alpha1", "PolicyGuardrail"),
+        guardrail_object(json!({"forbidAllowAll": true})),
+    );
+    assert!(matches!(
+        validate(&g, DEFAULT_CONFIGMAP, None)
+            .expect("answered")
+            .outcome,
+        Outcome::Allowed { .. }
+    ));
 }
