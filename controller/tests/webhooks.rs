@@ -2,7 +2,8 @@
 //! `dir` source serving `--webhook-addr` with a self-signed certificate, and a hyper client
 //! that verifies it, POSTing AdmissionReviews — a Pod to `/mutate` (patched with the sidecar),
 //! NetworkPolicies to `/validate` (one admitted, one refused with its error) — plus `/healthz`,
-//! a body that is no review (`400`) and an unknown path (`404`).
+//! a body that is no review (`400`) and an unknown path (`404`); and the PolicyGuardrails of the
+//! cluster source held to policy writes as they change.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -156,14 +157,15 @@ fn adds_container(op: &Value, name: &str) -> bool {
                 .is_some_and(|l| l.iter().any(|c| c["name"] == name)))
 }
 
-#[tokio::test]
-async fn the_controller_serves_injection_and_policy_validation_over_https() {
-    let dir = TempDir::new("webhooks");
-    std::fs::write(
-        dir.0.join("cluster.yaml"),
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
-    )
-    .expect("write");
+/// A controller on `dir` serving the webhooks with a fresh self-signed certificate: its
+/// webhook address, the certificate to trust, and its task.
+async fn start(
+    dir: &TempDir,
+) -> (
+    SocketAddr,
+    CertificateDer<'static>,
+    tokio::task::JoinHandle<Result<(), portcullis_controller::server::RunError>>,
+) {
     let key = rcgen::generate_simple_self_signed(vec![NAME.to_string()]).expect("cert");
     std::fs::write(dir.0.join("tls.crt"), key.cert.pem()).expect("write");
     std::fs::write(dir.0.join("tls.key"), key.signing_key.serialize_pem()).expect("write");
@@ -171,7 +173,7 @@ async fn the_controller_serves_injection_and_policy_validation_over_https() {
     let mut inject = InjectConfig::defaults();
     inject.proxy_image = "registry.test/portcullis/proxy:1".into();
     let controller = Controller::bind(settings(
-        &dir,
+        dir,
         Some(WebhookSettings {
             addr: "127.0.0.1:0".parse().expect("addr"),
             cert: dir.0.join("tls.crt"),
@@ -185,7 +187,18 @@ async fn the_controller_serves_injection_and_policy_validation_over_https() {
         .webhook_addr()
         .expect("webhooks on")
         .expect("bound");
-    let run = tokio::spawn(controller.run_with(None));
+    (addr, root, tokio::spawn(controller.run_with(None)))
+}
+
+#[tokio::test]
+async fn the_controller_serves_injection_and_policy_validation_over_https() {
+    let dir = TempDir::new("webhooks");
+    std::fs::write(
+        dir.0.join("cluster.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+    )
+    .expect("write");
+    let (addr, root, run) = start(&dir).await;
 
     let (status, body) = call(addr, &root, "GET", "/healthz", Vec::new()).await;
     assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
@@ -270,4 +283,89 @@ async fn without_certificate_flags_no_webhooks_are_served() {
     let dir = TempDir::new("no-webhooks");
     let controller = Controller::bind(settings(&dir, None)).await.expect("bind");
     assert!(controller.webhook_addr().is_none());
+}
+
+const SHOP: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: a}}\n";
+
+fn guardrail(mode: &str) -> String {
+    format!(
+        "{SHOP}---\napiVersion: portcullis.dev/v1alpha1\nkind: PolicyGuardrail\nmetadata: {{name: no-open-doors}}\nspec:\n  mode: {mode}\n  namespaceSelector: {{matchLabels: {{team: a}}}}\n  rules: {{forbidAllowAll: true}}\n"
+    )
+}
+
+/// POSTs `review` to /validate until it is answered (the first snapshot read) and `done`
+/// holds for the answer, or panics after 10 s.
+async fn validate_until(
+    addr: SocketAddr,
+    root: &CertificateDer<'static>,
+    review: &Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = serde_json::to_vec(review).expect("json");
+        let (status, answer) = call(addr, root, "POST", "/validate", body).await;
+        let answer: Option<Value> =
+            (status == 200).then(|| serde_json::from_slice(&answer).expect("an AdmissionReview"));
+        match answer {
+            Some(a) if done(&a) => return a,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {status}: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn guardrails_follow_the_cluster_and_a_bad_one_keeps_the_last_good() {
+    let dir = TempDir::new("guardrails");
+    let cluster = dir.0.join("cluster.yaml");
+    std::fs::write(&cluster, guardrail("enforce")).expect("write");
+    let (addr, root, run) = start(&dir).await;
+    let open = json!({
+        "apiVersion": "portcullis.dev/v1alpha1",
+        "kind": "AccessPolicy",
+        "metadata": {"name": "open", "namespace": "shop"},
+        "spec": {"inbound": {"default": "allow"}},
+    });
+    let write = create(
+        "ap-1",
+        ("portcullis.dev", "v1alpha1", "AccessPolicy"),
+        "accesspolicies",
+        open,
+    );
+    // Enforced: refused with the guardrail, its rule and the field.
+    let answer = validate_until(addr, &root, &write, |_| true).await;
+    let response = &answer["response"];
+    assert_eq!(response["uid"], "ap-1");
+    assert_eq!(response["allowed"], false, "{answer}");
+    assert_eq!(response["status"]["code"], 403);
+    assert_eq!(response["status"]["reason"], "Forbidden");
+    let message = response["status"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("guardrail no-open-doors: forbidAllowAll: `default: allow` lets every inbound peer through (at spec.inbound.default)"),
+        "{message}"
+    );
+    // Rolled back to audit: admitted, with the finding as a warning.
+    std::fs::write(&cluster, guardrail("audit")).expect("write");
+    let audited = |a: &Value| a["response"]["allowed"] == true;
+    let answer = validate_until(addr, &root, &write, audited).await;
+    let warnings = answer["response"]["warnings"].to_string();
+    assert!(
+        warnings.contains("guardrail no-open-doors (audit): forbidAllowAll"),
+        "{warnings}"
+    );
+    // A guardrail that does not read is not applied: the last good snapshot (audit) stays.
+    std::fs::write(&cluster, guardrail("warn")).expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answer = validate_until(addr, &root, &write, |_| true).await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(
+        answer["response"]["warnings"]
+            .to_string()
+            .contains("(audit)")
+    );
+    run.abort();
 }

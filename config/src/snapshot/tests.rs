@@ -220,3 +220,29 @@ fn a_pod_is_meshed_only_when_injected_and_enrolled() {
         assert_eq!(s.cluster.pods[0].meshed, want, "{annotations}");
     }
 }
+
+#[test]
+fn guardrails_are_read_from_documents_and_lists_and_a_bad_one_is_located() {
+    let doc = "apiVersion: portcullis.dev/v1alpha1\nkind: PolicyGuardrail\nmetadata: {name: base}\nspec: {mode: audit, rules: {requireIngress: true}}\n";
+    let list = r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "portcullis.dev/v1alpha1", "kind": "PolicyGuardrail", "metadata": {"name": "listed", "resourceVersion": "3"}, "spec": {"rules": {"forbidAllowAll": true}}, "status": {"any": 1}}]}"#;
+    let s = Snapshot::parse(&[
+        ("a.yaml".into(), doc.into()),
+        ("b.json".into(), list.into()),
+    ]);
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let names: Vec<&str> = s.guardrails.iter().map(|g| &*g.name).collect();
+    assert_eq!(names, ["base", "listed"]);
+    assert_eq!(s.guardrails[0].mode, crate::guardrail::Mode::Audit);
+    assert!(s.policies.is_empty(), "a guardrail is no policy");
+    let bad = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: portcullis.dev/v1alpha1\nkind: PolicyGuardrail\nmetadata: {name: bad}\nspec: {rules: {requireIngres: true}}\n";
+    let s = Snapshot::parse(&[("c.yaml".into(), bad.into())]);
+    assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+    assert!(
+        s.errors[0]
+            .to_string()
+            .starts_with("c.yaml:8:16: unknown field `requireIngres`"),
+        "{}",
+        s.errors[0]
+    );
+    assert!(s.guardrails.is_empty());
+}

@@ -583,3 +583,27 @@ fn before_the_first_snapshot_policy_writes_wait_and_others_do_not() {
         Outcome::Allowed { .. }
     ));
 }
+
+#[test]
+fn the_readme_shows_what_admission_answers() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README");
+    let orders = json!({
+        "apiVersion": "portcullis.dev/v1alpha1",
+        "kind": "AccessPolicy",
+        "metadata": {"name": "orders", "namespace": "shop"},
+        "spec": {"inbound": {"rules": [{"name": "lan", "action": "allow", "from": [{"cidr": "10.0.0.0/33"}]}]}},
+    });
+    let answer = validate(
+        &review("CREATE", AP, orders),
+        DEFAULT_CONFIGMAP,
+        Some(&Facts::default()),
+    )
+    .expect("answered");
+    let message = answer.body["response"]["status"]["message"]
+        .as_str()
+        .expect("refused");
+    for line in message.lines() {
+        assert!(readme.contains(line), "README lacks {line:?}");
+    }
+}
