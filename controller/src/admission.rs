@@ -2,15 +2,12 @@
 //! `PolicyGuardrail`s, each namespace's labels, and which policies are default-deny baselines
 //! of their namespace. Pure: a snapshot in, facts out; the publisher keeps the current ones.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use portcullis_config::guardrail::Guardrail;
-use portcullis_config::guardrail::check::{Scope, is_baseline};
+use portcullis_config::guardrail::check::{Baselines, Scope};
 use portcullis_config::snapshot::Snapshot;
-
-/// A policy by kind and name.
-type PolicyName = (String, String);
 
 /// The cluster as admission sees it.
 #[derive(Debug, Default)]
@@ -18,7 +15,7 @@ pub struct Facts {
     /// The guardrails, in name order.
     pub guardrails: Vec<Arc<Guardrail>>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    baselines: BTreeMap<String, BTreeSet<PolicyName>>,
+    baselines: Baselines,
 }
 
 impl Facts {
@@ -26,20 +23,10 @@ impl Facts {
     pub fn of(snapshot: &Snapshot) -> Self {
         let mut guardrails = snapshot.guardrails.clone();
         guardrails.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut baselines: BTreeMap<String, BTreeSet<PolicyName>> = BTreeMap::new();
-        for sd in snapshot.policies.iter().filter(|sd| is_baseline(sd)) {
-            let meta = &sd.doc.metadata.value;
-            let ns = meta.namespace.as_deref().unwrap_or("default");
-            let name = meta.name.as_ref().map_or("", |n| n.value.as_str());
-            baselines
-                .entry(ns.to_string())
-                .or_default()
-                .insert((sd.doc.kind.value.clone(), name.to_string()));
-        }
         Self {
             guardrails,
             namespaces: snapshot.cluster.namespaces.clone(),
-            baselines,
+            baselines: Baselines::of(&snapshot.policies),
         }
     }
 
@@ -47,15 +34,10 @@ impl Facts {
     /// is not known yet), and whether a baseline other than that policy is in place there.
     pub fn scope<'a>(&'a self, namespace: &'a str, policy: Option<(&str, &str)>) -> Scope<'a> {
         static NONE: BTreeMap<String, String> = BTreeMap::new();
-        let others = self.baselines.get(namespace).map_or(0, |b| {
-            b.iter()
-                .filter(|(k, n)| Some((k.as_str(), n.as_str())) != policy)
-                .count()
-        });
         Scope {
             namespace,
             labels: self.namespaces.get(namespace).unwrap_or(&NONE),
-            baseline_elsewhere: others > 0,
+            baseline_elsewhere: self.baselines.elsewhere(namespace, policy),
         }
     }
 }

@@ -93,6 +93,70 @@ pub fn is_baseline(sd: &SourceDoc) -> bool {
     Shape::of(sd).is_baseline()
 }
 
+/// Which policies are default-deny baselines of their namespace (`metadata.namespace`, else
+/// `default`), by kind and name.
+#[derive(Debug, Default, Clone)]
+pub struct Baselines(BTreeMap<String, std::collections::BTreeSet<(String, String)>>);
+
+impl Baselines {
+    /// The baselines among `docs`.
+    pub fn of(docs: &[SourceDoc]) -> Self {
+        let mut out = Self::default();
+        for sd in docs.iter().filter(|sd| is_baseline(sd)) {
+            let (ns, kind, name) = identify(sd);
+            out.0
+                .entry(ns.to_string())
+                .or_default()
+                .insert((kind.to_string(), name.to_string()));
+        }
+        out
+    }
+
+    /// Whether `namespace` has a baseline other than the policy `kind`/`name` (`None`: any).
+    pub fn elsewhere(&self, namespace: &str, policy: Option<(&str, &str)>) -> bool {
+        self.0.get(namespace).is_some_and(|b| {
+            b.iter()
+                .any(|(k, n)| Some((k.as_str(), n.as_str())) != policy)
+        })
+    }
+}
+
+/// A document's namespace, kind and name.
+fn identify(sd: &SourceDoc) -> (&str, &str, &str) {
+    let meta = &sd.doc.metadata.value;
+    (
+        meta.namespace.as_deref().unwrap_or("default"),
+        sd.doc.kind.value.as_str(),
+        meta.name.as_ref().map_or("", |n| n.value.as_str()),
+    )
+}
+
+/// What the guardrails of a whole snapshot say of each policy already in it, as if each were
+/// written now: `check --cluster`, for the policies stored before a guardrail came.
+pub fn stored<'g>(
+    guardrails: &[&'g Guardrail],
+    docs: &[SourceDoc],
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Vec<Violation> {
+    let none = BTreeMap::new();
+    let baselines = Baselines::of(docs);
+    let mut out = Vec::new();
+    for sd in docs {
+        let (namespace, kind, name) = identify(sd);
+        let scope = Scope {
+            namespace,
+            labels: namespaces.get(namespace).unwrap_or(&none),
+            baseline_elsewhere: baselines.elsewhere(namespace, Some((kind, name))),
+        };
+        out.extend(check(
+            guardrails.iter().copied(),
+            std::slice::from_ref(sd),
+            &scope,
+        ));
+    }
+    out
+}
+
 /// A line and column in the document's file.
 type Loc = (u64, u64);
 

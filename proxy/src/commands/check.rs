@@ -1,7 +1,11 @@
-//! `portcullis-proxy check`: validates policy sources and summarizes each document. Output is
+//! `portcullis-proxy check`: validates policy sources and summarizes each document; with
+//! `--cluster`, also what selects each pod and which stored policies break the snapshot's
+//! guardrails. Output is
 //! built as text (pure apart from reading the sources) so that it can be tested directly.
 
 use portcullis_config::LoadError;
+use portcullis_config::guardrail::Mode;
+use portcullis_config::guardrail::check::stored;
 
 use crate::observe::Chain;
 use crate::policy::{self, PolicyLoadError};
@@ -73,6 +77,39 @@ fn cluster(dir: &std::path::Path, r: &mut Report) {
         plural(snapshot.cluster.pods.len(), "pod"),
         plural(snapshot.policies.len(), "policy document")
     ));
+    guardrails(dir, &snapshot, r);
+}
+
+/// The snapshot's policies held to its guardrails, as admission would hold each if it were
+/// written now: every violation on stderr; an enforced one makes `check` fail.
+fn guardrails(
+    dir: &std::path::Path,
+    snapshot: &portcullis_config::snapshot::Snapshot,
+    r: &mut Report,
+) {
+    if snapshot.guardrails.is_empty() {
+        return;
+    }
+    let guardrails: Vec<_> = snapshot.guardrails.iter().map(|g| &**g).collect();
+    let found = stored(
+        &guardrails,
+        &snapshot.policies,
+        &snapshot.cluster.namespaces,
+    );
+    for v in &found {
+        r.err.push_str(&format!("{}\n", v.error));
+    }
+    let enforced = found.iter().filter(|v| v.mode == Mode::Enforce).count();
+    r.out.push_str(&format!(
+        "{}: {}: {} enforced, {} audit-only\n",
+        dir.display(),
+        plural(guardrails.len(), "guardrail"),
+        plural(enforced, "violation"),
+        found.len() - enforced
+    ));
+    if enforced > 0 {
+        r.code = 1;
+    }
 }
 
 /// Reports an invalid source.

@@ -474,3 +474,54 @@ fn explain_and_check_judge_a_cluster_snapshot_pod_to_pod() {
         "nothing unseeable once the cluster is known: {err}"
     );
 }
+
+#[test]
+fn check_cluster_holds_stored_policies_to_the_snapshots_guardrails() {
+    let cluster = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: dev}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: open, namespace: shop}\nspec:\n  podSelector: {}\n  ingress: [{}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: out, namespace: dev}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n";
+    let enforce = "apiVersion: portcullis.dev/v1alpha1\nkind: PolicyGuardrail\nmetadata: {name: shut}\nspec:\n  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}\n  rules: {forbidAllowAll: true}\n";
+    let audit = "apiVersion: portcullis.dev/v1alpha1\nkind: PolicyGuardrail\nmetadata: {name: ingress}\nspec: {mode: audit, rules: {requireIngress: true}}\n";
+    let d = dir(&[
+        ("cluster.yaml", cluster),
+        ("g1.yaml", enforce),
+        ("g2.yaml", audit),
+    ]);
+    let o = bin()
+        .args(["check", "--cluster"])
+        .arg(&d.0)
+        .output()
+        .expect("check");
+    let (out, err) = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "an enforced guardrail is broken: {out}{err}"
+    );
+    assert!(
+        err.contains(
+            "cluster.yaml:14:13: guardrail shut: forbidAllowAll: ingress rule 1 allows every peer"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("cluster.yaml:21:17: guardrail ingress (audit): requireIngress: NetworkPolicy \"out\" does not restrict ingress"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "dev is not judged by shut: {err}");
+    assert!(
+        out.contains("2 guardrails: 1 violation enforced, 1 audit-only"),
+        "{out}"
+    );
+    // Audit-only findings do not fail it.
+    std::fs::remove_file(d.0.join("g1.yaml")).expect("rm");
+    let o = bin()
+        .args(["check", "--cluster"])
+        .arg(&d.0)
+        .output()
+        .expect("check");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(
+        out.contains("1 guardrail: 0 violations enforced, 1 audit-only"),
+        "{out}"
+    );
+}
