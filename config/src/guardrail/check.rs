@@ -133,8 +133,8 @@ fn identify(sd: &SourceDoc) -> (&str, &str, &str) {
 
 /// What the guardrails of a whole snapshot say of each policy already in it, as if each were
 /// written now: `check --cluster`, for the policies stored before a guardrail came.
-pub fn stored<'g>(
-    guardrails: &[&'g Guardrail],
+pub fn stored(
+    guardrails: &[&Guardrail],
     docs: &[SourceDoc],
     namespaces: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Vec<Violation> {
