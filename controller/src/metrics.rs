@@ -29,6 +29,30 @@ pub struct Metrics {
     pub svids_issued: Counter,
     /// Certificate requests refused, by reason.
     pub svids_refused: Family<RefusedLabels, Counter>,
+    /// `/validate` reviews, by outcome.
+    pub admission_reviews: Family<ReviewLabels, Counter>,
+    /// Guardrail violations found at admission, by guardrail, rule and mode.
+    pub guardrail_violations: Family<ViolationLabels, Counter>,
+}
+
+/// What a `/validate` review came to.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    /// `admitted`, `invalid` (422), `forbidden` (403, a guardrail), `ignored` (not a policy
+    /// write), `not_ready` (503) or `malformed` (400).
+    pub outcome: &'static str,
+}
+
+/// One guardrail violation (guardrails are cluster objects only cluster admins write: a
+/// bounded set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    /// The guardrail's name.
+    pub guardrail: String,
+    /// The rule (`forbidAllowAll`).
+    pub rule: &'static str,
+    /// `enforce` or `audit`.
+    pub mode: &'static str,
 }
 
 /// Why a certificate request was refused.
@@ -76,8 +100,22 @@ impl Default for Metrics {
             "Certificate requests refused, by reason",
             svids_refused.clone(),
         );
+        let admission_reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "Policy validation reviews, by outcome",
+            admission_reviews.clone(),
+        );
+        let guardrail_violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "guardrail_violations",
+            "Guardrail violations found at admission (refused when enforced, warned when audit)",
+            guardrail_violations.clone(),
+        );
         Self {
             registry,
+            admission_reviews,
+            guardrail_violations,
             source_loads,
             workloads,
             subscribers,

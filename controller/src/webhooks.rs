@@ -16,9 +16,10 @@ use portcullis_injector::server::{Reply, Routes, mutate, serve_routes};
 use portcullis_injector::tls::{CertStore, TlsError};
 use tokio::net::TcpListener;
 
-use crate::admission::Facts;
+use crate::metrics::{ReviewLabels, ViolationLabels};
 use crate::publish::Publisher;
 use crate::settings::WebhookSettings;
+use portcullis_config::guardrail::Mode;
 use validate::{Outcome, ReviewError, validate};
 
 /// How often the serving certificate files are checked for a renewal.
@@ -35,44 +36,72 @@ impl Routes for Webhooks {
     fn post(&self, path: &str, body: &[u8]) -> Option<Reply> {
         match path {
             "/mutate" => Some(mutate(body, &self.inject)),
-            "/validate" => {
-                let facts = self.publisher.facts();
-                Some(validation(
-                    body,
-                    &self.inject.policy_configmap,
-                    facts.as_deref(),
-                ))
-            }
+            "/validate" => Some(validation(
+                body,
+                &self.inject.policy_configmap,
+                &self.publisher,
+            )),
             _ => None,
         }
     }
 }
 
-/// Answers a `/validate` body, logged with its outcome; `400` for what is no AdmissionReview,
-/// `503` for a policy write before the first snapshot (the webhook's `failurePolicy` decides).
-fn validation(body: &[u8], policy_configmap: &str, facts: Option<&Facts>) -> Reply {
-    match validate(body, policy_configmap, facts) {
-        Ok(answer) => {
-            match &answer.outcome {
-                Outcome::Allowed { object, warnings } => {
-                    tracing::info!(%object, warnings, "policy admitted")
-                }
-                Outcome::Denied { object, message } => {
-                    tracing::warn!(%object, %message, "policy refused")
-                }
-                Outcome::Ignored => tracing::debug!("not a policy write"),
-            }
-            Reply::json(&answer.body)
-        }
+/// Answers a `/validate` body, logged and counted with its outcome; `400` for what is no
+/// AdmissionReview, `503` for a policy write before the first snapshot (the webhook's
+/// `failurePolicy` decides).
+fn validation(body: &[u8], policy_configmap: &str, publisher: &Publisher) -> Reply {
+    let facts = publisher.facts();
+    let metrics = &publisher.metrics;
+    let count = |outcome| {
+        metrics
+            .admission_reviews
+            .get_or_create(&ReviewLabels { outcome })
+            .inc();
+    };
+    let answer = match validate(body, policy_configmap, facts.as_deref()) {
+        Ok(answer) => answer,
         Err(e @ ReviewError::NotReady) => {
             tracing::warn!(error = %e, "policy write before the first snapshot");
-            Reply::text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"))
+            count("not_ready");
+            return Reply::text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"));
         }
         Err(e) => {
             tracing::error!(error = %e, "not an AdmissionReview");
-            Reply::text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
+            count("malformed");
+            return Reply::text(StatusCode::BAD_REQUEST, &format!("{e}\n"));
+        }
+    };
+    for v in &answer.violations {
+        let mode = match v.mode {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        };
+        let labels = ViolationLabels {
+            guardrail: v.guardrail.to_string(),
+            rule: v.rule,
+            mode,
+        };
+        metrics.guardrail_violations.get_or_create(&labels).inc();
+    }
+    match &answer.outcome {
+        Outcome::Allowed { object, warnings } => {
+            tracing::info!(%object, warnings, "policy admitted");
+            count("admitted");
+        }
+        Outcome::Denied { object, message } => {
+            tracing::warn!(%object, %message, "policy refused");
+            count(if answer.violations.is_empty() {
+                "invalid"
+            } else {
+                "forbidden"
+            });
+        }
+        Outcome::Ignored => {
+            tracing::debug!("not a policy write");
+            count("ignored");
         }
     }
+    Reply::json(&answer.body)
 }
 
 /// The webhook server, bound and with its certificate loaded.

@@ -157,15 +157,15 @@ fn adds_container(op: &Value, name: &str) -> bool {
                 .is_some_and(|l| l.iter().any(|c| c["name"] == name)))
 }
 
+/// The controller's task.
+type Run = tokio::task::JoinHandle<Result<(), portcullis_controller::server::RunError>>;
+
 /// A controller on `dir` serving the webhooks with a fresh self-signed certificate: its
-/// webhook address, the certificate to trust, and its task.
-async fn start(
+/// webhook address, the certificate to trust, and its task; `admin` gets its admin address.
+async fn start_with_admin(
     dir: &TempDir,
-) -> (
-    SocketAddr,
-    CertificateDer<'static>,
-    tokio::task::JoinHandle<Result<(), portcullis_controller::server::RunError>>,
-) {
+    admin: &mut Option<SocketAddr>,
+) -> (SocketAddr, CertificateDer<'static>, Run) {
     let key = rcgen::generate_simple_self_signed(vec![NAME.to_string()]).expect("cert");
     std::fs::write(dir.0.join("tls.crt"), key.cert.pem()).expect("write");
     std::fs::write(dir.0.join("tls.key"), key.signing_key.serialize_pem()).expect("write");
@@ -187,7 +187,24 @@ async fn start(
         .webhook_addr()
         .expect("webhooks on")
         .expect("bound");
+    *admin = controller.admin_addr().ok();
     (addr, root, tokio::spawn(controller.run_with(None)))
+}
+
+async fn start(dir: &TempDir) -> (SocketAddr, CertificateDer<'static>, Run) {
+    start_with_admin(dir, &mut None).await
+}
+
+/// The controller's `/metrics` text.
+async fn metrics(admin: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.expect("admin");
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: admin\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.expect("read");
+    out
 }
 
 #[tokio::test]
@@ -323,7 +340,9 @@ async fn guardrails_follow_the_cluster_and_a_bad_one_keeps_the_last_good() {
     let dir = TempDir::new("guardrails");
     let cluster = dir.0.join("cluster.yaml");
     std::fs::write(&cluster, guardrail("enforce")).expect("write");
-    let (addr, root, run) = start(&dir).await;
+    let mut admin = None;
+    let (addr, root, run) = start_with_admin(&dir, &mut admin).await;
+    let admin = admin.expect("admin address");
     let open = json!({
         "apiVersion": "portcullis.dev/v1alpha1",
         "kind": "AccessPolicy",
@@ -348,6 +367,13 @@ async fn guardrails_follow_the_cluster_and_a_bad_one_keeps_the_last_good() {
         message.contains("guardrail no-open-doors: forbidAllowAll: `default: allow` lets every inbound peer through (at spec.inbound.default)"),
         "{message}"
     );
+    let text = metrics(admin).await;
+    for line in [
+        "portcullis_controller_admission_reviews_total{outcome=\"forbidden\"} 1",
+        "portcullis_controller_guardrail_violations_total{guardrail=\"no-open-doors\",rule=\"forbidAllowAll\",mode=\"enforce\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
     // Rolled back to audit: admitted, with the finding as a warning.
     std::fs::write(&cluster, guardrail("audit")).expect("write");
     let audited = |a: &Value| a["response"]["allowed"] == true;

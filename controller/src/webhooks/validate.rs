@@ -25,6 +25,7 @@ use kube::core::DynamicObject;
 use kube::core::Status;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use portcullis_config::guardrail;
+use portcullis_config::guardrail::check::Violation;
 use serde_json::Value;
 
 use judge::Judged;
@@ -72,6 +73,8 @@ pub struct Answer {
     pub body: Value,
     /// For the log.
     pub outcome: Outcome,
+    /// The guardrail violations found (refusing or warned), for the metrics.
+    pub violations: Vec<Violation>,
 }
 
 /// Why a body gets no AdmissionReview answer.
@@ -140,6 +143,7 @@ pub fn validate(
     let ignored = |response: AdmissionResponse| Answer {
         body: to_body(response),
         outcome: Outcome::Ignored,
+        violations: Vec::new(),
     };
     let Some(subject) = subject(&req, &raw, policy_configmap) else {
         return Ok(ignored(response));
@@ -250,6 +254,7 @@ fn answer(mut response: AdmissionResponse, judged: Judged) -> Answer {
     Answer {
         body: to_body(response),
         outcome,
+        violations: judged.found,
     }
 }
 

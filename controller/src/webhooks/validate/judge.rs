@@ -28,6 +28,8 @@ pub(super) struct Judged {
     pub violations: Vec<String>,
     /// Sent back with an admission.
     pub warnings: Vec<String>,
+    /// Every guardrail violation found (enforced or audited), for the metrics.
+    pub found: Vec<Violation>,
 }
 
 /// An object read alone: its documents, and what compiling them said.
@@ -160,18 +162,20 @@ impl Judged {
             errors,
             violations: Vec::new(),
             warnings,
+            found: Vec::new(),
         }
     }
 
     /// Enforced violations refuse; audited ones are warnings.
     fn add(&mut self, found: Vec<Violation>, fields: Option<&Fields>) {
-        for v in found {
+        for v in &found {
             let line = at(fields, v.error.line, v.error.to_string());
             match v.mode {
                 Mode::Enforce => self.violations.push(line),
                 Mode::Audit => self.warnings.push(line),
             }
         }
+        self.found.extend(found);
     }
 }
 
