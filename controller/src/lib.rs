@@ -10,7 +10,7 @@
 //! [`admin`] server answers `/live`, `/ready` and `/metrics` (15014); the [`webhooks`] are the
 //! admission webhooks (HTTPS, 8443): sidecar injection (the injector library) and policy
 //! validation, judged against the [`admission`] facts of the last snapshot (its guardrails).
-//! [`settings`] parses the flags once; [`server`] wires the pieces; [`metrics`] are
+//! The `kube` source writes each AccessPolicy's [`status`]. [`settings`] parses the flags once; [`server`] wires the pieces; [`metrics`] are
 //! the controller's own.
 
 pub mod admin;
@@ -23,4 +23,5 @@ pub mod publish;
 pub mod server;
 pub mod settings;
 pub mod source;
+pub mod status;
 pub mod webhooks;

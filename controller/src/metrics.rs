@@ -29,6 +29,8 @@ pub struct Metrics {
     pub svids_issued: Counter,
     /// Certificate requests refused, by reason.
     pub svids_refused: Family<RefusedLabels, Counter>,
+    /// AccessPolicy status writes, by result.
+    pub status_writes: Family<LoadLabels, Counter>,
     /// `/validate` reviews, by outcome.
     pub admission_reviews: Family<ReviewLabels, Counter>,
     /// Guardrail violations found at admission, by guardrail, rule and mode.
@@ -100,6 +102,12 @@ impl Default for Metrics {
             "Certificate requests refused, by reason",
             svids_refused.clone(),
         );
+        let status_writes = Family::<LoadLabels, Counter>::default();
+        registry.register(
+            "status_writes",
+            "AccessPolicy status writes, by result",
+            status_writes.clone(),
+        );
         let admission_reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
             "admission_reviews",
@@ -116,6 +124,7 @@ impl Default for Metrics {
             registry,
             admission_reviews,
             guardrail_violations,
+            status_writes,
             source_loads,
             workloads,
             subscribers,

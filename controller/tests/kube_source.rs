@@ -50,6 +50,8 @@ struct State {
     lists: usize,
     /// The specs of the TokenReviews asked for.
     reviews: Vec<Value>,
+    /// The status merge patches applied, by `namespace/name`.
+    patches: Vec<(String, Value)>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,7 @@ fn collection(kind: &str) -> &'static str {
         "Service" => "/api/v1/services",
         "EndpointSlice" => "/apis/discovery.k8s.io/v1/endpointslices",
         "AccessPolicy" => "/apis/portcullis.dev/v1alpha1/accesspolicies",
+        "PolicyGuardrail" => "/apis/portcullis.dev/v1alpha1/policyguardrails",
         _ => "/apis/networking.k8s.io/v1/networkpolicies",
     }
 }
@@ -87,7 +90,7 @@ impl Fake {
             "NetworkPolicy",
         ];
         if crd {
-            kinds.push("AccessPolicy");
+            kinds.extend(["AccessPolicy", "PolicyGuardrail"]);
         }
         for kind in kinds {
             objects.insert(collection(kind).to_string(), BTreeMap::new());
@@ -102,6 +105,7 @@ impl Fake {
             gone: 0,
             lists: 0,
             reviews: Vec::new(),
+            patches: Vec::new(),
         })))
     }
 
@@ -158,6 +162,7 @@ impl Fake {
             "/api/v1/namespaces" => "NamespaceList",
             "/api/v1/pods" => "PodList",
             "/apis/portcullis.dev/v1alpha1/accesspolicies" => "AccessPolicyList",
+            "/apis/portcullis.dev/v1alpha1/policyguardrails" => "PolicyGuardrailList",
             _ => "NetworkPolicyList",
         };
         json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": s.rv.to_string()}, "items": items})
@@ -298,6 +303,91 @@ async fn review(fake: &Fake, req: hyper::Request<hyper::body::Incoming>) -> hype
         .expect("response")
 }
 
+/// RFC 7386 JSON merge patch: `patch` onto `target`.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (k, v) in p {
+        match v {
+            Value::Null => {
+                target.as_object_mut().expect("object").remove(k);
+            }
+            v => merge(&mut target[k], v),
+        }
+    }
+}
+
+/// `PATCH …/namespaces/NS/accesspolicies/NAME/status` as the API server answers it for a
+/// status subresource: a JSON merge patch (`application/merge-patch+json`) of which only
+/// `status` is applied, a new resourceVersion and a MODIFIED event; 404 for an unknown object,
+/// 415 for another patch type.
+async fn patch_status(
+    fake: &Fake,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Body> {
+    let path = req.uri().path().to_string();
+    let merge_patch = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/merge-patch+json"));
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let reply = |code: u16, v: Value| {
+        hyper::Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(v.to_string())).boxed_unsync())
+            .expect("response")
+    };
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let [
+        "apis",
+        "portcullis.dev",
+        "v1alpha1",
+        "namespaces",
+        ns,
+        "accesspolicies",
+        name,
+        "status",
+    ] = parts.as_slice()
+    else {
+        return reply(
+            404,
+            json!({"kind": "Status", "code": 404, "reason": "NotFound"}),
+        );
+    };
+    if !merge_patch {
+        return reply(
+            415,
+            json!({"kind": "Status", "code": 415, "reason": "UnsupportedMediaType"}),
+        );
+    }
+    let key = format!("{ns}/{name}");
+    let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let stored = fake.0.lock().expect("lock").objects[collection("AccessPolicy")]
+        .get(&key)
+        .cloned();
+    let Some(mut object) = stored else {
+        return reply(
+            404,
+            json!({"kind": "Status", "code": 404, "reason": "NotFound"}),
+        );
+    };
+    merge(&mut object["status"], &patch["status"]);
+    fake.0.lock().expect("lock").patches.push((key, patch));
+    fake.put(object.clone());
+    reply(200, object)
+}
+
 /// A stream fed by a task.
 fn async_stream<F, Fut>(
     f: F,
@@ -328,6 +418,9 @@ async fn serve(fake: Fake) -> SocketAddr {
                         async move {
                             if req.method() == hyper::Method::POST {
                                 return Ok::<_, Infallible>(review(&fake, req).await);
+                            }
+                            if req.method() == hyper::Method::PATCH {
+                                return Ok::<_, Infallible>(patch_status(&fake, req).await);
                             }
                             let resp = answer(
                                 &fake,
@@ -463,6 +556,63 @@ async fn access_policy_custom_resources_are_watched_where_their_crd_is_installed
         },
     )
     .await;
+}
+
+/// The stored status of AccessPolicy `x/name`.
+fn status_of(fake: &Fake, name: &str) -> Value {
+    let s = fake.0.lock().expect("lock");
+    s.objects[collection("AccessPolicy")]
+        .get(&format!("x/{name}"))
+        .map(|o| o["status"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn access_policies_get_a_status_saying_whether_they_load_and_what_they_apply_to() {
+    let fake = Fake::new(true);
+    fake.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}));
+    fake.put(pod("a", "a", "10.9.0.1"));
+    fake.put(pod("b", "b", "10.9.0.2"));
+    fake.put(json!({"apiVersion": "portcullis.dev/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": "good", "namespace": "x", "generation": 1},
+                    "spec": {"inbound": {"default": "deny"}}}));
+    fake.put(json!({"apiVersion": "portcullis.dev/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": "bad", "namespace": "x", "generation": 4},
+                    "spec": {"inbound": {"rules": [{"name": "r", "action": "maybe"}]}}}));
+    let _rx = follow(&fake).await;
+    // Written although the snapshot holding `bad` is not applied (fail static).
+    eventually("both statuses written", || {
+        let (good, bad) = (status_of(&fake, "good"), status_of(&fake, "bad"));
+        good["conditions"][0]["status"] == "True" && bad["conditions"][0]["status"] == "False"
+    })
+    .await;
+    let good = status_of(&fake, "good");
+    assert_eq!(good["workloads"], 2, "{good}");
+    assert_eq!(good["observedGeneration"], 1);
+    assert_eq!(good["conditions"][0]["type"], "Accepted");
+    assert_eq!(good["conditions"][0]["reason"], "Valid");
+    let bad = status_of(&fake, "bad");
+    assert_eq!(bad["conditions"][0]["reason"], "Invalid");
+    assert_eq!(bad["conditions"][0]["observedGeneration"], 4);
+    let message = bad["conditions"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("unknown variant `maybe`")
+            && message.contains("(at spec.inbound.rules[0].action)"),
+        "{message}"
+    );
+    fake.put(pod("c", "c", "10.9.0.3"));
+    eventually("a third pod counted", || {
+        status_of(&fake, "good")["workloads"] == 3
+    })
+    .await;
+    // Settled: a status write comes back as an event, and is not written again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let patches = fake.0.lock().expect("lock").patches.len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        fake.0.lock().expect("lock").patches.len(),
+        patches,
+        "no write loop"
+    );
+    assert!(patches <= 4, "{patches} patches for 3 changes");
 }
 
 /// A self-signed serving certificate for 127.0.0.1 in `dir`: the TLS files.

@@ -1,9 +1,11 @@
 //! The `kube` source: the API server, watched with kube-rs (a reflector per kind: Namespaces,
-//! Pods, Services, EndpointSlices, NetworkPolicies, and AccessPolicies where their CRD is
-//! installed). A thin adapter — every change rebuilds the snapshot from the
+//! Pods, Services, EndpointSlices, NetworkPolicies, and AccessPolicies and PolicyGuardrails
+//! where their CRDs are installed). A thin adapter — every change rebuilds the snapshot from the
 //! reflectors' stores through the same [`Snapshot`] reader a `dir` source uses, and publishes
 //! it once all the stores have listed (not before: a half-listed cluster would admit too much
-//! or too little). Relists (410 Gone), reconnects and backoff are kube-runtime's.
+//! or too little). Relists (410 Gone), reconnects and backoff are kube-runtime's. After each
+//! rebuild, whether or not it applied, each AccessPolicy whose [`status`](crate::status) is not
+//! what it should be is patched (its status subresource; a failure is retried on the next).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +15,14 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
+use portcullis_config::cluster::Cluster;
 use portcullis_config::snapshot::Snapshot;
 use tokio::sync::Notify;
 
+use crate::metrics::{LoadLabels, Metrics};
 use crate::publish::Publisher;
 
 /// The stores of every kind (AccessPolicies only where the CRD is installed).
@@ -30,6 +34,7 @@ struct Stores {
     slices: Store<EndpointSlice>,
     policies: Store<NetworkPolicy>,
     access: Option<Store<DynamicObject>>,
+    guardrails: Option<Store<DynamicObject>>,
 }
 
 /// `accesspolicies.portcullis.dev/v1alpha1`.
@@ -37,6 +42,14 @@ fn access_policy_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("portcullis.dev", "v1alpha1", "AccessPolicy"),
         "accesspolicies",
+    )
+}
+
+/// `policyguardrails.portcullis.dev/v1alpha1` (cluster-scoped).
+fn guardrail_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("portcullis.dev", "v1alpha1", "PolicyGuardrail"),
+        "policyguardrails",
     )
 }
 
@@ -92,7 +105,61 @@ fn snapshot(stores: &Stores) -> Snapshot {
     );
     let access = stores.access.as_ref().map(Store::state).unwrap_or_default();
     add_all(&mut s, "portcullis.dev/v1alpha1", "AccessPolicy", access);
+    let guardrails = stores
+        .guardrails
+        .as_ref()
+        .map(Store::state)
+        .unwrap_or_default();
+    add_all(
+        &mut s,
+        "portcullis.dev/v1alpha1",
+        "PolicyGuardrail",
+        guardrails,
+    );
     s
+}
+
+/// Patches the status of each AccessPolicy in `store` that does not say what it should (its
+/// validity, and the pods of its namespace in `cluster`).
+async fn write_statuses(
+    client: &kube::Client,
+    store: &Store<DynamicObject>,
+    cluster: &Cluster,
+    metrics: &Metrics,
+) {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    for object in store.state() {
+        let Ok(mut v) = serde_json::to_value(&*object) else {
+            continue;
+        };
+        v["apiVersion"] = "portcullis.dev/v1alpha1".into();
+        v["kind"] = "AccessPolicy".into();
+        let ns = object.metadata.namespace.clone().unwrap_or_default();
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let workloads = cluster.pods.iter().filter(|p| p.namespace == ns).count();
+        let want = crate::status::desired(&v, workloads, &now);
+        if crate::status::is_current(&v, &want) {
+            continue;
+        }
+        let api =
+            Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &access_policy_resource());
+        let patch = serde_json::json!({ "status": want });
+        let written = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        if let Err(e) = &written {
+            tracing::warn!(policy = %format!("{ns}/{name}"), error = %e, "AccessPolicy status not written; retried on the next change");
+        }
+        let result = if written.is_ok() {
+            "success"
+        } else {
+            "failure"
+        };
+        metrics
+            .status_writes
+            .get_or_create(&LoadLabels { result })
+            .inc();
+    }
 }
 
 /// Runs one reflector until the process ends, waking `changed` on every event.
@@ -120,24 +187,25 @@ where
     }
 }
 
-/// The AccessPolicy reflector, if the CRD is installed (a first list says; without it the
-/// controller carries on with NetworkPolicies, and AccessPolicies come from ConfigMaps). Any
-/// other failure to list is retried: starting without them would serve views that miss them.
-async fn access_policies(
+/// The reflector of one of Portcullis' own kinds, if its CRD is installed (a first list says;
+/// without AccessPolicies the controller carries on with NetworkPolicies and ConfigMaps, without
+/// PolicyGuardrails admission has none). Any other failure to list is retried: starting
+/// without them would serve views (or admit writes) that miss them.
+async fn custom_resources(
     client: kube::Client,
+    resource: ApiResource,
     changed: Arc<Notify>,
 ) -> Option<Store<DynamicObject>> {
-    let resource = access_policy_resource();
     let api = Api::<DynamicObject>::all_with(client, &resource);
     loop {
         match api.list(&ListParams::default().limit(1)).await {
             Ok(_) => break,
             Err(kube::Error::Api(e)) if e.code == 404 => {
-                tracing::info!("the AccessPolicy CRD is not installed: NetworkPolicies only");
+                tracing::info!(kind = %resource.kind, "its CRD is not installed");
                 return None;
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot list AccessPolicies; retrying");
+                tracing::error!(kind = %resource.kind, error = %e, "cannot list; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -181,7 +249,8 @@ pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
         np_writer,
         changed.clone(),
     ));
-    let access = access_policies(client, changed.clone()).await;
+    let access = custom_resources(client.clone(), access_policy_resource(), changed.clone()).await;
+    let guardrails = custom_resources(client.clone(), guardrail_resource(), changed.clone()).await;
     let stores = Stores {
         namespaces,
         pods,
@@ -189,6 +258,7 @@ pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
         slices,
         policies,
         access,
+        guardrails,
     };
     let mut ready = vec![
         stores.namespaces.wait_until_ready().await.is_ok(),
@@ -197,8 +267,8 @@ pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
         stores.slices.wait_until_ready().await.is_ok(),
         stores.policies.wait_until_ready().await.is_ok(),
     ];
-    if let Some(a) = &stores.access {
-        ready.push(a.wait_until_ready().await.is_ok());
+    for store in [&stores.access, &stores.guardrails].into_iter().flatten() {
+        ready.push(store.wait_until_ready().await.is_ok());
     }
     if ready.contains(&false) {
         tracing::error!("a reflector ended before listing; no snapshot");
@@ -222,6 +292,9 @@ pub async fn watch(client: kube::Client, publisher: Arc<Publisher>) {
             }
         }
         publisher.count_load(s.errors.is_empty());
+        if let Some(access) = &stores.access {
+            write_statuses(&client, access, &s.cluster, &publisher.metrics).await;
+        }
         changed.notified().await;
     }
 }
