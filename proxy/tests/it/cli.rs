@@ -485,17 +485,17 @@ fn check_cluster_holds_stored_policies_to_the_snapshots_guardrails() {
         ("g1.yaml", enforce),
         ("g2.yaml", audit),
     ]);
-    let o = bin()
-        .args(["check", "--cluster"])
-        .arg(&d.0)
-        .output()
-        .expect("check");
-    let (out, err) = text(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "an enforced guardrail is broken: {out}{err}"
-    );
+    let check = || {
+        let o = bin()
+            .args(["check", "--cluster"])
+            .arg(&d.0)
+            .output()
+            .expect("check");
+        let (out, err) = text(&o);
+        (o.status.code(), out, err)
+    };
+    let (code, out, err) = check();
+    assert_eq!(code, Some(1), "an enforced guardrail is broken: {out}{err}");
     assert!(
         err.contains(
             "cluster.yaml:14:13: guardrail shut: forbidAllowAll: ingress rule 1 allows every peer"
@@ -513,13 +513,8 @@ fn check_cluster_holds_stored_policies_to_the_snapshots_guardrails() {
     );
     // Audit-only findings do not fail it.
     std::fs::remove_file(d.0.join("g1.yaml")).expect("rm");
-    let o = bin()
-        .args(["check", "--cluster"])
-        .arg(&d.0)
-        .output()
-        .expect("check");
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    let (code, out, err) = check();
+    assert_eq!(code, Some(0), "{out}{err}");
     assert!(
         out.contains("1 guardrail: 0 violations enforced, 1 audit-only"),
         "{out}"
