@@ -232,6 +232,8 @@ fn answer(fake: &Fake, path: &str, query: &str) -> hyper::Response<Body> {
                 ("namespaces", "Namespace"),
                 ("services", "Service"),
                 ("endpointslices", "EndpointSlice"),
+                ("accesspolicies", "AccessPolicy"),
+                ("policyguardrails", "PolicyGuardrail"),
             ]
             .into_iter()
             .find(|(end, _)| path.ends_with(end))
@@ -324,7 +326,8 @@ fn merge(target: &mut Value, patch: &Value) {
 
 /// `PATCH …/namespaces/NS/accesspolicies/NAME/status` as the API server answers it for a
 /// status subresource: a JSON merge patch (`application/merge-patch+json`) of which only
-/// `status` is applied, a new resourceVersion and a MODIFIED event; 404 for an unknown object,
+/// `status` is applied, a new resourceVersion and a MODIFIED event (none for a patch that
+/// changes nothing); 404 for an unknown object,
 /// 415 for another patch type.
 async fn patch_status(
     fake: &Fake,
@@ -382,10 +385,16 @@ async fn patch_status(
             json!({"kind": "Status", "code": 404, "reason": "NotFound"}),
         );
     };
+    let before = object.clone();
     merge(&mut object["status"], &patch["status"]);
-    fake.0.lock().expect("lock").patches.push((key, patch));
-    fake.put(object.clone());
-    reply(200, object)
+    fake.0.lock().expect("lock").patches.push((key.clone(), patch));
+    if object == before {
+        // A patch that changes nothing is no write: same resourceVersion, no event.
+        return reply(200, before);
+    }
+    fake.put(object);
+    let stored = fake.0.lock().expect("lock").objects[collection("AccessPolicy")][&key].clone();
+    reply(200, stored)
 }
 
 /// A stream fed by a task.
