@@ -81,10 +81,13 @@ CURL_ARGS=(http://172.29.0.11:8080/hello);  check "tproxy: denied client GET /he
 CURL_ARGS=(-X POST http://172.29.0.11:8080/hello); check "controller: NetworkPolicy admits role=frontend (POST)" 200 allowed-client
 CURL_ARGS=(http://172.29.0.11:8080/mesh/x); check "mesh: app → app-tproxy over mTLS, each judging the other's identity" 200 --user 1000 app
 CURL_ARGS=(-X POST http://172.29.0.11:8080/mesh/x); check "mesh: app POST → app-tproxy: its identity may only GET → 403" 403 --user 1000 app
-if docker-compose -p "$project" logs --no-color proxy-tproxy | grep -q '"identity":"spiffe://cluster.local/ns/demo/sa/app"'; then mark=ok; else mark=FAIL; failures=$((failures + 1)); fi
+# Read whole first: `grep -q` stops at the first match, and with pipefail the writer it cut off
+# (SIGPIPE) would fail the check.
+tproxy_log=$(docker-compose -p "$project" logs --no-color proxy-tproxy)
+if grep -q '"identity":"spiffe://cluster.local/ns/demo/sa/app"' <<<"$tproxy_log"; then mark=ok; else mark=FAIL; failures=$((failures + 1)); fi
 printf '%-4s %s\n' "$mark" "mesh: the TPROXY pod logged the caller's certificate identity, issued by the controller"
 seen=$(dc_exec allowed-client curl -s -m 5 http://172.29.0.11:8080/hello || true)
-if printf '%s' "$seen" | grep -q '"client_ip": "172.29.0.20"'; then mark=ok; else mark=FAIL; failures=$((failures + 1)); fi
+if grep -q '"client_ip": "172.29.0.20"' <<<"$seen"; then mark=ok; else mark=FAIL; failures=$((failures + 1)); fi
 printf '%-4s %-62s %s\n' "$mark" "tproxy: the app sees the client's own address" "$seen"
 echo
 echo "== the sidecar's access log =="
