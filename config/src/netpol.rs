@@ -190,14 +190,20 @@ pub fn import(
     out: &mut CompiledPolicy,
 ) -> (usize, usize, bool) {
     let s = &spec.value;
-    for (field, present) in [
-        ("inbound", s.inbound.is_some()),
-        ("outbound", s.outbound.is_some()),
-        ("mtls", s.mtls.is_some()),
-    ] {
-        if present {
-            d.error(spec, format!("unknown field `{field}` in a NetworkPolicy spec (expected podSelector, policyTypes, ingress, egress)"));
-        }
+    // Each at its own value, so that the error names the field it is about.
+    let unknown = |field: &str| {
+        format!(
+            "unknown field `{field}` in a NetworkPolicy spec (expected podSelector, policyTypes, ingress, egress)"
+        )
+    };
+    if let Some(v) = &s.inbound {
+        d.error(v, unknown("inbound"));
+    }
+    if let Some(v) = &s.outbound {
+        d.error(v, unknown("outbound"));
+    }
+    if let Some(v) = &s.mtls {
+        d.error(v, unknown("mtls"));
     }
     let namespace = namespace.or(ctx.workload_namespace.as_deref());
     let applies = applies(d, spec, namespace, ctx);

@@ -10,8 +10,9 @@
 //! [`admin`] server answers `/live`, `/ready` and `/metrics` (15014); the [`webhooks`] are the
 //! admission webhooks (HTTPS, 8443): sidecar injection (the injector library) and policy
 //! validation, judged against the [`admission`] facts of the last snapshot (its guardrails).
-//! The `kube` source writes each AccessPolicy's [`status`]. [`settings`] parses the flags once; [`server`] wires the pieces; [`metrics`] are
-//! the controller's own.
+//! The `kube` source writes each AccessPolicy's [`status`] (Accepted or Invalid, and the
+//! workloads it applies to). [`settings`] parses the flags once; [`server`] wires the pieces;
+//! [`metrics`] are the controller's own.
 
 pub mod admin;
 pub mod admission;

@@ -25,7 +25,7 @@ pub fn desired(object: &Value, workloads: usize, now: &str) -> Value {
         Ok(w) => (
             "True",
             "Valid",
-            format!("loaded, {} warning(s):\n{}", w.len(), w.join("\n")),
+            format!("loaded with {} warning(s):\n{}", w.len(), cap(&w)),
         ),
         Err(e) => ("False", "Invalid", cap(&e)),
     };
@@ -65,7 +65,7 @@ fn accepted(status: &Value) -> Option<&Value> {
         .find(|c| c["type"] == "Accepted")
 }
 
-/// The errors joined, at most [`MAX_MESSAGE`] bytes, cut at a line and saying how many more.
+/// The lines joined, at most [`MAX_MESSAGE`] bytes, cut at a line and saying how many more.
 fn cap(errors: &[String]) -> String {
     let mut out = String::new();
     for (i, e) in errors.iter().enumerate() {
@@ -120,7 +120,7 @@ mod tests {
                 1,
                 "True",
                 "Valid",
-                "loaded, 1 warning(s):\nAccessPolicy shop/orders:",
+                "loaded with 1 warning(s):\nAccessPolicy shop/orders:",
             ),
         ];
         for (name, object, n, status, reason, fragment) in cases {

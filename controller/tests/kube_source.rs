@@ -2,8 +2,10 @@
 //! server's list/watch protocol: lists with `metadata.resourceVersion`, watches as chunked JSON
 //! event lines (ADDED, MODIFIED, DELETED, BOOKMARK) from a resourceVersion, and `410 Gone` (an
 //! ERROR event with a Status) for a resourceVersion older than what it keeps, which makes the
-//! client relist. What stays unproven without a real API server: authentication, RBAC,
-//! pagination (`continue`), protobuf encoding, and the API server's own timing.
+//! client relist; and AccessPolicies' status subresource (a JSON merge patch of `status` only,
+//! a MODIFIED event when it changed something). What stays unproven without a real API server:
+//! authentication, RBAC, pagination (`continue`), protobuf encoding, and the API server's own
+//! timing.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -48,6 +50,8 @@ struct State {
     gone: usize,
     /// How many lists were served.
     lists: usize,
+    /// The collections watched.
+    watched: std::collections::BTreeSet<String>,
     /// The specs of the TokenReviews asked for.
     reviews: Vec<Value>,
     /// The status merge patches applied, by `namespace/name`.
@@ -104,6 +108,7 @@ impl Fake {
             epoch: broadcast::channel(16).0,
             gone: 0,
             lists: 0,
+            watched: Default::default(),
             reviews: Vec::new(),
             patches: Vec::new(),
         })))
@@ -171,6 +176,7 @@ impl Fake {
     /// The events a watch from `from` gets first (`Err`: 410 Gone), and the live channels.
     fn watch(&self, path: &str, from: u64) -> Result<Watch, ()> {
         let mut s = self.0.lock().expect("lock");
+        s.watched.insert(path.to_string());
         if from < s.oldest {
             s.gone += 1;
             return Err(());
@@ -324,6 +330,12 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// A `Status` as the API server answers a failure with.
+fn failure(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
 /// `PATCH …/namespaces/NS/accesspolicies/NAME/status` as the API server answers it for a
 /// status subresource: a JSON merge patch (`application/merge-patch+json`) of which only
 /// `status` is applied, a new resourceVersion and a MODIFIED event (none for a patch that
@@ -365,29 +377,44 @@ async fn patch_status(
     else {
         return reply(
             404,
-            json!({"kind": "Status", "code": 404, "reason": "NotFound"}),
+            failure(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
         );
     };
     if !merge_patch {
         return reply(
             415,
-            json!({"kind": "Status", "code": 415, "reason": "UnsupportedMediaType"}),
+            failure(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format",
+            ),
         );
     }
     let key = format!("{ns}/{name}");
     let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let stored = fake.0.lock().expect("lock").objects[collection("AccessPolicy")]
-        .get(&key)
+    let stored = fake
+        .0
+        .lock()
+        .expect("lock")
+        .objects
+        .get(collection("AccessPolicy"))
+        .and_then(|o| o.get(&key))
         .cloned();
     let Some(mut object) = stored else {
-        return reply(
-            404,
-            json!({"kind": "Status", "code": 404, "reason": "NotFound"}),
-        );
+        let message = format!("accesspolicies.portcullis.dev \"{name}\" not found");
+        return reply(404, failure(404, "NotFound", &message));
     };
     let before = object.clone();
     merge(&mut object["status"], &patch["status"]);
-    fake.0.lock().expect("lock").patches.push((key.clone(), patch));
+    fake.0
+        .lock()
+        .expect("lock")
+        .patches
+        .push((key.clone(), patch));
     if object == before {
         // A patch that changes nothing is no write: same resourceVersion, no event.
         return reply(200, before);
@@ -541,6 +568,11 @@ async fn the_kube_source_follows_lists_watches_and_relists_after_410() {
     let s = fake.0.lock().expect("lock");
     assert!(s.gone >= 1, "a watch was answered 410 Gone");
     assert!(
+        !s.watched.iter().any(|p| p.contains("portcullis.dev")),
+        "no CRDs, no watches of them: {:?}",
+        s.watched
+    );
+    assert!(
         s.lists >= 6,
         "five lists (namespaces, pods, services, endpointslices, networkpolicies), then at least one relist: {}",
         s.lists
@@ -564,6 +596,11 @@ async fn access_policy_custom_resources_are_watched_where_their_crd_is_installed
                 && v.pods.iter().any(|p| p.name == "b")
         },
     )
+    .await;
+    let guardrails = "/apis/portcullis.dev/v1alpha1/policyguardrails";
+    eventually("PolicyGuardrails are watched too", || {
+        fake.0.lock().expect("lock").watched.contains(guardrails)
+    })
     .await;
 }
 
@@ -622,6 +659,51 @@ async fn access_policies_get_a_status_saying_whether_they_load_and_what_they_app
         "no write loop"
     );
     assert!(patches <= 4, "{patches} patches for 3 changes");
+}
+
+#[tokio::test]
+async fn the_fake_status_subresource_patches_status_only_as_the_api_server_does() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let fake = Fake::new(true);
+    fake.put(json!({"apiVersion": "portcullis.dev/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": "p", "namespace": "x"},
+                    "spec": {"inbound": {"default": "deny"}}, "status": {"workloads": 1, "note": "kept"}}));
+    let addr = serve(fake.clone()).await;
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("portcullis.dev", "v1alpha1", "AccessPolicy"),
+        "accesspolicies",
+    );
+    let api = kube::Api::<DynamicObject>::namespaced_with(client, "x", &resource);
+    let patch = json!({"spec": {"inbound": {"default": "allow"}}, "status": {"workloads": 2}});
+    let written = api
+        .patch_status("p", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patched");
+    assert_eq!(
+        written.data["spec"]["inbound"]["default"], "deny",
+        "spec ignored"
+    );
+    assert_eq!(
+        written.data["status"],
+        json!({"workloads": 2, "note": "kept"})
+    );
+    let rv = written.metadata.resource_version.clone();
+    let again = api
+        .patch_status("p", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patched");
+    assert_eq!(again.metadata.resource_version, rv, "a no-op is no write");
+    let missing = api
+        .patch_status("q", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(&missing, kube::Error::Api(e) if e.code == 404),
+        "{missing:?}"
+    );
+    // The two that reached an object are recorded.
+    assert_eq!(fake.0.lock().expect("lock").patches.len(), 2);
 }
 
 /// A self-signed serving certificate for 127.0.0.1 in `dir`: the TLS files.

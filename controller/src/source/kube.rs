@@ -119,6 +119,9 @@ fn snapshot(stores: &Stores) -> Snapshot {
     s
 }
 
+/// How long one status write may take.
+const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Patches the status of each AccessPolicy in `store` that does not say what it should (its
 /// validity, and the pods of its namespace in `cluster`).
 async fn write_statuses(
@@ -144,9 +147,14 @@ async fn write_statuses(
         let api =
             Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &access_policy_resource());
         let patch = serde_json::json!({ "status": want });
-        let written = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await;
+        let (params, merge) = (PatchParams::default(), Patch::Merge(&patch));
+        let write = api.patch_status(&name, &params, &merge);
+        // Bounded: a slow API server must not hold up the next snapshot.
+        let written = match tokio::time::timeout(STATUS_WRITE_TIMEOUT, write).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer in {STATUS_WRITE_TIMEOUT:?}")),
+        };
         if let Err(e) = &written {
             tracing::warn!(policy = %format!("{ns}/{name}"), error = %e, "AccessPolicy status not written; retried on the next change");
         }

@@ -186,7 +186,7 @@ pub fn validate(
 }
 
 /// The object with `apiVersion` and `kind` (the API server sends both, but an object without
-/// them would not be read at all), and its name — made up for a CREATE with `generateName`,
+/// them would not be read at all), and its name — `PREFIX*` for a CREATE with `generateName`,
 /// which has none yet (the object stored will have one).
 fn with_kind_and_name(req: &AdmissionRequest<DynamicObject>, object: &Value) -> (Value, String) {
     let mut v = object.clone();
@@ -202,7 +202,8 @@ fn with_kind_and_name(req: &AdmissionRequest<DynamicObject>, object: &Value) -> 
     ) {
         (Some(n), _) if !n.is_empty() => n.to_string(),
         (_, Some(prefix)) => {
-            let generated = format!("{prefix}generated");
+            // Named as what it will be: the prefix and a suffix the API server adds after.
+            let generated = format!("{prefix}*");
             v["metadata"]["name"] = generated.clone().into();
             generated
         }
