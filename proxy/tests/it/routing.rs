@@ -191,7 +191,8 @@ async fn a_service_without_a_ready_endpoint_answers_503_and_refuses_tcp() {
     let log = dir.join("b.log");
     let b = sidecar_for(("b", &url, &creds), "127.0.96.2:80", &log, |_| {}).await;
     let r = get(b, "/", None).await;
-    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(r.starts_with("HTTP/1.1 503"), "{r:?}; access log:\n{seen}");
     let mut s = TcpStream::connect(b).await.expect("connect");
     s.write_all(b"\x00\x01not http\r\n").await.expect("write");
     let mut out = Vec::new();
