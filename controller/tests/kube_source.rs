@@ -272,18 +272,22 @@ fn answer(fake: &Fake, path: &str, query: &str) -> hyper::Response<Body> {
         .expect("response")
 }
 
+/// A request's whole body (empty when it cannot be read).
+async fn body_of(req: hyper::Request<hyper::body::Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 /// `POST /apis/authentication.k8s.io/v1/tokenreviews` as the API server answers it: the
 /// token whose signature part is `valid-<pod>` is pod `<pod>` of service account x:default,
 /// for the audiences asked;
 /// anything else is not authenticated. Each review's spec is kept.
 async fn review(fake: &Fake, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Body> {
     let path = req.uri().path().to_string();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body_of(req).await;
     let asked: Value = serde_json::from_slice(&body).unwrap_or_default();
     assert_eq!(path, "/apis/authentication.k8s.io/v1/tokenreviews");
     fake.0
@@ -350,12 +354,7 @@ async fn patch_status(
         .headers()
         .get("content-type")
         .is_some_and(|t| t.as_bytes().starts_with(b"application/merge-patch+json"));
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body_of(req).await;
     let reply = |code: u16, v: Value| {
         hyper::Response::builder()
             .status(code)
