@@ -214,6 +214,14 @@ pub struct LabelSelector {
     pub match_expressions: Option<Vec<Spanned<LabelExpression>>>,
 }
 
+impl LabelSelector {
+    /// Whether it has no requirement (it selects everything).
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+            && self.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    }
+}
+
 /// One set-based selector requirement.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

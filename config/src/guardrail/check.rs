@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use super::reach::{cidr_reaches_internet, host_reaches_internet};
 use super::{Guardrail, Mode, PrefixLimits};
-use crate::model::{self, Action, Document, LabelSelector, MtlsMode, Spanned};
+use crate::model::{self, Action, Document, MtlsMode, Spanned};
 use crate::selector::selector_matches;
 use crate::source::{PolicyError, SourceDoc};
 
@@ -211,11 +211,6 @@ fn loc<T>(sd: &SourceDoc, s: &Spanned<T>) -> Loc {
     (s.referenced.line() + sd.line_offset, s.referenced.column())
 }
 
-fn empty(sel: &LabelSelector) -> bool {
-    sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && sel.match_expressions.as_ref().is_none_or(Vec::is_empty)
-}
-
 impl<'d> Shape<'d> {
     fn is_baseline(&self) -> bool {
         self.every_pod
@@ -264,7 +259,10 @@ impl<'d> Shape<'d> {
         if let Some(first) = types.and_then(|t| t.first()) {
             self.no_ingress_at = loc(sd, first);
         }
-        self.every_pod = spec.pod_selector.as_ref().is_none_or(|s| empty(&s.value));
+        self.every_pod = spec
+            .pod_selector
+            .as_ref()
+            .is_none_or(|s| s.value.is_empty());
         if ingress {
             self.ingress = Some(
                 spec.ingress
@@ -357,8 +355,8 @@ fn net_peer<'d>(sd: &SourceDoc, p: &'d Spanned<model::NetPeer>) -> PeerView<'d> 
     let every_pod = v
         .namespace_selector
         .as_ref()
-        .is_some_and(|s| empty(&s.value))
-        && v.pod_selector.as_ref().is_none_or(|s| empty(&s.value));
+        .is_some_and(|s| s.value.is_empty())
+        && v.pod_selector.as_ref().is_none_or(|s| s.value.is_empty());
     PeerView {
         at: loc(sd, p),
         cidr: v.ip_block.as_ref().map(|b| &b.value.cidr),
@@ -382,8 +380,8 @@ fn access_peer<'d>(sd: &SourceDoc, p: &'d Spanned<model::Peer>) -> PeerView<'d> 
     let every_pod = v
         .namespace_selector
         .as_ref()
-        .is_some_and(|s| empty(&s.value))
-        && v.pod_selector.as_ref().is_none_or(|s| empty(&s.value))
+        .is_some_and(|s| s.value.is_empty())
+        && v.pod_selector.as_ref().is_none_or(|s| s.value.is_empty())
         && v.identity.is_none()
         && v.namespace.is_none();
     PeerView {

@@ -7,8 +7,6 @@
 //! match, with a warning. With the [`Cluster`] (from the control plane or a snapshot), every
 //! selector peer resolves instead to the addresses of the pods it selects.
 
-use std::collections::BTreeMap;
-
 use super::apivalidation::{label_value, qualified_name};
 use crate::cluster::{Cluster, Pod};
 use crate::diagnostics::{Diagnostics, cidr_match};
@@ -63,11 +61,6 @@ pub(crate) fn validate_selector(d: &mut Diagnostics<'_>, sel: &Spanned<LabelSele
         }
     }
     d.error_count() == before
-}
-
-fn is_empty(sel: &LabelSelector) -> bool {
-    sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && sel.match_expressions.as_ref().is_none_or(Vec::is_empty)
 }
 
 /// The selector as requirements on a namespace's name, if it only speaks of
@@ -170,10 +163,10 @@ fn unresolved<T>(
         // destination's namespace and labels are not known to a sidecar.
         return never(d, p, "an egress peer selected by namespace or pod labels");
     }
-    let pods_any = pod_sel.is_none_or(|s| is_empty(&s.value));
+    let pods_any = pod_sel.is_none_or(|s| s.value.is_empty());
     match (ns_sel, pods_any) {
         (_, false) => never(d, p, "podSelector with labels"),
-        (Some(ns), true) if is_empty(&ns.value) => PeerMatch {
+        (Some(ns), true) if ns.value.is_empty() => PeerMatch {
             identity: Some(IdentityPattern::Any),
             ..PeerMatch::default()
         },
